@@ -1,0 +1,1 @@
+"""Raw dataset parsers: raw files -> data/*.jsonl + dataset_info.json."""

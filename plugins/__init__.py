@@ -1,0 +1,1 @@
+"""Evaluation plugins, registered by name."""
