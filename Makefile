@@ -1,0 +1,60 @@
+# PsyFactory: every target is a thin wrapper over the `psyfactory` CLI.
+#   make help                                  list targets
+#   make train MODEL=qwen3-4b TASK=psydt       LoRA SFT through llamafactory-cli
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+MODEL  ?= tiny
+TASK   ?= psydt
+METHOD ?= lora
+HW     ?= auto
+ARGS   ?=
+VENV   ?= .venv
+PYTHON ?= python3.11
+
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.psyfactory-setup
+PSY      := $(PY) -m psyfactory
+RUN_OPTS := --model $(MODEL) --task $(TASK) --method $(METHOD) --hw $(HW) $(ARGS)
+
+.PHONY: help setup lock demo test lint config train merge predict chat list
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@echo "  variables: MODEL=$(MODEL) TASK=$(TASK) METHOD=$(METHOD) HW=$(HW) ARGS='key=value ...'"
+
+$(STAMP): pyproject.toml requirements/constraints.txt scripts/setup_env.sh
+	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/setup_env.sh
+
+setup: $(STAMP) ## create .venv with the pinned stack (idempotent)
+
+lock: $(STAMP) ## rewrite requirements/constraints.txt from the current .venv
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' | sed 's/+cpu//' > requirements/constraints.txt.new
+	mv requirements/constraints.txt.new requirements/constraints.txt
+
+test: $(STAMP) ## run the test suite (what CI runs)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check .
+
+list: $(STAMP) ## list models, tasks, methods, hardware profiles
+	@$(PSY) list
+
+config: $(STAMP) ## print the composed flat LLaMA-Factory config
+	@$(PSY) config $(RUN_OPTS)
+
+train: $(STAMP) ## LoRA/QLoRA SFT: MODEL TASK METHOD [HW] [ARGS]
+	$(PSY) train $(RUN_OPTS)
+
+merge: $(STAMP) ## merge the run's adapter into its (unquantized) base
+	$(PSY) merge $(RUN_OPTS)
+
+predict: $(STAMP) ## greedy generation on the task's eval set
+	$(PSY) predict $(RUN_OPTS)
+
+chat: $(STAMP) ## interactive chat with base + the run's adapter
+	$(PSY) chat $(RUN_OPTS)
+
+demo: $(STAMP) ## prep sample data -> train -> merge -> predict on the tiny model (CPU, minutes)
+	$(PSY) demo
