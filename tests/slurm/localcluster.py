@@ -1,0 +1,176 @@
+"""A real single-node Slurm cluster for tests: Debian's slurmctld/slurmd + munge, started in a temp dir.
+
+Everything (config, state, spool, munge socket, logs) lives under one directory; the daemons run in
+the foreground as children of this process, so they are stopped by PID and nothing else is touched.
+Fake A40 GPUs are gres `File=` symlinks to /dev/null, which is enough for Slurm to hand out
+`CUDA_VISIBLE_DEVICES`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+BINARIES = ["slurmctld", "slurmd", "sbatch", "scontrol", "munged"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_installed() -> str | None:
+    """Install the Debian packages if missing. Returns a reason string when that is impossible."""
+    if all(shutil.which(b) or Path("/usr/sbin", b).exists() for b in BINARIES):
+        return None
+    if os.geteuid() != 0:
+        return "Slurm is not installed and installing it needs root"
+    if not shutil.which("apt-get"):
+        return "Slurm is not installed and there is no apt-get"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]
+    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if res.returncode != 0:
+            return f"apt-get install {' '.join(PACKAGES)} failed: {res.stderr[-500:]}"
+    return None
+
+
+class LocalSlurm:
+    """Single node `localhost` in partition `a40` with `gpus` fake A40s, 32 CPUs and 256 GB."""
+
+    def __init__(self, root: Path, gpus: int = 4, cpus: int = 32, mem_mb: int = 256000) -> None:
+        self.root = root
+        self.gpus, self.cpus, self.mem_mb = gpus, cpus, mem_mb
+        self.conf = root / "etc" / "slurm.conf"
+        self.munge_socket = root / "munge" / "munge.socket"
+        self.jobcomp = root / "jobcomp.txt"
+        self.procs: list[subprocess.Popen] = []
+
+    # -- config -----------------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        etc, state, spool, gpudev = (self.root / d for d in ("etc", "state", "spool", "dev"))
+        for d in (etc, state, spool, gpudev):
+            d.mkdir(parents=True, exist_ok=True)
+        for i in range(self.gpus):
+            link = gpudev / f"nvidia{i}"
+            if not link.exists():
+                link.symlink_to("/dev/null")
+        r = self.root
+        self.conf.write_text(
+            f"""ClusterName=psytest
+SlurmctldHost=localhost
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={self.munge_socket}
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={state}
+SlurmdSpoolDir={spool}
+SlurmctldPidFile={r}/slurmctld.pid
+SlurmdPidFile={r}/slurmd.pid
+SlurmctldLogFile={r}/slurmctld.log
+SlurmdLogFile={r}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+GresTypes=gpu
+ReturnToService=2
+SchedulerType=sched/backfill
+SchedulerParameters=defer_batch,sched_interval=1
+MinJobAge=86400
+JobCompType=jobcomp/filetxt
+JobCompLoc={self.jobcomp}
+EnforcePartLimits=ALL
+DependencyParameters=kill_invalid_depend
+SlurmdParameters=config_overrides
+KillWait=5
+SlurmctldTimeout=30
+SlurmdTimeout=30
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.mem_mb} Gres=gpu:a40:{self.gpus} State=UNKNOWN
+PartitionName=a40 Nodes=localhost Default=YES MaxTime=2-00:00:00 State=UP
+"""
+        )
+        (etc / "gres.conf").write_text(
+            f"NodeName=localhost Name=gpu Type=a40 File={gpudev}/nvidia[0-{self.gpus - 1}]\n"
+        )
+        # cgroup-v2 hosts: the default cgroup plugin needs dbus and slurmd dies; v1 works everywhere here.
+        (etc / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\n")
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def _spawn(self, cmd: list[str], log: str, **kw) -> subprocess.Popen:
+        out = open(self.root / log, "ab")  # noqa: SIM115 - closed when the process ends
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env(),
+                             start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def start(self, timeout: float = 60) -> None:
+        self._write_config()
+        mdir = self.munge_socket.parent
+        mdir.mkdir(parents=True, exist_ok=True)
+        shutil.chown(mdir, "munge", "munge")
+        mdir.chmod(0o755)
+        # munged refuses to run as root; it also wants a group/other non-writable socket dir.
+        self._spawn(["/usr/sbin/munged", "-F", f"--socket={self.munge_socket}",
+                     f"--pid-file={mdir}/munged.pid", f"--log-file={mdir}/munged.log",
+                     f"--seed-file={mdir}/munged.seed"], "munged.out", user="munge", group="munge")
+        self._wait(lambda: self.munge_socket.exists(), timeout, "munged socket")
+        self._spawn(["/usr/sbin/slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld.out")
+        self._wait(lambda: self.run(["scontrol", "ping"], check=False).returncode == 0, timeout, "slurmctld")
+        self._spawn(["/usr/sbin/slurmd", "-D", "-N", "localhost", "-f", str(self.conf)], "slurmd.out")
+
+        def node_idle() -> bool:
+            out = self.run(["sinfo", "-h", "-N", "-o", "%T"], check=False).stdout.strip()
+            return out.startswith("idle")
+
+        self._wait(node_idle, timeout, "node localhost idle")
+
+    def _wait(self, pred, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"{p.args[0]} exited with {p.returncode} while waiting for {what}; "
+                                       f"logs in {self.root}")
+            if pred():
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"{what} not ready after {timeout}s; logs in {self.root}")
+
+    def stop(self) -> None:
+        """Stop the daemons this object started (by PID), newest first."""
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=self.env(), capture_output=True, text=True, check=check)
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job -o` as a dict (JobState, Reason, ExitCode, Restarts, ...)."""
+        out = self.run(["scontrol", "show", "job", "-o", str(job_id)]).stdout
+        return dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
