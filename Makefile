@@ -58,3 +58,21 @@ chat: $(STAMP) ## interactive chat with base + the run's adapter
 
 demo: $(STAMP) ## prep sample data -> train -> merge -> predict on the tiny model (CPU, minutes)
 	$(PSY) demo
+
+# ---- slurm (issue 6) ----
+GPUS    ?= 1
+NODES   ?= 1
+STAGES  ?= train,merge,gguf,eval
+DRY_RUN ?=
+DS      ?=
+SLURM_OPTS := --gpus $(GPUS) --nodes $(NODES) --stages $(STAGES) $(if $(DS),--deepspeed $(DS)) \
+	$(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
+
+sbatch: $(STAMP) ## submit train->merge->gguf->eval to Slurm: MODEL TASK [METHOD GPUS NODES STAGES DS=z2|z3 DRY_RUN=1]
+	@$(PSY) sbatch $(SLURM_OPTS) $(RUN_OPTS)
+
+status: $(STAMP) ## state of each job of the run's last Slurm pipeline (+ log tail of failures)
+	@$(PSY) status $(RUN_OPTS)
+
+stage: $(STAMP) ## login node: download model, check data, tokenize once, for offline compute nodes
+	$(PSY) stage $(RUN_OPTS)

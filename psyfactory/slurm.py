@@ -39,7 +39,7 @@ BAD_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "B
 PROFILE_KEYS = {
     "partition", "account", "qos", "gres", "cpus_per_gpu", "mem_per_gpu", "time", "hw", "env_setup",
     "hf_home", "log_dir", "requeue", "signal_secs", "master_port", "omp_threads", "nproc_per_node",
-    "extra_sbatch", "extra_env", "stages",
+    "extra_sbatch", "extra_env", "stages", "launcher",
 }
 STAGE_KEYS = {"gpus", "cpus", "mem", "time", "partition", "qos", "account"}
 
@@ -258,7 +258,12 @@ def stage_body(stage: str, req: Request, profile: dict[str, Any], overrides: lis
         "# --- train ---",
     ]
     train = _q(_cli("train", req, hw, overrides))
-    if r["nodes"] > 1:
+    launcher = str(profile.get("launcher") or "auto")
+    if launcher not in ("auto", "srun", "direct"):
+        raise SlurmError(f"profile launcher: expected auto, srun or direct, got {launcher!r}")
+    if r["nodes"] > 1 and launcher == "direct":
+        raise SlurmError("profile launcher: direct cannot start a multi-node job (use auto or srun)")
+    if r["nodes"] > 1 or launcher == "srun":
         # One task per node; NODE_RANK (what LF reads) from the node's index in the allocation.
         lines.append('psy_run srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \\\n'
                      "  bash -c 'export NODE_RANK=\"${SLURM_NODEID:-$SLURM_PROCID}\"; exec \"$@\"' node-rank \\\n"
@@ -266,6 +271,19 @@ def stage_body(stage: str, req: Request, profile: dict[str, Any], overrides: lis
     else:
         lines.append(f"export NODE_RANK=0\npsy_run {train}")
     return "\n".join(lines)
+
+
+PREEMPTION = """# --- preemption / time limit ---
+# Slurm sends USR1 to this shell before the time limit (--signal=B:USR1@secs). We requeue the job:
+# it is killed, queued again, and the next attempt resumes from the last checkpoint of the run
+# directory (LLaMA-Factory resumes from output_dir/checkpoint-* when overwrite_output_dir is false;
+# `psyfactory slurm-prepare` refuses checkpoints written under another config).
+on_usr1() {
+  echo "[psy] USR1 at $(date -Is): requeueing job $SLURM_JOB_ID to resume from its last checkpoint"
+  scontrol requeue "$SLURM_JOB_ID"
+}
+trap on_usr1 USR1
+"""
 
 
 def render(stage: str, req: Request, profile: dict[str, Any], overrides: list[str] | None = None) -> str:
@@ -285,6 +303,7 @@ def render(stage: str, req: Request, profile: dict[str, Any], overrides: list[st
         "omp_threads": str(omp),
         "exports": "\n".join(exports),
         "body": stage_body(stage, req, profile, overrides),
+        "preemption": PREEMPTION if stage == "train" and int(profile.get("signal_secs") or 0) > 0 else "",
     }
     text = TEMPLATE.read_text(encoding="utf-8")
 
@@ -349,6 +368,7 @@ def tokenize_once(lf: dict[str, Any]) -> bool:
     target = Path(lf["tokenized_path"])
     if has_tokenized_data(str(target)):
         return False
+    print(f"[psy] tokenizing once into {target}", flush=True)
     with tempfile.TemporaryDirectory(prefix="psy-tokenize-") as tmp:
         # Only the data side matters here: no precision, quantization, DeepSpeed or resume checks.
         args = {**lf, "output_dir": tmp, "overwrite_output_dir": True, "bf16": False, "fp16": False,
@@ -362,7 +382,12 @@ def tokenize_once(lf: dict[str, Any]) -> bool:
     return True
 
 
-def prepare(req: Request, overrides: list[str]) -> dict[str, Any]:
+def has_tokenized(path: Path) -> bool:
+    """What LF's has_tokenized_data checks, without importing LF (datasets' save_to_disk markers)."""
+    return path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "dataset_info.json", "state.json"))
+
+
+def prepare(req: Request, overrides: list[str], *, force_tokenize: bool = False) -> dict[str, Any]:
     """In the training job, once per attempt before the ranks start (also `make stage`'s last step)."""
     from psyfactory.config import compose
     from psyfactory.manifest import config_hash
@@ -371,7 +396,11 @@ def prepare(req: Request, overrides: list[str]) -> dict[str, Any]:
     c = compose(req.model, req.task, req.method, req.hw, overrides)
     resume = check_resumable(c)
     materialize(c.meta["model_ref"])
-    tokenized = bool(c.lf.get("tokenized_path")) and tokenize_once(c.lf)
+    target = c.lf.get("tokenized_path")
+    # With one process LF tokenizes and saves tokenized_path itself; don't pay its import twice.
+    world = int(os.environ.get("NNODES", "1")) * int(os.environ.get("NPROC_PER_NODE", "1"))
+    tokenized = bool(target) and (world > 1 or force_tokenize) and not has_tokenized(Path(target)) \
+        and tokenize_once(c.lf)
     return {"config_hash": config_hash(c.lf), "resume_from": resume, "tokenized": tokenized,
             "tokenized_path": c.lf.get("tokenized_path"), "run_dir": c.run_dir}
 
@@ -550,7 +579,7 @@ def stage_offline(req: Request, profile: dict[str, Any], out=sys.stdout) -> dict
 
         local = snapshot_download(model_path, cache_dir=str(hf_home / "hub"))
         print(f"[psy] model: {model_path} -> {local}", file=out)
-    info = prepare(req, overrides)
+    info = prepare(req, overrides, force_tokenize=True)
     print(f"[psy] tokenized data: {info['tokenized_path']} ({'written' if info['tokenized'] else 'already there'})",
           file=out)
     return info

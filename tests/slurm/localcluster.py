@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import subprocess
 import time
 from pathlib import Path
@@ -51,7 +52,9 @@ class LocalSlurm:
         self.root = root
         self.gpus, self.cpus, self.mem_mb = gpus, cpus, mem_mb
         self.conf = root / "etc" / "slurm.conf"
-        self.munge_socket = root / "munge" / "munge.socket"
+        # munged (user munge) must reach its directory; pytest's tmp dirs are root-only (0700).
+        self.munge_dir = Path(tempfile.mkdtemp(prefix="psy-munge-"))
+        self.munge_socket = self.munge_dir / "munge.socket"
         self.jobcomp = root / "jobcomp.txt"
         self.procs: list[subprocess.Popen] = []
 
@@ -122,8 +125,7 @@ PartitionName=a40 Nodes=localhost Default=YES MaxTime=2-00:00:00 State=UP
 
     def start(self, timeout: float = 60) -> None:
         self._write_config()
-        mdir = self.munge_socket.parent
-        mdir.mkdir(parents=True, exist_ok=True)
+        mdir = self.munge_dir
         shutil.chown(mdir, "munge", "munge")
         mdir.chmod(0o755)
         # munged refuses to run as root; it also wants a group/other non-writable socket dir.
@@ -165,6 +167,7 @@ PartitionName=a40 Nodes=localhost Default=YES MaxTime=2-00:00:00 State=UP
                 p.kill()
                 p.wait()
         self.procs.clear()
+        shutil.rmtree(self.munge_dir, ignore_errors=True)
 
     # -- helpers -----------------------------------------------------------------------------------
     def run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
