@@ -399,8 +399,15 @@ def prepare(req: Request, overrides: list[str], *, force_tokenize: bool = False)
     target = c.lf.get("tokenized_path")
     # With one process LF tokenizes and saves tokenized_path itself; don't pay its import twice.
     world = int(os.environ.get("NNODES", "1")) * int(os.environ.get("NPROC_PER_NODE", "1"))
-    tokenized = bool(target) and (world > 1 or force_tokenize) and not has_tokenized(Path(target)) \
-        and tokenize_once(c.lf)
+    if not target:
+        tokenized = "not used"
+    elif has_tokenized(Path(target)):
+        tokenized = "already prepared"
+    elif world > 1 or force_tokenize:
+        tokenize_once(c.lf)
+        tokenized = "written now, once, before the ranks start"
+    else:
+        tokenized = "written by the single training process"
     return {"config_hash": config_hash(c.lf), "resume_from": resume, "tokenized": tokenized,
             "tokenized_path": c.lf.get("tokenized_path"), "run_dir": c.run_dir}
 
@@ -508,7 +515,9 @@ def job_info(job_id: str) -> dict[str, str]:
         if first:
             state, exit_code, reason = (first[0].split("|") + ["", "", ""])[:3]
             return {"JobState": state.split()[0], "ExitCode": exit_code, "Reason": reason or "None"}
-    return {"JobState": "UNKNOWN", "Reason": "the controller forgot the job and there is no accounting (sacct)"}
+    if "invalid job id" in res.stderr.lower():
+        return {"JobState": "UNKNOWN", "Reason": "the controller forgot the job (MinJobAge) and there is no sacct"}
+    return {"JobState": "UNKNOWN", "Reason": f"scontrol: {res.stderr.strip() or 'no answer'}"}
 
 
 def tail(path: Path, n: int = 25) -> list[str]:
@@ -580,6 +589,5 @@ def stage_offline(req: Request, profile: dict[str, Any], out=sys.stdout) -> dict
         local = snapshot_download(model_path, cache_dir=str(hf_home / "hub"))
         print(f"[psy] model: {model_path} -> {local}", file=out)
     info = prepare(req, overrides, force_tokenize=True)
-    print(f"[psy] tokenized data: {info['tokenized_path']} ({'written' if info['tokenized'] else 'already there'})",
-          file=out)
+    print(f"[psy] tokenized data: {info['tokenized_path']} ({info['tokenized']})", file=out)
     return info

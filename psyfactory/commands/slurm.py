@@ -40,8 +40,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(f"[psy] run dir {info['run_dir']} config hash {info['config_hash']}: "
           + (f"resuming from {resume}" if resume else "starting fresh (no checkpoint)"))
     if info["tokenized_path"]:
-        print(f"[psy] tokenized data {info['tokenized_path']}: "
-              + ("written now (once, before the ranks start)" if info["tokenized"] else "already prepared"))
+        print(f"[psy] tokenized data {info['tokenized_path']}: {info['tokenized']}")
     sys.stdout.flush()
     return 0
 

@@ -46,7 +46,10 @@ def ensure_installed() -> str | None:
 
 
 class LocalSlurm:
-    """Single node `localhost` in partition `a40` with `gpus` fake A40s, 32 CPUs and 256 GB."""
+    """Single node `localhost` in partition `a40` with `gpus` fake A40s, 32 CPUs and 256 GB.
+
+    `cred_expire=10`: a requeued job may start again after 10 s instead of Slurm's default 120 s
+    (it must wait until the old job credential has expired)."""
 
     def __init__(self, root: Path, gpus: int = 4, cpus: int = 32, mem_mb: int = 256000) -> None:
         self.root = root
@@ -75,7 +78,7 @@ SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self.munge_socket}
+AuthInfo=socket={self.munge_socket},cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={state}
