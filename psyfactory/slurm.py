@@ -334,6 +334,14 @@ def check_resumable(c: Any) -> Path | None:
     ckpts = checkpoints(adapter)
     if not ckpts or c.lf.get("overwrite_output_dir"):
         return None
+    # A job killed while saving leaves a checkpoint without trainer_state.json (written last); LF
+    # would pick it as the newest and fail to resume. Move it out of LF's `checkpoint-N` pattern.
+    while ckpts and not (ckpts[-1] / "trainer_state.json").is_file():
+        bad = ckpts.pop()
+        bad.rename(bad.with_name(f"incomplete-{bad.name}"))
+        print(f"[psy] {bad} is incomplete (no trainer_state.json): set aside as incomplete-{bad.name}", flush=True)
+    if not ckpts:
+        return None
     previous = read_manifest(c.run_dir).get("stages", {}).get("train") or {}
     now = config_hash(c.lf)
     if previous.get("config_hash") != now:
@@ -442,6 +450,10 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
         from psyfactory import preflight
 
         preflight.check_train(c.lf, f"MODEL={req.model} TASK={req.task} METHOD={req.method}")
+        active = active_jobs(c.run_dir)
+        if active:
+            raise SlurmError(f"{c.run_dir} has an active pipeline (jobs {', '.join(active)}): two trainers would "
+                             f"share one output_dir. Wait for it or `scancel {' '.join(active)}` first.")
         if restart:
             moved = set_aside(Path(c.lf["output_dir"]))
             if moved:
@@ -518,6 +530,19 @@ def job_info(job_id: str) -> dict[str, str]:
     if "invalid job id" in res.stderr.lower():
         return {"JobState": "UNKNOWN", "Reason": "the controller forgot the job (MinJobAge) and there is no sacct"}
     return {"JobState": "UNKNOWN", "Reason": f"scontrol: {res.stderr.strip() or 'no answer'}"}
+
+
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+                 "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT"}
+
+
+def active_jobs(run_dir: Path) -> list[str]:
+    """Job ids of the run's last pipeline that are still queued or running."""
+    try:
+        rec = last_pipeline(run_dir)
+    except SlurmError:
+        return []
+    return [j["job_id"] for j in rec["jobs"] if job_info(j["job_id"]).get("JobState") in ACTIVE_STATES]
 
 
 def tail(path: Path, n: int = 25) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,16 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from psyfactory import paths
-
 sys.path.insert(0, str(Path(__file__).parent))
 from localcluster import LocalSlurm, ensure_installed  # noqa: E402
 
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
-
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
     if os.geteuid() != 0:
         pytest.skip("a local Slurm needs root (munged runs as the munge user, slurmd as root)")
     reason = ensure_installed()
@@ -59,7 +54,7 @@ def write_dataset(root: Path, n_train: int = 48) -> None:
 
 
 @pytest.fixture
-def workspace(cluster: LocalSlurm, tmp_path: Path) -> dict[str, str]:
+def slurm_ws(slurm_cluster: LocalSlurm, tmp_path: Path) -> dict[str, str]:
     """Environment for CLI calls: this cluster, runs/dataset/logs/HF cache under tmp_path, CPU profile."""
     ds = tmp_path / "dataset"
     ds.mkdir()
@@ -72,7 +67,7 @@ def workspace(cluster: LocalSlurm, tmp_path: Path) -> dict[str, str]:
     }
     (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile), encoding="utf-8")
     return {
-        **cluster.env(),
+        **slurm_cluster.env(),
         "PSY_SLURM_PROFILE": str(tmp_path / "profile.yaml"),
         "PSY_DATASET_DIR": str(ds),
         "PSY_RUNS_DIR": str(tmp_path / "runs"),
@@ -81,27 +76,3 @@ def workspace(cluster: LocalSlurm, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def psy(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """The real CLI in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "psyfactory", *args], capture_output=True, text=True,
-                          cwd=paths.REPO_ROOT, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"psyfactory {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def wait_final(cluster: LocalSlurm, job_ids: list[str], timeout: float = 300) -> dict[str, dict[str, str]]:
-    """Poll `scontrol show job` until every job is in a final state."""
-    end = time.monotonic() + timeout
-    while True:
-        info = {j: cluster.job(j) for j in job_ids}
-        if all(i.get("JobState") in FINAL for i in info.values()):
-            return info
-        if time.monotonic() > end:
-            raise TimeoutError(f"jobs not finished after {timeout}s: { {j: i.get('JobState') for j, i in info.items()} }")
-        time.sleep(1)
-
-
-def pipeline(run_dir: Path) -> dict:
-    lines = (run_dir / "slurm" / "pipelines.jsonl").read_text(encoding="utf-8").splitlines()
-    return json.loads(lines[-1])

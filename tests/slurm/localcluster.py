@@ -12,8 +12,8 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import pipeline, psy, wait_final
+from slurm_helpers import pipeline, pipeline_lines, psy, wait_final
 
 RUN = ["--model", "tiny", "--task", "psydt", "--method", "lora"]
 FAST = ["cutoff_len=128", "logging_steps=1", "plot_loss=false"]
@@ -22,18 +22,18 @@ def run_dir(env: dict[str, str], method: str = "lora") -> Path:
     return Path(env["PSY_RUNS_DIR"]) / "tiny" / "psydt" / method
 
 
-def test_chain_train_merge_completes(cluster, workspace):
-    out = psy(workspace, "sbatch", "--stages", "train,merge", *RUN, *FAST, "max_steps=4", "save_steps=2").stdout
-    rec = pipeline(run_dir(workspace))
+def test_chain_train_merge_completes(slurm_cluster, slurm_ws):
+    out = psy(slurm_ws, "sbatch", "--stages", "train,merge", *RUN, *FAST, "max_steps=4", "save_steps=2").stdout
+    rec = pipeline(run_dir(slurm_ws))
     ids = [j["job_id"] for j in rec["jobs"]]
     assert [j["stage"] for j in rec["jobs"]] == ["train", "merge"]
     for j in rec["jobs"]:  # the CLI tells where the logs go
         assert j["job_id"] in out and j["log"] in out
-    info = wait_final(cluster, ids, timeout=300)
+    info = wait_final(slurm_cluster, ids, timeout=300)
     assert {i["JobState"] for i in info.values()} == {"COMPLETED"}, info
     merge_dep = info[ids[1]]
     assert f"afterok:{ids[0]}" in merge_dep.get("Dependency", "") or merge_dep.get("Dependency") == "(null)"
-    rd = run_dir(workspace)
+    rd = run_dir(slurm_ws)
     assert (rd / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((rd / "adapter" / "trainer_state.json").read_text())["global_step"] == 4
     assert (rd / "merged" / "config.json").is_file() and list((rd / "merged").glob("*.safetensors"))
@@ -41,23 +41,38 @@ def test_chain_train_merge_completes(cluster, workspace):
     log = Path(info[ids[0]]["StdOut"]).read_text()
     assert "tokenized dataset is saved" in log.lower()  # tokenized_path written by the one process
     assert list((rd / "slurm").glob("tokenized-*/dataset_dict.json"))
-    status = psy(workspace, "status", *RUN)
+    status = psy(slurm_ws, "status", *RUN)
     assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2
 
+    # Resubmitting into this run dir with another config is refused before anything is queued ...
+    changed = [*FAST, "max_steps=4", "save_steps=2", "learning_rate=0.001"]
+    bad = psy(slurm_ws, "sbatch", "--stages", "train", *RUN, *changed, check=False)
+    assert bad.returncode == 2 and "mix two runs" in bad.stderr, bad.stderr
+    assert len(pipeline_lines(rd)) == 1
+    # ... unless --restart, which keeps the old adapter dir aside.
+    again = psy(slurm_ws, "sbatch", "--restart", "--stages", "train", *RUN, *changed)
+    assert "moved the previous adapter dir" in again.stdout
+    job = pipeline(rd)["jobs"][0]["job_id"]
+    # While that pipeline is queued or running, a second one into the same run dir is refused.
+    twice = psy(slurm_ws, "sbatch", "--stages", "train", *RUN, *changed, check=False)
+    assert twice.returncode == 2 and f"active pipeline (jobs {job})" in twice.stderr, twice.stderr
+    slurm_cluster.run(["scancel", job])
+    assert list(rd.glob("adapter.old-*/adapter_model.safetensors")) and not (rd / "adapter").exists()
 
-def test_training_failure_cancels_dependents(cluster, workspace):
+
+def test_training_failure_cancels_dependents(slurm_cluster, slurm_ws):
     # learning_rate=fast passes the config checks at submit time but makes LF fail inside the job.
-    psy(workspace, "sbatch", *RUN, *FAST, "max_steps=2", "learning_rate=fast")
-    rec = pipeline(run_dir(workspace))
+    psy(slurm_ws, "sbatch", *RUN, *FAST, "max_steps=2", "learning_rate=fast")
+    rec = pipeline(run_dir(slurm_ws))
     ids = [j["job_id"] for j in rec["jobs"]]
     assert [j["stage"] for j in rec["jobs"]] == ["train", "merge", "gguf", "eval"]
-    info = wait_final(cluster, ids, timeout=180)
+    info = wait_final(slurm_cluster, ids, timeout=180)
     assert info[ids[0]]["JobState"] == "FAILED"
     for j in ids[1:]:
         assert info[j]["JobState"] == "CANCELLED" and info[j]["Reason"] == "DependencyNeverSatisfied", info[j]
     # `make status` says which job failed, why the others were cancelled, and shows the log tail.
     st = subprocess.run(["make", "-s", "status", "MODEL=tiny", "TASK=psydt"], capture_output=True, text=True,
-                        env=workspace, cwd=Path(__file__).parents[2])
+                        env=slurm_ws, cwd=Path(__file__).parents[2])
     assert st.returncode != 0
     assert re.search(rf"train\s+{ids[0]}\s+FAILED", st.stdout), st.stdout
     for stage, j in zip(("merge", "gguf", "eval"), ids[1:], strict=True):
@@ -78,21 +93,26 @@ def _wait_for(pred, timeout: float, what: str):
     raise TimeoutError(what)
 
 
-def test_preempted_training_resumes_from_checkpoint(cluster, workspace):
+def test_preempted_training_resumes_from_checkpoint(slurm_cluster, slurm_ws):
     steps = 120
-    psy(workspace, "sbatch", "--stages", "train", *RUN, *FAST, f"max_steps={steps}", "save_steps=10")
-    rd = run_dir(workspace)
+    args = [*RUN, *FAST, f"max_steps={steps}", "save_steps=10"]
+    # Login-node staging first: the job then finds the model and the tokenized data in place.
+    staged = psy(slurm_ws, "stage", *args).stdout
+    assert "model: local" in staged and "written now, once, before the ranks start" in staged, staged
+    psy(slurm_ws, "sbatch", "--stages", "train", *args)
+    rd = run_dir(slurm_ws)
     job = pipeline(rd)["jobs"][0]["job_id"]
     # As at a time limit: Slurm's warning signal to the batch shell; its trap requeues the job.
     _wait_for(lambda: list((rd / "adapter").glob("checkpoint-*")), 240, "first checkpoint")
-    cluster.run(["scancel", "--batch", f"--signal={signal.SIGUSR1.name.removeprefix('SIG')}", job])
-    _wait_for(lambda: cluster.job(job).get("Restarts", "0") != "0", 60, "requeue")
+    slurm_cluster.run(["scancel", "--batch", f"--signal={signal.SIGUSR1.name.removeprefix('SIG')}", job])
+    _wait_for(lambda: slurm_cluster.job(job).get("Restarts", "0") != "0", 60, "requeue")
     first_run_ckpts = sorted(int(p.name.split("-")[1]) for p in (rd / "adapter").glob("checkpoint-*"))
     assert first_run_ckpts and first_run_ckpts[-1] < steps, "training finished before the signal"
-    info = wait_final(cluster, [job], timeout=300)[job]
+    info = wait_final(slurm_cluster, [job], timeout=300)[job]
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", info
     log = Path(info["StdOut"]).read_text()
     assert "USR1" in log and "requeueing job" in log
+    assert log.count(": already prepared") == 2 and "Running tokenizer" not in log  # staged once
     m = re.search(r"resuming from (\S+checkpoint-(\d+))", log)
     assert m, log[-3000:]
     assert int(m.group(2)) >= first_run_ckpts[-1]
@@ -102,36 +122,21 @@ def test_preempted_training_resumes_from_checkpoint(cluster, workspace):
     assert logged[-1] == steps
 
 
-def test_resubmit_with_changed_config_is_refused(cluster, workspace):
-    rd = run_dir(workspace)
-    psy(workspace, "sbatch", "--stages", "train", *RUN, *FAST, "max_steps=2", "save_steps=1")
-    job = pipeline(rd)["jobs"][0]["job_id"]
-    assert wait_final(cluster, [job], timeout=180)[job]["JobState"] == "COMPLETED"
-    bad = psy(workspace, "sbatch", "--stages", "train", *RUN, *FAST, "max_steps=2", "save_steps=1",
-              "learning_rate=0.001", check=False)
-    assert bad.returncode == 2 and "mix two runs" in bad.stderr
-    again = psy(workspace, "sbatch", "--restart", "--stages", "train", *RUN, *FAST, "max_steps=2",
-                "save_steps=1", "learning_rate=0.001")
-    assert "moved the previous adapter dir" in again.stdout
-    job2 = pipeline(rd)["jobs"][0]["job_id"]
-    assert wait_final(cluster, [job2], timeout=180)[job2]["JobState"] == "COMPLETED"
-    assert list(rd.glob("adapter.old-*/adapter_model.safetensors"))
-
-
-def test_two_process_data_parallel(cluster, workspace):
+def test_two_process_data_parallel(slurm_cluster, slurm_ws):
     # 2 fake A40s -> NPROC_PER_NODE=2 and FORCE_TORCHRUN=1; torchrun on CPU uses gloo. The srun
     # launcher is the multi-node path (one task per node, NODE_RANK from SLURM_NODEID).
-    psy(workspace, "sbatch", "--gpus", "2", "--stages", "train", "--set", "launcher=srun", *RUN, *FAST,
+    psy(slurm_ws, "sbatch", "--gpus", "2", "--stages", "train", "--set", "launcher=srun", *RUN, *FAST,
         "max_steps=4", "save_steps=4")
-    rd = run_dir(workspace)
+    rd = run_dir(slurm_ws)
     job = pipeline(rd)["jobs"][0]["job_id"]
-    info = wait_final(cluster, [job], timeout=300)[job]
+    info = wait_final(slurm_cluster, [job], timeout=300)[job]
     log = Path(info["StdOut"]).read_text()
     assert info["JobState"] == "COMPLETED", log[-3000:]
     assert "CUDA_VISIBLE_DEVICES=0,1" in log
     assert "world size: 2" in log and "Process rank: 1" in log, log[-3000:]
     assert "written now, once, before the ranks start" in log
-    assert log.count("Loaded tokenized dataset") == 2  # both ranks read the one tokenized copy
+    training = log.split("llamafactory-cli train", 1)[1]
+    assert "Loaded tokenized dataset" in training and "Running tokenizer" not in training  # ranks only load
     assert len(list(rd.rglob("adapter_model.safetensors"))) == 2  # adapter/ + its checkpoint-4
     assert (rd / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((rd / "adapter" / "trainer_state.json").read_text())["global_step"] == 4

@@ -1,0 +1,134 @@
+"""Rendering, profiles and dry runs (no cluster needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from psyfactory import paths, slurm
+
+REPO = paths.REPO_ROOT
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Only the tracked profile applies (no ~/.config or $PSY_SLURM_PROFILE of the person testing)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(slurm.PROFILE_ENV, raising=False)
+    monkeypatch.setenv("PSY_RUNS_DIR", str(tmp_path / "runs"))
+    if (slurm.SLURM_DIR / "profile.local.yaml").exists():
+        pytest.skip("slurm/profile.local.yaml exists here; these tests check the tracked defaults")
+    return tmp_path
+
+
+def scripts(gpus: int = 1, nodes: int = 1, **kw) -> dict[str, str]:
+    req = slurm.Request("qwen3-4b", "psydt", gpus=gpus, nodes=nodes, **kw)
+    profile = slurm.load_profile()
+    over = slurm.train_overrides(req, profile)
+    return {s: slurm.render(s, req, profile, over if s == "train" else None) for s in req.stages}
+
+
+def sbatch_lines(script: str) -> list[str]:
+    return [ln.removeprefix("#SBATCH ") for ln in script.splitlines() if ln.startswith("#SBATCH ")]
+
+
+def test_one_gpu(clean_env):
+    s = scripts()
+    opts = sbatch_lines(s["train"])
+    for o in ("--partition=a40", "--gres=gpu:a40:1", "--cpus-per-task=8", "--mem=61440M", "--nodes=1",
+              "--requeue", "--signal=B:USR1@300", f"--output={REPO}/logs/%x-%j.out", "--time=1-00:00:00"):
+        assert o in opts, (o, opts)
+    assert "FORCE_TORCHRUN" not in s["train"] and "srun" not in s["train"]
+    assert "export NODE_RANK=0" in s["train"] and "export NPROC_PER_NODE=1" in s["train"]
+    assert "export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" in s["train"]
+    assert f"export HF_HOME={REPO}/.cache/huggingface" in s["train"]
+    assert re.search(r"psyfactory train --model qwen3-4b --task psydt --method lora --hw a40 tokenized_path=\S+/tokenized-[0-9a-f]{16}", s["train"])
+    assert "trap on_usr1 USR1" in s["train"] and "trap on_usr1" not in s["merge"]
+    # non-training stages: their own resources, no requeue, rendered as the CLI calls they are
+    assert "--no-requeue" in sbatch_lines(s["merge"]) and "--mem=98304M" in sbatch_lines(s["merge"])
+    assert "psy_run psyfactory gguf --model qwen3-4b --task psydt --method lora --hw a40" in s["gguf"]
+    assert "psy_run psyfactory eval --model qwen3-4b --task psydt --method lora --hw a40" in s["eval"]
+    assert "--gres=gpu:a40:1" in sbatch_lines(s["eval"]) and not any("gres" in o for o in sbatch_lines(s["gguf"]))
+
+
+def test_four_gpus_one_node(clean_env):
+    s = scripts(gpus=4)["train"]
+    opts = sbatch_lines(s)
+    assert {"--gres=gpu:a40:4", "--cpus-per-task=32", "--mem=245760M", "--nodes=1"} <= set(opts)
+    assert "export NPROC_PER_NODE=4" in s and "export FORCE_TORCHRUN=1" in s
+    assert "export OMP_NUM_THREADS=8" in s  # 32 CPUs / 4 processes
+
+
+def test_two_nodes(clean_env):
+    s = scripts(gpus=4, nodes=2)["train"]
+    opts = sbatch_lines(s)
+    assert {"--nodes=2", "--ntasks-per-node=1", "--gres=gpu:a40:4"} <= set(opts)
+    assert 'export NNODES="${SLURM_JOB_NUM_NODES:-1}"' in s
+    assert 'MASTER_ADDR="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" | head -n 1)"' in s
+    assert "MASTER_PORT=$(( 29500 + ${SLURM_JOB_ID:-0} % 1000 ))" in s
+    assert 'psy_run srun --nodes="$NNODES" --ntasks-per-node=1' in s
+    assert 'NODE_RANK="${SLURM_NODEID:-$SLURM_PROCID}"' in s
+
+
+def test_node_rank_wrapper_runs(clean_env):
+    """The srun wrapper really gives each node its NODE_RANK (run here as srun would run it)."""
+    s = scripts(gpus=4, nodes=2)["train"]
+    wrapper = re.search(r"bash -c '(.+?)' node-rank", s).group(1)
+    for node in ("0", "1"):
+        out = subprocess.run(["bash", "-c", wrapper, "node-rank", "bash", "-c", "echo $NODE_RANK"],
+                             capture_output=True, text=True, env={"SLURM_NODEID": node, "PATH": "/usr/bin:/bin"})
+        assert out.stdout.strip() == node
+
+
+def test_scripts_are_valid_bash(clean_env):
+    for stage, text in scripts(gpus=4, nodes=2).items():
+        res = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
+        assert res.returncode == 0, (stage, res.stderr)
+
+
+def test_deepspeed_choice(clean_env):
+    s = scripts(gpus=4, deepspeed="z3")["train"]
+    path = REPO / "configs" / "deepspeed" / "ds_z3.json"
+    assert f"deepspeed={path}" in s
+    assert json.loads(path.read_text())["zero_optimization"]["stage"] == 3
+    assert json.loads((path.parent / "ds_z2.json").read_text())["zero_optimization"]["stage"] == 2
+    with pytest.raises(slurm.SlurmError, match="z2, z3"):
+        scripts(deepspeed="z9")
+
+
+def test_profile_layers_and_errors(clean_env, monkeypatch):
+    home_cfg = clean_env / "home" / ".config" / "psyfactory" / "slurm.yaml"
+    home_cfg.parent.mkdir(parents=True)
+    home_cfg.write_text("account: mylab\nqos: normal\n")
+    env_cfg = clean_env / "mine.yaml"
+    env_cfg.write_text("qos: high\nstages:\n  merge: {gpus: 1}\n")
+    monkeypatch.setenv(slurm.PROFILE_ENV, str(env_cfg))
+    p = slurm.load_profile(["time=02:00:00"])
+    assert (p["partition"], p["account"], p["qos"], p["time"]) == ("a40", "mylab", "high", "02:00:00")
+    assert p["stages"]["merge"] == {"gpus": 1, "cpus": 8, "mem": "96G", "time": "03:00:00"}  # deep merge
+    env_cfg.write_text("partitoin: x\n")
+    with pytest.raises(slurm.SlurmError, match=r"mine.yaml: unknown profile key\(s\) partitoin"):
+        slurm.load_profile()
+    env_cfg.write_text("stages: {train: {gpu: 2}}\n")
+    with pytest.raises(slurm.SlurmError, match=r"stages.train: unknown key\(s\) gpu"):
+        slurm.load_profile()
+    with pytest.raises(slurm.SlurmError, match="STAGES"):
+        slurm.parse_stages("train,evaluate")
+    assert slurm.parse_stages("merge,train") == ("train", "merge")
+
+
+def test_make_dry_run_prints_scripts_and_commands(clean_env):
+    res = subprocess.run(["make", "-s", "sbatch", "DRY_RUN=1", "MODEL=qwen3-4b", "TASK=psydt", "GPUS=4", "NODES=2",
+                          "STAGES=train,merge,eval"], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.count("#!/bin/bash") == 3 and "psy-gguf" not in out
+    assert "$ sbatch --parsable " in out
+    assert "'--dependency=afterok:<train-jobid>' --kill-on-invalid-dep=yes" in out
+    assert "'--dependency=afterok:<merge-jobid>' --kill-on-invalid-dep=yes" in out
+    assert not (clean_env / "runs").exists()  # a dry run writes nothing
+
