@@ -10,12 +10,8 @@ from data_prep import DEFAULT_SEED, TASKS
 
 
 def _dataset_dir_default() -> Path:
-    try:
-        from psyfactory.paths import dataset_dir
-    except ImportError:  # TEMPORARY until the spine lands
-        import os
+    from psyfactory.paths import dataset_dir
 
-        return Path(os.environ.get("PSY_DATASET_DIR", Path(__file__).resolve().parent.parent))
     return dataset_dir()
 
 

@@ -33,8 +33,7 @@ SHAREGPT_INFO: dict[str, Any] = {
         "system_tag": "system",
     },
 }
-ALPACA_INFO: dict[str, Any] = {
-    "formatting": "alpaca",
+ALPACA_INFO: dict[str, Any] = {  # formatting defaults to alpaca in LLaMA-Factory
     "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system"},
 }
 FORMATS = {"sharegpt": SHAREGPT_INFO, "alpaca": ALPACA_INFO}
@@ -306,8 +305,8 @@ def update_dataset_info(dataset_dir: Path, entries: dict[str, dict[str, Any]]) -
                 raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}); fix or remove it") from None
             if not isinstance(info, dict):
                 raise DataError(f"{path}: top level must be an object")
-        info.update(entries)
-        atomic_write_json(path, dict(sorted(info.items())))
+        info.update(entries)  # existing keys keep their place, new ones are appended
+        atomic_write_json(path, info)
     return path
 
 
