@@ -183,7 +183,7 @@ def iter_json_array(text: str, path: Path | str) -> Iterator[tuple[int, int, Any
             obj, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             err_line = text.count("\n", 0, e.pos) + 1
-            kind = "truncated_json" if e.pos >= len(text.rstrip()) - 1 else "invalid_json"
+            kind = json_error_kind(text, "]")
             yield idx, line, None, f"{kind}: {e.msg} at line {err_line}"
             return
         yield idx, line, obj, ""
@@ -199,6 +199,12 @@ def iter_json_array(text: str, path: Path | str) -> Iterator[tuple[int, int, Any
         return
 
 
+def json_error_kind(text: str, closer: str) -> str:
+    """'truncated_json' when the text does not end with its closing bracket (a cut-off file or
+    line), else 'invalid_json'."""
+    return "invalid_json" if text.rstrip().endswith(closer) else "truncated_json"
+
+
 def load_json_array(path: Path, ledger: Ledger) -> Iterator[tuple[str, Any]]:
     """Decode `path` and yield (where, element) for its array; bad tail elements are quarantined."""
     text = read_text(path, ledger)
@@ -206,7 +212,8 @@ def load_json_array(path: Path, ledger: Ledger) -> Iterator[tuple[str, Any]]:
         ledger.read()
         where = f"record {idx} (line {line})"
         if err:
-            ledger.quarantine(path, where, err.split(":", 1)[0], err)
+            reason, _, detail = err.partition(": ")
+            ledger.quarantine(path, where, reason, detail)
             continue
         yield where, obj
 

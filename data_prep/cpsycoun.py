@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import DataError, Dedup, Ledger, TaskOutput, decode, text_key
+from data_prep.common import DataError, Dedup, Ledger, TaskOutput, decode, json_error_kind, text_key
 
 D_DIR = ("CPsyCoun", "CPsyCounD", "Data")
 E_DIR = ("CPsyCoun", "CPsyCounE")
@@ -144,7 +144,7 @@ def parse_e(raw_dir: Path, ledger: Ledger) -> list[Dialogue]:
             try:
                 items = json.loads(text)
             except json.JSONDecodeError as e:
-                kind = "truncated_json" if e.pos >= len(text.rstrip()) - 1 else "invalid_json"
+                kind = json_error_kind(text, "]")
                 raise ValueError(f"{kind}: {e.msg} at line {e.lineno} column {e.colno}") from None
             if not isinstance(items, list):
                 raise ValueError(f"wrong_type: top level is {type(items).__name__}, expected list")

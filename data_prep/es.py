@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from data_prep import psyqa
-from data_prep.common import DataError, Dedup, Ledger, TaskOutput, decode, field_problem, get_str, text_key
+from data_prep.common import (
+    DataError,
+    Dedup,
+    Ledger,
+    TaskOutput,
+    decode,
+    field_problem,
+    get_str,
+    json_error_kind,
+    text_key,
+)
 
 LE_FILES = ("Emotion_Summary_origin.jsonl", "Emotion_Summary.jsonl")
 INSTRUCTION = ("Read the case description and the consultation process, then write the counselor's "
@@ -66,7 +76,7 @@ def parse_longemotion(raw_dir: Path, ledger: Ledger) -> list[dict[str, Any]]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            kind = "truncated_json" if e.pos >= len(line.rstrip()) - 1 else "invalid_json"
+            kind = json_error_kind(line, "}")
             ledger.quarantine(path, where, kind, f"{e.msg} at column {e.colno}")
             continue
         try:
