@@ -1,9 +1,10 @@
 """Writes tests/data_prep/fixtures/bad: malformed raw files (invented text) in the real layout."""
+
 import json
+import shutil
 from pathlib import Path
 
 root = Path(__file__).resolve().parent / "fixtures" / "bad"
-import shutil
 
 if root.exists():
     shutil.rmtree(root)
