@@ -23,7 +23,7 @@ from data_prep.common import DataError, Dedup, Ledger, TaskOutput, decode, json_
 D_DIR = ("CPsyCoun", "CPsyCounD", "Data")
 E_DIR = ("CPsyCoun", "CPsyCounE")
 # `来访者（姚先生）：`, `来访者1：` also occur
-D_PREFIX = re.compile(r"^(来访者|心理咨询师)[^：:\s]{0,8}[：:]\s*")
+D_PREFIX = re.compile(r"^(来访者|心理咨询师)(?:[（(][^）)]{1,8}[）)]|\d{1,2})?[：:]\s*")
 E_PREFIX = re.compile(r"^(求助者|支持者)[：:]\s*")
 ROLE = {"来访者": "user", "求助者": "user", "心理咨询师": "assistant", "支持者": "assistant"}
 STAGE = re.compile(r"^[（(][^）)]*([）)])?[。.]?$")  # a whole line in parentheses (or an unclosed one)
@@ -67,6 +67,10 @@ def parse_case(text: str, ledger: Ledger | None = None) -> list[tuple[str, str]]
         m = D_PREFIX.match(line)
         if m:
             body = line[m.end():].strip()
+            while (inner := D_PREFIX.match(body)) is not None:  # "来访者：心理咨询师：…": the inner one speaks
+                m, body = inner, body[inner.end():].strip()
+                if ledger:
+                    ledger.note("double_prefix_resolved")
             body = re.sub(r"^[（(][^）)]{1,20}[）)]\s*", "", body)  # leading inline stage direction
             if body:
                 turns.append((ROLE[m.group(1)], body))
