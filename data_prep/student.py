@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,9 @@ def build(raw_dir: Path, seed: int, *, teacher: Any, dataset_dir: Path,
                             "final": raised["risk_flag"], "phrase": phrase})
             lg.note("lexicon_raised_risk_flag")
         kept.append((sid, text, raised))
-    dl.note("labels_from_cache", len(todo) - len(need))
+    # run-specific, so printed rather than saved (saved accounting is identical on reruns)
+    print(f"[student] teacher {teacher.cache_id}: {len(todo) - len(need)} labels from cache, {len(need)} requested, "
+          f"{len(failures)} invalid -> quarantined", file=sys.stderr)
 
     splits = {sid: split_of(f"student:{sid}", seed, eval_fraction) for sid, _, _ in kept}
     ensure_eval(splits, dl)
