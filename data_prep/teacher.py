@@ -159,7 +159,10 @@ class LabelCache:
         self.data[key] = labels
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for appends)
+            if torn:  # a crash left a partial last line: start a fresh one
+                self._fh.write("\n")
         self._fh.write(json.dumps({"key": key, "labels": labels}, ensure_ascii=False) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import BAD, SAMPLES
+from conftest import SAMPLES
 from dp_helpers import acc, quarantine
 
 from data_prep import DataError, prepare
