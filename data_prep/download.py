@@ -35,7 +35,7 @@ MD5 = {  # known checksums of upstream files
     "emotion/train.txt": "501eca548aa1ef8d5dbd85662c709831",
     "emotion/val.txt": "0d565de2de8459abcfa3502a28cd6a5b",
     "emotion/test.txt": "b476a784c7f7dbcf4b47881f1240c1b1",
-    "LongEmotion/Emotion_Summary_origin.jsonl": "b5ecd2580f95569e6729f3069958e516",
+    "LongEmotion/Emotion_Summary_origin.jsonl": "a3c0758f6f15c7691f835ce84ccf7a07",  # GitHub data/ @ 7149110
 }
 PSYQA_AGREEMENT = (
     "PsyQA full data (~22K questions) is available only under the PsyQA user agreement "

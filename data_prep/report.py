@@ -63,9 +63,8 @@ def labels_of(task: str, records: list[dict[str, Any]]) -> dict[str, dict[str, i
             for k, v in json.loads(r["output"]).items():
                 dist.setdefault(k, Counter())[str(v)] += 1
         return {k: dict(sorted(c.items())) for k, c in dist.items()}
-    if task == "cpsycoun":
-        return {"topic": dict(Counter(r.get("topic", "-") for r in records if "topic" in r).most_common())}
-    return {}
+    topics = Counter(r["topic"] for r in records if "topic" in r)
+    return {"topic": dict(topics.most_common())} if topics else {}
 
 
 def _pct(sorted_values: list[int], q: float) -> int:
