@@ -171,22 +171,28 @@ def iter_json_array(text: str, path: Path | str) -> Iterator[tuple[int, int, Any
     if pos >= len(text) or text[pos] != "[":
         raise DataError(f"{path}: line 1: expected a JSON array ('[') at top level")
     pos = ws.match(text, pos + 1).end()
-    idx = 0
     if pos < len(text) and text[pos] == "]":
         return
+    idx, line, counted = 0, 1, 0  # line number of `counted`, advanced incrementally (no O(n^2) recount)
+
+    def line_at(p: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, p)
+        counted = p
+        return line
+
     while True:
-        line = text.count("\n", 0, pos) + 1
+        start_line = line_at(pos)
         if pos >= len(text):
-            yield idx, line, None, "truncated_json: file ends inside the array"
+            yield idx, start_line, None, "truncated_json: file ends inside the array"
             return
         try:
             obj, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            err_line = text.count("\n", 0, e.pos) + 1
-            kind = json_error_kind(text, "]")
-            yield idx, line, None, f"{kind}: {e.msg} at line {err_line}"
+            err_line = start_line + text.count("\n", pos, e.pos)
+            yield idx, start_line, None, f"{json_error_kind(text, ']')}: {e.msg} at line {err_line}"
             return
-        yield idx, line, obj, ""
+        yield idx, start_line, obj, ""
         idx += 1
         pos = ws.match(text, end).end()
         if pos < len(text) and text[pos] == ",":
@@ -194,8 +200,7 @@ def iter_json_array(text: str, path: Path | str) -> Iterator[tuple[int, int, Any
             continue
         if pos < len(text) and text[pos] == "]":
             return
-        line = text.count("\n", 0, pos) + 1
-        yield idx, line, None, f"truncated_json: expected ',' or ']' at line {line}"
+        yield idx, line_at(pos), None, f"truncated_json: expected ',' or ']' at line {line_at(pos)}"
         return
 
 
