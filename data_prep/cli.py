@@ -31,10 +31,12 @@ def _teacher(args: argparse.Namespace):
         return None
     if args.teacher.startswith(("http://", "https://")):
         from data_prep.teacher import TeacherEndpoint, endpoint_from_env
+        from psyfactory.llm_client import Endpoint
 
         env = endpoint_from_env()
-        return TeacherEndpoint(base_url=args.teacher, model=args.teacher_model or (env.model if env else "default"),
-                               api_key=env.api_key if env else "none", max_retries=args.teacher_retries)
+        ep = Endpoint(base_url=args.teacher, model=args.teacher_model or (env.endpoint.model if env else "default"),
+                      api_key=env.endpoint.api_key if env else "EMPTY")
+        return TeacherEndpoint(ep, retries=args.teacher_retries)
     return args.teacher
 
 

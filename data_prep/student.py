@@ -20,9 +20,9 @@ from typing import Any
 from tqdm import tqdm
 
 from data_prep import cpsycoun, lexicon, psyqa
-from data_prep.common import Ledger, TaskOutput, split_of
+from data_prep.common import DataError, Ledger, TaskOutput, split_of
 from data_prep.psyqa import ensure_eval
-from data_prep.teacher import LABEL_KEYS, LabelCache, TeacherError, ordered
+from data_prep.teacher import LabelCache, TeacherError, ordered
 
 NO_TEACHER = ("student: no teacher configured. Set PSY_TEACHER_BASE_URL (and PSY_TEACHER_MODEL, "
               "PSY_TEACHER_API_KEY) for an OpenAI-compatible endpoint, or pass --teacher URL; "
@@ -97,21 +97,13 @@ def dialogue_text(turns: list[tuple[str, str]], ledger: Ledger | None = None) ->
 
 
 def validate(labels: Any) -> dict[str, Any]:
-    """Schema check of one label object (psyfactory.labels); raises ValueError."""
-    try:
-        from psyfactory.labels import validate_labels
-    except ImportError:  # TEMPORARY until the spine's psyfactory.labels is merged
-        def validate_labels(obj: Any) -> dict[str, Any]:
-            if not isinstance(obj, dict) or set(obj) != set(LABEL_KEYS):
-                raise ValueError(f"labels must have exactly the keys {LABEL_KEYS}: {obj!r}"[:200])
-            for k, hi in (("depression_level", 3), ("anxiety_level", 3), ("student_distress_score", 9)):
-                if isinstance(obj[k], bool) or not isinstance(obj[k], int) or not 0 <= obj[k] <= hi:
-                    raise ValueError(f"{k} must be an integer 0-{hi}: {obj[k]!r}")
-            if obj["risk_flag"] not in lexicon.RISK_ORDER:
-                raise ValueError(f"risk_flag must be one of {lexicon.RISK_ORDER}: {obj['risk_flag']!r}")
-            return obj
+    """Schema check of one label object (psyfactory.labels); raises ValueError with reason codes."""
+    from psyfactory.labels import validate_student_labels
 
-    return ordered(validate_labels(labels))
+    reasons = validate_student_labels(labels)
+    if reasons:
+        raise ValueError(f"{', '.join(reasons)}: {str(labels)[:120]}")
+    return ordered(labels)
 
 
 def build(raw_dir: Path, seed: int, *, teacher: Any, dataset_dir: Path,
@@ -151,6 +143,8 @@ def build(raw_dir: Path, seed: int, *, teacher: Any, dataset_dir: Path,
         sid, text = item
         try:
             return sid, validate(teacher.label(text)), ""
+        except DataError:  # unreachable endpoint etc.: stop the run
+            raise
         except (TeacherError, ValueError, TypeError, KeyError) as e:
             return sid, None, str(e)[:300]
 

@@ -3,9 +3,10 @@
 Choosing a teacher (`resolve_teacher`):
 - a `Teacher` object: used as is;
 - "lexicon": `HeuristicTeacher`, a deterministic keyword baseline for demos/tests, NOT a real labeller;
-- a `TeacherEndpoint` or an "http(s)://..." base URL: `EndpointTeacher`;
+- a `psyfactory.llm_client.Endpoint`, a `TeacherEndpoint` or an "http(s)://..." base URL:
+  `EndpointTeacher`;
 - None: an endpoint from the environment (`PSY_TEACHER_BASE_URL`, `PSY_TEACHER_MODEL`,
-  `PSY_TEACHER_API_KEY`), else None (the caller decides: error or skip).
+  `PSY_TEACHER_API_KEY`, `PSY_TEACHER_RETRIES`), else None (the caller decides: error or skip).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any, Protocol
 from data_prep import lexicon
 
 PROMPT_FILE = Path(__file__).parent / "prompts" / "student_teacher.md"
-LABEL_KEYS = ("depression_level", "anxiety_level", "risk_flag", "student_distress_score")
 
 
 class TeacherError(RuntimeError):
@@ -51,17 +51,19 @@ def prompt_digest(path: Path = PROMPT_FILE) -> str:
 
 
 def ordered(labels: dict[str, Any]) -> dict[str, Any]:
-    return {k: labels[k] for k in LABEL_KEYS}
+    from psyfactory.labels import label_keys
+
+    return {k: labels[k] for k in label_keys()}
 
 
 @dataclass(frozen=True)
 class TeacherEndpoint:
-    base_url: str
-    model: str = "default"
-    api_key: str = "none"
-    max_retries: int = 3
-    timeout_s: float = 120.0
-    workers: int = 4
+    """Where the teacher is and how hard to try. `endpoint` is the spine's llm_client.Endpoint."""
+
+    endpoint: Any
+    retries: int = 3  # re-asks after an invalid answer (bounded), then the item is quarantined
+    workers: int = 4  # concurrent requests
+    max_tokens: int = 256  # per reply (raise it for teachers that think before answering)
 
 
 class HeuristicTeacher:
@@ -75,61 +77,78 @@ class HeuristicTeacher:
 
 
 class EndpointTeacher:
-    """A teacher LLM behind an OpenAI-compatible endpoint (vLLM, llamafactory-cli api, llama.cpp...)."""
+    """A teacher LLM behind an OpenAI-compatible endpoint (vLLM, llamafactory-cli api, llama.cpp...).
 
-    def __init__(self, ep: TeacherEndpoint, prompt_file: Path = PROMPT_FILE) -> None:
-        self.ep = ep
+    Each answer is extracted and validated with `psyfactory.labels`; an invalid answer is re-asked
+    up to `retries` times, then `TeacherError` (-> quarantine). An unreachable endpoint is a DataError
+    (stopping the run) rather than thousands of quarantined items.
+    """
+
+    def __init__(self, te: TeacherEndpoint, prompt_file: Path = PROMPT_FILE) -> None:
+        from psyfactory.llm_client import ChatClient
+
+        self.te = te
         self.system, self.template = load_prompt(prompt_file)
-        self.cache_id = f"endpoint:{ep.model}:{prompt_digest(prompt_file)}"
-        self.workers = ep.workers
-        self._client: Any = None
-
-    def _get_client(self) -> Any:
-        if self._client is None:
-            from psyfactory.llm_client import LLMClient
-
-            self._client = LLMClient(base_url=self.ep.base_url, model=self.ep.model, api_key=self.ep.api_key,
-                                     timeout=self.ep.timeout_s)
-        return self._client
+        self.cache_id = f"endpoint:{te.endpoint.model}:{prompt_digest(prompt_file)}"
+        self.workers = te.workers
+        self.client = ChatClient(te.endpoint, max_tokens=te.max_tokens, temperature=0.0)
 
     def label(self, text: str) -> dict[str, Any]:
-        from psyfactory.labels import validate_labels
+        import openai
+
+        from data_prep.common import DataError
+        from psyfactory.labels import parse_student_labels
+
+        def validate(reply: str) -> tuple[Any, list[str]]:
+            lp = parse_student_labels(reply)
+            return lp.labels, lp.reasons
 
         messages = [{"role": "system", "content": self.system},
                     {"role": "user", "content": self.template.replace("{text}", text)}]
         try:
-            obj = self._get_client().chat_json(messages, validate=validate_labels, retries=self.ep.max_retries)
-        except Exception as e:  # the client raises after its bounded retries
+            res = self.client.complete_json(messages, validate, retries=self.te.retries)
+        except (openai.APIConnectionError, openai.AuthenticationError, openai.NotFoundError,
+                openai.PermissionDeniedError) as e:
+            raise DataError(f"teacher endpoint {self.te.endpoint.base_url} (model {self.te.endpoint.model!r}): "
+                            f"{type(e).__name__}: {e}") from e
+        except openai.APIError as e:  # e.g. a 500 on one request: that item is quarantined
             raise TeacherError(f"{type(e).__name__}: {e}") from e
-        return ordered(obj)
+        if not res.ok:
+            last = (res.raw[-1] if res.raw else "")[:120].replace("\n", " ")
+            raise TeacherError(f"invalid after {res.attempts} attempts: {res.reasons[-1]}; last reply: {last!r}")
+        return ordered(res.value)
 
 
 def endpoint_from_env() -> TeacherEndpoint | None:
-    url = os.environ.get("PSY_TEACHER_BASE_URL")
-    if not url:
-        return None
-    return TeacherEndpoint(base_url=url, model=os.environ.get("PSY_TEACHER_MODEL", "default"),
-                           api_key=os.environ.get("PSY_TEACHER_API_KEY", "none"),
-                           max_retries=int(os.environ.get("PSY_TEACHER_RETRIES", "3")))
+    from psyfactory.llm_client import Endpoint
+
+    ep = Endpoint.from_env("PSY_TEACHER")
+    return TeacherEndpoint(ep, retries=int(os.environ.get("PSY_TEACHER_RETRIES", "3"))) if ep else None
 
 
 def resolve_teacher(spec: Any) -> Any:
     if spec is None:
-        ep = endpoint_from_env()
-        return EndpointTeacher(ep) if ep else None
+        te = endpoint_from_env()
+        return EndpointTeacher(te) if te else None
     if isinstance(spec, str):
         if spec == "lexicon":
             return HeuristicTeacher()
         if spec.startswith(("http://", "https://")):
-            ep = endpoint_from_env()
-            return EndpointTeacher(TeacherEndpoint(base_url=spec, model=ep.model if ep else "default",
-                                                   api_key=ep.api_key if ep else "none"))
+            from psyfactory.llm_client import Endpoint
+
+            env = endpoint_from_env()
+            ep = Endpoint(base_url=spec, model=env.endpoint.model if env else "default",
+                          api_key=env.endpoint.api_key if env else "EMPTY")
+            return EndpointTeacher(TeacherEndpoint(ep, retries=env.retries if env else 3))
         raise ValueError(f"unknown teacher {spec!r}: use 'lexicon' or an http(s):// base URL")
     if isinstance(spec, TeacherEndpoint):
         return EndpointTeacher(spec)
+    if type(spec).__name__ == "Endpoint" and hasattr(spec, "base_url"):
+        return EndpointTeacher(TeacherEndpoint(spec))
     if hasattr(spec, "label") and hasattr(spec, "cache_id"):
         return spec
-    raise TypeError(f"teacher must be None, 'lexicon', a URL, a TeacherEndpoint or a Teacher, not {type(spec).__name__}")
+    raise TypeError(f"teacher must be None, 'lexicon', a URL, an Endpoint/TeacherEndpoint or a Teacher, "
+                    f"not {type(spec).__name__}")
 
 
 class LabelCache:

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from data_prep import prepare
-from psyfactory.paths import REPO_ROOT
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make dp_helpers importable
 
-SHARED = REPO_ROOT.parent / "shared" / "datasets"
-SAMPLES = REPO_ROOT / "data_prep" / "samples"
-BAD = Path(__file__).parent / "fixtures" / "bad"
+from dp_helpers import BAD, SAMPLES, SHARED, need_shared  # noqa: E402
+
+from data_prep import prepare  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def need_shared() -> None:
-    if not SHARED.is_dir():
-        pytest.skip(f"real samples not found at {SHARED}")
 
 
 @pytest.fixture(scope="session")

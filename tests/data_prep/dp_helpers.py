@@ -4,6 +4,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from psyfactory.paths import REPO_ROOT
+
+SHARED = REPO_ROOT.parent / "shared" / "datasets"
+SAMPLES = REPO_ROOT / "data_prep" / "samples"
+BAD = Path(__file__).parent / "fixtures" / "bad"
+
+
+def need_shared() -> None:
+    if not SHARED.is_dir():
+        pytest.skip(f"real samples not found at {SHARED}")
+
 
 def rows(dataset_dir: Path, task: str, split: str) -> list[dict[str, Any]]:
     path = dataset_dir / "data" / task / f"{split}.jsonl"

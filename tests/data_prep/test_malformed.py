@@ -6,8 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES
-from dp_helpers import acc, quarantine
+from dp_helpers import SAMPLES, acc, quarantine
 
 from data_prep import DataError, prepare
 

@@ -6,8 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from conftest import SAMPLES
-from dp_helpers import rows
+from dp_helpers import SAMPLES, rows
 
 from data_prep import TASKS, prepare
 
@@ -37,7 +36,7 @@ def test_rerun_is_byte_identical(sample_prep, tmp_path):
 
 
 def test_split_depends_only_on_seed(tmp_path, shared_prep):
-    from conftest import SHARED
+    from dp_helpers import SHARED
 
     out, _ = shared_prep
     a = [r["id"] for r in rows(out, "psyqa", "eval")]

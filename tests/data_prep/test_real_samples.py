@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import SHARED
-from dp_helpers import acc, rows
+from dp_helpers import SHARED, acc, rows
 
 
 def test_accounting_identity_every_source(shared_prep):

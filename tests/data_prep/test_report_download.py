@@ -9,8 +9,7 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import SHARED, need_shared
-from dp_helpers import rows
+from dp_helpers import SHARED, need_shared, rows
 
 from data_prep import prepare
 from data_prep.cli import main as cli_main

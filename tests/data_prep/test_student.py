@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SAMPLES
-from dp_helpers import acc, quarantine, rows
+from dp_helpers import SAMPLES, acc, quarantine, rows
 
 from data_prep import DataError, prepare
 from data_prep.lexicon import detect_risk, heuristic_labels
