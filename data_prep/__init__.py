@@ -76,6 +76,8 @@ def prepare(
     atomic_write_json(report, dict(sorted(summary.items())))
     if not quiet:
         print(format_table(result))
+        print(f"accounting (with the quirks fixed per source): {report}\n"
+              f"quarantined records with file, line/record and reason: {dataset_dir / 'data'}/<task>/quarantine.jsonl")
     return result
 
 

@@ -14,9 +14,11 @@ __all__ = ["atomic_write_json", "atomic_write_jsonl", "atomic_write_text", "lock
 
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Exclusive lock on `<path>.lock` so concurrent read-modify-write updates don't lose entries."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as fh:
+    """Exclusive lock on `<dir>/data/.<name>.lock` (data/ is git-ignored) so concurrent
+    read-modify-write updates don't lose entries."""
+    lock = path.parent / "data" / f".{path.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
