@@ -212,8 +212,11 @@ def json_error_kind(text: str, closer: str) -> str:
 
 def load_json_array(path: Path, ledger: Ledger) -> Iterator[tuple[str, Any]]:
     """Decode `path` and yield (where, element) for its array; bad tail elements are quarantined."""
+    from tqdm import tqdm
+
     text = read_text(path, ledger)
-    for idx, line, obj, err in iter_json_array(text, path):
+    items = iter_json_array(text, path)
+    for idx, line, obj, err in tqdm(items, desc=path.name, unit="rec", leave=False, disable=len(text) < 2_000_000):
         ledger.read()
         where = f"record {idx} (line {line})"
         if err:
