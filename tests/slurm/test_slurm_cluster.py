@@ -12,7 +12,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from slurm_helpers import pipeline, pipeline_lines, psy, wait_final
+
+pytestmark = pytest.mark.slow
 
 RUN = ["--model", "tiny", "--task", "psydt", "--method", "lora"]
 FAST = ["cutoff_len=128", "logging_steps=1", "plot_loss=false"]
