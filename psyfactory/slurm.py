@@ -41,7 +41,7 @@ PROFILE_KEYS = {
     "hf_home", "log_dir", "requeue", "signal_secs", "master_port", "omp_threads", "nproc_per_node",
     "extra_sbatch", "extra_env", "stages", "launcher",
 }
-STAGE_KEYS = {"gpus", "cpus", "mem", "time", "partition", "qos", "account"}
+STAGE_KEYS = {"gpus", "cpus", "mem", "time", "partition", "qos", "account", "args"}
 
 
 class SlurmError(RuntimeError):
@@ -225,9 +225,11 @@ def sbatch_options(stage: str, req: Request, profile: dict[str, Any]) -> list[st
     return opts
 
 
-def _cli(command: str, req: Request, hw: str, overrides: list[str]) -> list[str]:
-    return ["psyfactory", command, "--model", req.model, "--task", req.task, "--method", req.method,
-            "--hw", hw, *overrides]
+def _cli(command: str, req: Request, hw: str, overrides: list[str], profile: dict[str, Any] | None = None) -> list[str]:
+    """`psyfactory <stage> [stage args from the profile] --model … --task … --method … --hw … overrides`."""
+    extra = ((profile or {}).get("stages") or {}).get(command, {}) or {}
+    return ["psyfactory", command, *shlex.split(str(extra.get("args") or "")), "--model", req.model,
+            "--task", req.task, "--method", req.method, "--hw", hw, *overrides]
 
 
 def _q(args: list[str]) -> str:
@@ -237,7 +239,7 @@ def _q(args: list[str]) -> str:
 def stage_body(stage: str, req: Request, profile: dict[str, Any], overrides: list[str]) -> str:
     hw = resolved_hw(req, profile)
     if stage != "train":
-        return f"# --- {stage} ---\npsy_run {_q(_cli(stage, req, hw, list(req.overrides)))}"
+        return f"# --- {stage} ---\npsy_run {_q(_cli(stage, req, hw, list(req.overrides), profile))}"
     r = stage_resources(stage, req, profile)
     nproc = int(profile.get("nproc_per_node") or max(r["gpus"], 1))
     lines = [
@@ -257,7 +259,7 @@ def stage_body(stage: str, req: Request, profile: dict[str, Any], overrides: lis
         "",
         "# --- train ---",
     ]
-    train = _q(_cli("train", req, hw, overrides))
+    train = _q(_cli("train", req, hw, overrides, profile))
     launcher = str(profile.get("launcher") or "auto")
     if launcher not in ("auto", "srun", "direct"):
         raise SlurmError(f"profile launcher: expected auto, srun or direct, got {launcher!r}")

@@ -100,6 +100,15 @@ def test_deepspeed_choice(clean_env):
         scripts(deepspeed="z9")
 
 
+def test_stage_args(clean_env, monkeypatch):
+    cfg = clean_env / "mine.yaml"
+    cfg.write_text("stages:\n  gguf: {args: --quant Q8_0 --lora}\n")
+    monkeypatch.setenv(slurm.PROFILE_ENV, str(cfg))
+    s = scripts()
+    assert "psy_run psyfactory gguf --quant Q8_0 --lora --model qwen3-4b --task psydt" in s["gguf"]
+    assert "psy_run psyfactory eval --model qwen3-4b" in s["eval"]
+
+
 def test_profile_layers_and_errors(clean_env, monkeypatch):
     home_cfg = clean_env / "home" / ".config" / "psyfactory" / "slurm.yaml"
     home_cfg.parent.mkdir(parents=True)
