@@ -613,7 +613,9 @@ def stage_offline(req: Request, profile: dict[str, Any], out=sys.stdout) -> dict
     else:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(model_path, cache_dir=str(hf_home / "hub"))
+        # Skip duplicate weight formats (Meta's original/ *.pth, TF, Flax): they double the download.
+        local = snapshot_download(model_path, cache_dir=str(hf_home / "hub"),
+                                  ignore_patterns=["original/*", "*.pth", "*.h5", "*.msgpack", "*.ot"])
         print(f"[psy] model: {model_path} -> {local}", file=out)
     info = prepare(req, overrides, force_tokenize=True)
     print(f"[psy] tokenized data: {info['tokenized_path']} ({info['tokenized']})", file=out)
