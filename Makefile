@@ -58,3 +58,20 @@ chat: $(STAMP) ## interactive chat with base + the run's adapter
 
 demo: $(STAMP) ## prep sample data -> train -> merge -> predict on the tiny model (CPU, minutes)
 	$(PSY) demo
+
+# ---- evaluation (issue 4) ----
+BASE         ?=
+ADAPTER_TASK ?=
+EVAL_ARGS    ?=
+EVAL_OPTS := $(if $(BASE),--base) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK)) $(EVAL_ARGS)
+
+.PHONY: eval compare bench-eval
+
+eval: $(STAMP) ## evaluate the run's adapter (BASE=1: base model; ADAPTER_TASK=psydt; EVAL_ARGS='--limit 50')
+	$(PSY) eval $(EVAL_OPTS) $(RUN_OPTS)
+
+compare: $(STAMP) ## one table of every evaluated run, base vs tuned: runs/compare.md + .csv
+	$(PSY) compare
+
+bench-eval: $(STAMP) ## PsychCounsel-Bench wall time, loglik vs generate scoring (MODEL)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/eval_bench.py --model $(MODEL) $(EVAL_ARGS)
