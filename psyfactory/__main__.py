@@ -1,0 +1,5 @@
+import sys
+
+from psyfactory.cli import main
+
+sys.exit(main())

@@ -1,0 +1,91 @@
+"""Core commands: list, config, train, merge, predict, chat, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from psyfactory import paths, preflight, runner
+from psyfactory.config import Composed, compose, list_names
+
+
+def _compose(args: argparse.Namespace) -> Composed:
+    return compose(args.model, args.task, getattr(args, "method", "lora"), args.hw, args.overrides)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    for kind in ("model", "task", "method", "hardware"):
+        print(f"{kind:9} {' '.join(list_names(kind))}")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    c = _compose(args)
+    source = f"MODEL={c.model} TASK={c.task} METHOD={c.method}"
+    preflight.check_train(c.lf, source, need_files=False)
+    print(c.to_yaml(), end="")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    out = runner.train(_compose(args), dry_run=args.dry_run)
+    print(f"[psyfactory] {'config written' if args.dry_run else 'adapter'}: {out}")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    print(f"[psyfactory] merged model: {runner.merge(_compose(args))}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    print(f"[psyfactory] predictions: {runner.predict(_compose(args))}")
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    runner.chat(_compose(args))
+
+
+DEMO_SAMPLES = paths.REPO_ROOT / "data_prep" / "samples"
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """prep (bundled sample data) -> train -> merge -> predict, on the tiny model, on CPU."""
+    from data_prep import prepare
+
+    t0 = time.time()
+    demo_root = paths.runs_root() / "_demo"
+    os.environ["PSY_DATASET_DIR"] = str(demo_root / "dataset")  # keep the user's data/ untouched
+    prepare([args.task], DEMO_SAMPLES, paths.dataset_dir())
+    overrides = ["max_steps=20", "logging_steps=5", "save_steps=20", "cutoff_len=512", "psy.max_new_tokens=32",
+                 "overwrite_output_dir=true", *args.overrides]
+    c = compose("tiny", args.task, "lora", "cpu", overrides)
+    adapter = runner.train(c)
+    merged = runner.merge(c)
+    preds = runner.predict(c)
+    print("\n[psyfactory] demo finished in %.0fs" % (time.time() - t0))
+    for label, path in [("data", paths.dataset_dir()), ("adapter", adapter), ("merged model", merged),
+                        ("predictions", preds), ("manifest", c.run_dir / "manifest.json")]:
+        print(f"  {label:13} {path}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from psyfactory.cli import add_run_args
+
+    p = sub.add_parser("list", help="list models, tasks, methods, hardware profiles")
+    p.set_defaults(func=cmd_list)
+    for name, func, help_ in [
+        ("config", cmd_config, "print the composed flat LLaMA-Factory config"),
+        ("train", cmd_train, "LoRA/QLoRA SFT through llamafactory-cli train"),
+        ("merge", cmd_merge, "merge the run's adapter into the full-precision base"),
+        ("predict", cmd_predict, "greedy generation on the task's eval set"),
+        ("chat", cmd_chat, "interactive chat with the base model + the run's adapter"),
+    ]:
+        p = sub.add_parser(name, help=help_)
+        add_run_args(p)
+        if name == "train":
+            p.add_argument("--dry-run", action="store_true", help="write and check train.yaml, don't train")
+        p.set_defaults(func=func)
+    p = sub.add_parser("demo", help="sample data -> train -> merge -> predict on the tiny model (CPU)")
+    p.add_argument("--task", default="psydt")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_demo)
+
+

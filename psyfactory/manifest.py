@@ -1,0 +1,83 @@
+"""Run manifest: what produced a run directory (config, versions, commit, data hashes), per stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from psyfactory import paths
+from psyfactory.io import atomic_write_json
+
+PACKAGES = (
+    "psyfactory", "llamafactory", "torch", "transformers", "peft", "datasets", "trl",
+    "accelerate", "bitsandbytes", "tokenizers", "llama_cpp_python",
+)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=paths.REPO_ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "manifest.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def record_stage(
+    run_dir: Path,
+    stage: str,
+    config_file: Path,
+    lf_config: dict[str, Any],
+    meta: dict[str, Any],
+    data_files: list[Path] = (),  # type: ignore[assignment]
+    **extra: Any,
+) -> dict[str, Any]:
+    """Add or replace one stage's entry in run_dir/manifest.json (atomic)."""
+    manifest = read_manifest(run_dir)
+    manifest.setdefault("stages", {})[stage] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config_file": str(config_file),
+        "config_hash": config_hash(lf_config),
+        "config": lf_config,
+        "psy": meta,
+        "versions": package_versions(),
+        "git": git_state(),
+        "data": {str(p): sha256_file(p) for p in data_files if Path(p).is_file()},
+        **extra,
+    }
+    atomic_write_json(run_dir / "manifest.json", manifest)
+    return manifest

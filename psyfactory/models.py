@@ -1,0 +1,57 @@
+"""Where a model's weights come from: the hub id, a local model store, or a built-in builder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def user_model_map_path() -> Path:
+    return Path(os.environ.get("PSY_MODEL_PATHS", "~/.config/psyfactory/models.yaml")).expanduser()
+
+
+def _user_map() -> dict[str, str]:
+    path = user_model_map_path()
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping 'model name: /path/to/weights'")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def resolve_model_path(name: str, ref: str) -> str:
+    """Resolve `model_name_or_path` of model `name` (as written in configs/models/<name>.yaml).
+
+    Order: builtin builder; the user's map file ($PSY_MODEL_PATHS, default
+    ~/.config/psyfactory/models.yaml, `name: path`); $PSY_MODEL_DIR/<name> or
+    $PSY_MODEL_DIR/<hub id> (a shared model store on a cluster); else the hub id itself.
+    """
+    if ref.startswith(BUILTIN_PREFIX):
+        builder = ref[len(BUILTIN_PREFIX):]
+        if builder != "tiny":
+            raise ValueError(f"unknown builtin model '{builder}' (known: tiny)")
+        from psyfactory.tiny import tiny_path
+
+        return str(tiny_path())
+    mapped = _user_map().get(name)
+    if mapped:
+        return str(Path(mapped).expanduser())
+    store = os.environ.get("PSY_MODEL_DIR")
+    if store:
+        for candidate in (Path(store) / name, Path(store) / ref):
+            if (candidate / "config.json").is_file():
+                return str(candidate)
+    return ref
+
+
+def materialize(ref: str) -> None:
+    """Build a builtin model if the config points at one (no-op for hub ids and paths)."""
+    if ref.startswith(BUILTIN_PREFIX):
+        from psyfactory.tiny import ensure_tiny
+
+        ensure_tiny()
