@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins import EvalContext, PluginResult, Sample, get_plugin
-from plugins.base import fmt, md_table, mcnemar_exact
+from plugins.base import fmt, mcnemar_exact, md_table
 from psyfactory import io, paths
 
 BASE_METHOD = "base"
