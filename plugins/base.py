@@ -58,6 +58,10 @@ class EvalPlugin(ABC):
     @abstractmethod
     def run(self, ctx: EvalContext) -> PluginResult: ...
 
+    def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
+        """Metric keys for the compare table; plugins with data-dependent keys override this."""
+        return list(self.headline)
+
 
 # ---------------------------------------------------------------- statistics
 

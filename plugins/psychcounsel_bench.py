@@ -181,6 +181,9 @@ class PsychCounselBenchPlugin(EvalPlugin):
     needs_predictions = False  # brings its own items and queries the backend itself
     headline = ("primary.accuracy", "primary.unparsed")
 
+    def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
+        return [*self.headline, *(f"formats.{f}.accuracy" for f in metrics.get("formats", {}))]
+
     def run(self, ctx: EvalContext) -> PluginResult:
         opts = ctx.options
         if ctx.backend is None:

@@ -178,7 +178,8 @@ def run_eval(model: str, task: str, method: str = "lora", *, base: bool = False,
         if res.items:
             io.atomic_write_jsonl(out_dir / f"{p.name}_items.jsonl", res.items)
     summary["plugins"] = {n: r.metrics for n, r in results.items()}
-    summary["headline"] = {f"{p.name}.{k}": _lookup(results[p.name].metrics, k) for p in plugins for k in p.headline}
+    summary["headline"] = {f"{p.name}.{k}": _lookup(results[p.name].metrics, k)
+                           for p in plugins for k in p.headline_keys(results[p.name].metrics)}
     io.atomic_write_json(out_dir / "metrics.json", summary)
     io.atomic_write_text(out_dir / "report.md", _report(summary, results))
     return out_dir

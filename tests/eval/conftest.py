@@ -1,4 +1,4 @@
-"""Shared fixtures for the evaluation tests: the tiny model, an isolated runs/dataset/cache layout."""
+"""Fixtures for the evaluation tests: the tiny model, an isolated runs/dataset/cache layout."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "datasets"  # real data samples next to the checkout (never copied in)
-BENCH_FILE = SHARED / "PsychCounsel-Bench" / "PsychCounsel-Bench.json"
 
 
 @pytest.fixture(scope="session")
