@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from eval_fixtures import BENCH_FILE, REPO, write_dataset
+
+from psyfactory.paths import REPO_ROOT as REPO
 
 pytestmark = pytest.mark.slow
 
@@ -26,15 +27,15 @@ HANDWRITTEN_BENCH = [
 
 
 @pytest.fixture(scope="module")
-def env(tiny_model, tmp_path_factory) -> dict[str, str]:
+def env(tiny_model, tmp_path_factory, eval_dataset_writer, real_bench_file) -> dict[str, str]:
     root = tmp_path_factory.mktemp("e2e")
     raw = root / "raw"
-    if BENCH_FILE.is_file():  # the real benchmark sample next to the checkout (first items only)
-        raw = BENCH_FILE.parent.parent
+    if real_bench_file:  # the real benchmark sample next to the checkout (first items only)
+        raw = real_bench_file.parent.parent
     else:
         (raw / "PsychCounsel-Bench").mkdir(parents=True)
         (raw / "PsychCounsel-Bench" / "PsychCounsel-Bench.json").write_text(json.dumps(HANDWRITTEN_BENCH))
-    return {**os.environ, "PSY_DATASET_DIR": str(write_dataset(root / "dataset")), "PSY_RUNS_DIR": str(root / "runs"),
+    return {**os.environ, "PSY_DATASET_DIR": str(eval_dataset_writer(root / "dataset")), "PSY_RUNS_DIR": str(root / "runs"),
             "PSY_RAW_DIR": str(raw), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
