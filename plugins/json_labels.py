@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plugins.base import EvalContext, EvalPlugin, PluginResult, md_table, save_confusion_png
+from psyfactory import labels
 
-ORDINAL = {"depression_level": 3, "anxiety_level": 3, "student_distress_score": 9}  # field -> max value
 RISK_FIELD = "risk_flag"
-RISK_CLASSES = ("none", "suicidal", "self_harm", "violence")
+FIELDS = tuple(labels.label_keys())  # from evaluation/schemas/student_labels.json
+RISK_CLASSES = tuple(labels.risk_flags())
+ORDINAL = {f: labels.ordinal_range(f) for f in FIELDS if f != RISK_FIELD}  # field -> allowed values
 SAFETY_CLASSES = ("suicidal", "self_harm")
-FIELDS = ("depression_level", "anxiety_level", RISK_FIELD, "student_distress_score")
 INVALID = "(invalid)"
 
 
@@ -51,11 +52,14 @@ def score(parsed: Sequence[Parsed], references: Sequence[dict[str, Any]]) -> dic
     valid = [p.value is not None for p in parsed]
     n_valid = sum(valid)
     reasons = Counter(r for p in parsed if p.value is None for r in dict.fromkeys(p.reasons or ["unknown"]))
+    kinds = Counter(k for p in parsed if p.value is None
+                    for k in dict.fromkeys(r.split(":", 1)[0] for r in p.reasons or ["unknown"]))
     out: dict[str, Any] = {
         "n": n,
         "valid": n_valid,
         "validity_rate": n_valid / n if n else 0.0,
-        "failure_reasons": dict(reasons.most_common()),
+        "failure_reasons": dict(reasons.most_common()),  # codes from psyfactory.labels, e.g. extra_key:mood
+        "failure_kinds": dict(kinds.most_common()),  # the same without the key: outputs per kind
         "fenced": sum(p.fenced for p in parsed),
         "surrounding_text": sum(p.surrounding_text for p in parsed),
     }
@@ -65,7 +69,7 @@ def score(parsed: Sequence[Parsed], references: Sequence[dict[str, Any]]) -> dic
         for f in FIELDS
     }
     ordinal: dict[str, Any] = {}
-    for f, top in ORDINAL.items():
+    for f, values in ORDINAL.items():
         pairs = [(r[f], p.value[f]) for p, r in zip(parsed, references, strict=True) if p.value is not None]
         if not pairs:
             ordinal[f] = {"n": 0, "mae": None, "qwk": None}
@@ -75,7 +79,7 @@ def score(parsed: Sequence[Parsed], references: Sequence[dict[str, Any]]) -> dic
 
         with warnings.catch_warnings():  # one-class data makes kappa undefined (nan): reported as null
             warnings.simplefilter("ignore")
-            qwk = cohen_kappa_score(ys, ps, weights="quadratic", labels=list(range(top + 1)))
+            qwk = cohen_kappa_score(ys, ps, weights="quadratic", labels=values)
         ordinal[f] = {"n": len(pairs), "mae": sum(abs(a - b) for a, b in pairs) / len(pairs),
                       "qwk": _nan_to_none(float(qwk))}
     out["ordinal"] = ordinal
@@ -109,9 +113,8 @@ def parse_reference(text: str, where: str) -> dict[str, Any]:
 
 def parse_output(text: str) -> Parsed:
     """Parse one model output with :mod:`psyfactory.labels` (tolerant extraction + schema check)."""
-    from psyfactory import labels
-
-    return labels.parse_student_labels(text)
+    p = labels.parse_student_labels(text)
+    return Parsed(p.labels, p.reasons, p.extraction.fenced, p.extraction.surrounded)
 
 
 class JsonLabelsPlugin(EvalPlugin):
@@ -138,6 +141,7 @@ class JsonLabelsPlugin(EvalPlugin):
         ]
         if m["failure_reasons"]:
             lines.append(md_table(["failure reason", "outputs"], list(m["failure_reasons"].items())))
+            lines.append(md_table(["failure kind", "outputs"], list(m["failure_kinds"].items())))
         lines.append(md_table(["field", "exact accuracy", "MAE", "QWK"],
                               [(f, m["field_accuracy"][f], m["ordinal"].get(f, {}).get("mae", "-"),
                                 m["ordinal"].get(f, {}).get("qwk", "-")) for f in FIELDS]))

@@ -129,15 +129,53 @@ def aggregate(rubric: Rubric, replies: list[JudgeReply]) -> dict[str, Any]:
     return out
 
 
-def make_client(opts: dict[str, Any]) -> JudgeClient:
-    from psyfactory.llm_client import JudgeJSONClient
+def reply_validator(schema: dict[str, Any]) -> Any:
+    """Judge reply text -> (value, reasons): tolerant JSON extraction (fences, prose around it),
+    then schema reason codes (missing_key:…, out_of_range:causes.clarity, …)."""
+    from psyfactory.labels import extract_json, schema_reasons
 
-    base_url = opts.get("base_url") or opts.get("judge_url")
+    def validate(text: str) -> tuple[Any, list[str]]:
+        ex = extract_json(text)
+        if ex.error:
+            return None, [ex.error]
+        reasons = schema_reasons(ex.value, schema)
+        return (None if reasons else ex.value), reasons
+
+    return validate
+
+
+class OpenAIJudge:
+    """Judge behind an OpenAI-compatible endpoint (:class:`psyfactory.llm_client.ChatClient`)."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, retries: int = 2,
+                 timeout: float = 120.0, max_tokens: int = 512) -> None:
+        from psyfactory.llm_client import ChatClient, Endpoint
+
+        self.retries = retries
+        self.client = ChatClient(Endpoint(base_url, model, api_key or "EMPTY", timeout), max_tokens=max_tokens)
+
+    def complete_json(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> JudgeReply:
+        try:
+            r = self.client.complete_json(messages, reply_validator(schema), retries=self.retries)
+        except Exception as e:  # transport errors (after the client's own retries) are failures, not scores
+            return JudgeReply(None, 1, f"request_error:{type(e).__name__}")
+        return JudgeReply(r.value, r.attempts, None if r.ok else ",".join(r.reasons[-1]))
+
+
+def make_client(opts: dict[str, Any]) -> JudgeClient:
+    """From options (base_url/judge_url, model/judge_model, api_key, retries, timeout, max_tokens),
+    falling back to $PSY_JUDGE_BASE_URL, $PSY_JUDGE_MODEL, $PSY_JUDGE_API_KEY."""
+    from psyfactory.llm_client import Endpoint
+
+    env = Endpoint.from_env("PSY_JUDGE")
+    base_url = opts.get("base_url") or opts.get("judge_url") or (env.base_url if env else None)
     if not base_url:
-        raise ValueError("llm_judge: set the judge endpoint (psy.eval_options.llm_judge.base_url or --judge-url)")
-    return JudgeJSONClient(base_url, model=opts.get("model") or opts.get("judge_model") or "judge",
-                           api_key=opts.get("api_key"), retries=int(opts.get("retries", 2)),
-                           timeout=float(opts.get("timeout", 120)))
+        raise ValueError("llm_judge: no judge endpoint; set psy.eval_options.llm_judge.base_url, --judge-url "
+                         "or PSY_JUDGE_BASE_URL")
+    model = opts.get("model") or opts.get("judge_model") or (env.model if env else "default")
+    return OpenAIJudge(base_url, model, api_key=opts.get("api_key") or (env.api_key if env else None),
+                       retries=int(opts.get("retries", 2)), timeout=float(opts.get("timeout", 120)),
+                       max_tokens=int(opts.get("max_tokens", 512)))
 
 
 class LLMJudgePlugin(EvalPlugin):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -20,18 +19,12 @@ log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
 
-_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)\s*", re.DOTALL)
-
-
 def strip_think(text: str) -> tuple[str, bool]:
-    """Remove ``<think>…</think>`` blocks (an unterminated one runs to the end; a bare leading
-    ``…</think>`` whose opening tag was in the prompt is cut too). Returns (text, had_think)."""
-    had = "<think>" in text or "</think>" in text
-    if not had:
-        return text.strip(), False
-    if "</think>" in text and "<think>" not in text.split("</think>", 1)[0]:
-        text = text.split("</think>", 1)[1]
-    return _THINK_BLOCK.sub("", text).strip(), True
+    """:func:`psyfactory.labels.strip_think` plus surrounding whitespace. Returns (text, had_think)."""
+    from psyfactory.labels import strip_think as _strip
+
+    stripped, had = _strip(text)
+    return stripped.strip(), had
 
 
 @runtime_checkable
