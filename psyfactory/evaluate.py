@@ -145,7 +145,7 @@ def run_eval(model: str, task: str, method: str = "lora", *, base: bool = False,
     t0 = time.perf_counter()
     be = make_backend(backend, c.lf["model_name_or_path"], adapter, needs_loglik=needs_loglik,
                       reasoning=meta.get("reasoning", "none"), thinking=bool(meta.get("thinking", False)),
-                      **({"batch_size": batch_size} if backend == "hf" else {}))
+                      batch_size=batch_size)
     load_s = time.perf_counter() - t0
     summary: dict[str, Any] = {
         "model": model, "task": task, "method": label, "base_model": c.lf["model_name_or_path"],
@@ -307,7 +307,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="run the task's eval plugins on the tuned adapter (or --base)")
     add_run_args(p)
     p.add_argument("--base", action="store_true", help="evaluate the base model (results under method 'base')")
-    p.add_argument("--backend", default="hf", choices=["hf", "vllm", "auto"],
+    p.add_argument("--backend", default="auto", choices=["hf", "vllm", "auto"],
                    help="inference backend (auto: vLLM when installed with a GPU and no loglik scoring)")
     p.add_argument("--adapter-task", default=None,
                    help="use the adapter trained on this task (for eval-only tasks such as psychcounsel)")
