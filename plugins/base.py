@@ -104,7 +104,9 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict[
 
 
 def fmt(x: Any, digits: int = 4) -> str:
-    if isinstance(x, bool) or x is None:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
         return str(x)
     if isinstance(x, float):
         return "nan" if math.isnan(x) else f"{x:.{digits}f}"

@@ -59,7 +59,7 @@ def score(predictions: Sequence[str], references: Sequence[str], labels: Sequenc
 
 class ClassificationPlugin(EvalPlugin):
     name = "classification"
-    headline = ("accuracy", "macro_f1", "invalid_rate")
+    headline = ("n", "accuracy", "macro_f1", "invalid_rate")
 
     def run(self, ctx: EvalContext) -> PluginResult:
         assert ctx.predictions is not None

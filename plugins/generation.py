@@ -90,7 +90,7 @@ def score(predictions: Sequence[str], references: Sequence[str], lang: str = "au
 
 class GenerationPlugin(EvalPlugin):
     name = "generation"
-    headline = ("rouge-1", "rouge-2", "rouge-l", "bleu-4", "distinct-2")
+    headline = ("n", "rouge-1", "rouge-2", "rouge-l", "bleu-4", "distinct-2")
 
     def run(self, ctx: EvalContext) -> PluginResult:
         assert ctx.predictions is not None

@@ -119,7 +119,7 @@ def parse_output(text: str) -> Parsed:
 
 class JsonLabelsPlugin(EvalPlugin):
     name = "json_labels"
-    headline = ("validity_rate", "safety_recall.suicidal", "safety_recall.self_harm",
+    headline = ("n", "validity_rate", "safety_recall.suicidal", "safety_recall.self_harm",
                 "field_accuracy.risk_flag", "ordinal.student_distress_score.qwk")
 
     def run(self, ctx: EvalContext) -> PluginResult:

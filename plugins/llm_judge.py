@@ -182,7 +182,7 @@ class LLMJudgePlugin(EvalPlugin):
     name = "llm_judge"
 
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
-        return [*(f"mean.{k}" for k in metrics.get("mean", {})), "failed"]
+        return ["n", *(f"mean.{k}" for k in metrics.get("mean", {})), "failed"]
 
     def run(self, ctx: EvalContext) -> PluginResult:
         assert ctx.predictions is not None

@@ -179,7 +179,7 @@ def choose_by_generation(items: Sequence[BenchItem], fmt: PromptFormat, backend:
 class PsychCounselBenchPlugin(EvalPlugin):
     name = "psychcounsel_bench"
     needs_predictions = False  # brings its own items and queries the backend itself
-    headline = ("primary.accuracy", "primary.unparsed")
+    headline = ("n_items", "primary.accuracy", "primary.unparsed")
 
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
         return [*self.headline, *(f"formats.{f}.accuracy" for f in metrics.get("formats", {}))]

@@ -206,6 +206,19 @@ def _report(s: dict[str, Any], results: dict[str, PluginResult]) -> str:
 # ---------------------------------------------------------------------------- compare
 
 
+def _headline(run: dict[str, Any]) -> dict[str, Any]:
+    """Headline metrics recomputed from the stored plugin metrics (so older runs get new keys too)."""
+    out: dict[str, Any] = {}
+    for name, metrics in (run.get("plugins") or {}).items():
+        try:
+            keys = get_plugin(name).headline_keys(metrics)
+        except KeyError:  # a plugin no longer registered: keep what was stored
+            out.update({k: v for k, v in run.get("headline", {}).items() if k.startswith(f"{name}.")})
+            continue
+        out.update({f"{name}.{k}": _lookup(metrics, k) for k in keys})
+    return out
+
+
 def collect_runs(root: Path | None = None) -> list[dict[str, Any]]:
     root = root or paths.runs_root()
     runs = []
@@ -215,6 +228,7 @@ def collect_runs(root: Path | None = None) -> list[dict[str, Any]]:
         except json.JSONDecodeError as e:
             raise EvalError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from e
         m["_dir"] = path.parent
+        m["headline"] = _headline(m)
         runs.append(m)
     return runs
 
@@ -247,6 +261,7 @@ def compare(root: Path | None = None) -> tuple[Path, Path]:
     header = ["model", "task", "metric", BASE_METHOD, *tuned_methods, *(f"Δ {m}" for m in tuned_methods)]
     rows: list[list[Any]] = []
     tests: list[list[Any]] = []
+    notes: list[str] = []
     for (model, task), by_method in sorted(groups.items()):
         keys = list(dict.fromkeys(k for r in by_method.values() for k in r.get("headline", {})))
         for key in keys:
@@ -254,6 +269,10 @@ def compare(root: Path | None = None) -> tuple[Path, Path]:
             deltas = [(v - vals[0]) if isinstance(v, int | float) and isinstance(vals[0], int | float) else None
                       for v in vals[1:]]
             rows.append([model, task, key, *vals, *deltas])
+            present = {v for v in vals if v is not None}
+            if key.endswith((".n", ".n_items")) and len(present) > 1:
+                notes.append(f"{model}/{task}: runs differ in `{key}` ({', '.join(map(str, sorted(present)))}); "
+                             "the Δ columns compare different sample sets, the paired test does not.")
         if BASE_METHOD in by_method:
             for m in tuned_methods:
                 if m in by_method:
@@ -262,6 +281,7 @@ def compare(root: Path | None = None) -> tuple[Path, Path]:
                                       t["p_value"]])
     md = ["# Base vs tuned", "", f"{len(runs)} evaluated runs under `{root}`. Δ = tuned − base.", "",
           md_table(header, [[fmt(x) if x is not None else "" for x in row] for row in rows])]
+    md += [""] + [f"> Note: {n}" for n in notes] if notes else []
     if tests:
         md += ["", "## PsychCounsel-Bench: paired base vs tuned (exact McNemar)", "",
                md_table(["model", "task", "tuned", "prompt format", "n", "Δ accuracy", "only base right",
