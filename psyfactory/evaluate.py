@@ -115,6 +115,7 @@ def run_eval(model: str, task: str, method: str = "lora", *, base: bool = False,
     """Evaluate one run; returns its eval directory."""
     from psyfactory.config import compose
     from psyfactory.inference import make_backend, strip_think
+    from psyfactory.manifest import record_stage
     from psyfactory.models import materialize
 
     c = compose(model, task, method, hw, overrides)
@@ -182,7 +183,19 @@ def run_eval(model: str, task: str, method: str = "lora", *, base: bool = False,
                            for p in plugins for k in p.headline_keys(results[p.name].metrics)}
     io.atomic_write_json(out_dir / "metrics.json", summary)
     io.atomic_write_text(out_dir / "report.md", _report(summary, results))
+    eval_cfg = {"model_name_or_path": c.lf["model_name_or_path"], "adapter": summary["adapter"], "backend": be.name,
+                "plugins": names, "options": {n: _plugin_options(meta, n, cli_opts) for n in names}, "limit": limit}
+    data_files = [Path(str(o["bench_file"])) for o in eval_cfg["options"].values() if o.get("bench_file")]
+    if samples:
+        data_files.append(_dataset_file(meta.get("eval_dataset", f"{task}_eval")))
+    record_stage(out_dir.parent, "eval", out_dir / "metrics.json", eval_cfg, meta, data_files,
+                 status="done", headline=summary["headline"])
     return out_dir
+
+
+def _dataset_file(dataset: str) -> Path:
+    info = json.loads(paths.dataset_info_path().read_text(encoding="utf-8"))
+    return paths.dataset_dir() / info[dataset]["file_name"]
 
 
 def _json_schema() -> dict[str, Any] | None:

@@ -69,6 +69,8 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
     report = (eval_dir(env, "student", "lora") / "report.md").read_text()
     assert report.index("Safety: risk_flag recall") < report.index("| field | exact accuracy")
     assert m["adapter"].endswith("tiny/student/lora/adapter")
+    stages = json.loads((eval_dir(env, "student", "lora").parent / "manifest.json").read_text())["stages"]
+    assert {"train", "eval"} <= set(stages) and stages["eval"]["headline"]["json_labels.n"] == 6
 
     m = json.loads((eval_dir(env, "emotion", "base") / "metrics.json").read_text())
     assert m["adapter"] is None and m["plugins"]["classification"]["n"] == 6
