@@ -59,6 +59,14 @@ chat: $(STAMP) ## interactive chat with base + the run's adapter
 demo: $(STAMP) ## prep sample data -> train -> merge -> predict on the tiny model (CPU, minutes)
 	$(PSY) demo
 
+# ---- benchmarks (issue 7) ----
+CUTOFF ?=
+STEPS  ?= 20
+.PHONY: bench-train
+bench-train: $(STAMP) ## training speed/memory, plain vs tuned: MODEL METHOD [CUTOFF] [STEPS]
+	$(PY) benchmarks/train_bench.py --model $(MODEL) --task $(TASK) --method $(METHOD) --hw $(HW) \
+		--steps $(STEPS) $(if $(CUTOFF),--cutoff $(CUTOFF))
+
 # ---- evaluation (issue 4) ----
 BASE         ?=
 ADAPTER_TASK ?=
