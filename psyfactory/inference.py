@@ -78,6 +78,9 @@ class HFBackend:
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         self.model = model.to(self.device).eval()
         self.eos_ids = self._eos_ids()
+        # "always" reasoning templates (DeepSeek-R1 distills) open <think> in the prompt: close it
+        self.close_think = reasoning == "always" and not thinking
+        self.fold_system = not self._supports_system()
 
     # ------------------------------------------------------------------ helpers
     def _eos_ids(self) -> list[int]:
@@ -91,10 +94,29 @@ class HFBackend:
             ids.add(im_end)
         return sorted(ids)
 
+    def _supports_system(self) -> bool:
+        """Some templates (Gemma) reject a system turn; it is then folded into the first user turn,
+        as LLaMA-Factory's templates do."""
+        try:
+            self.tokenizer.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                                               tokenize=False, add_generation_prompt=True, **self.template_kwargs)
+        except Exception:  # jinja2 TemplateError raised by the template itself
+            return False
+        return True
+
     def render(self, conversation: Conversation) -> str:
-        """The prompt text: chat template + generation prompt (empty think block when disabled)."""
-        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True,
+        """The prompt text: chat template + generation prompt, thinking disabled for reasoning models
+        (empty think block for hybrid templates, a closed one for always-thinking templates)."""
+        if self.fold_system and conversation and conversation[0]["role"] == "system":
+            system, rest = conversation[0]["content"], [dict(m) for m in conversation[1:]]
+            if rest and rest[0]["role"] == "user":
+                rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
+            conversation = rest
+        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True,
                                                   **self.template_kwargs)
+        if self.close_think and text.rstrip().endswith("<think>"):
+            text = text.rstrip() + "\n\n</think>\n\n"
+        return text
 
     def _batches(self, order: Sequence[int], desc: str) -> Any:
         from tqdm.auto import tqdm

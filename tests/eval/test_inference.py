@@ -98,3 +98,21 @@ def test_vllm_backend_generates(tiny_model) -> None:
         pytest.skip(f"vLLM backend needs vllm and a CUDA GPU: {reason}")
     be = make_backend("vllm", tiny_model)
     assert len(be.generate(CONVS, max_new_tokens=8)) == 3
+
+
+def test_render_folds_system_for_templates_without_it(tiny_model) -> None:
+    be = HFBackend(tiny_model, progress=False)
+    be.tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>")
+    be.fold_system = not be._supports_system()
+    assert be.fold_system
+    assert be.render(CONVS[1]) == ("<user>You are a counselor.\n\nI have been sleeping badly for weeks and feel "
+                                   "tired at school.\n<assistant>")
+
+
+def test_render_closes_think_for_always_reasoning_templates(tiny_model) -> None:
+    be = HFBackend(tiny_model, reasoning="always", progress=False)
+    be.tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}<|Assistant|><think>\n"
+    assert be.render(CONVS[0]) == "hello<|Assistant|><think>\n\n</think>\n\n"
+    assert not be.fold_system
