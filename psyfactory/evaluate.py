@@ -318,7 +318,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     try:
         out = run_eval(args.model, args.task, args.method, base=args.base, hw=args.hw, overrides=args.overrides,
                        backend=args.backend, adapter_task=args.adapter_task, limit=args.limit,
-                       batch_size=args.batch_size, plugin_options={args_k: v for args_k, v in cli_opts.items()},
+                       batch_size=args.batch_size, plugin_options=cli_opts,
                        plugins_only=args.plugins)
     except (EvalError, FileNotFoundError, KeyError) as e:
         raise SystemExit(f"error: {e}") from e
