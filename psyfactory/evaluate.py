@@ -313,6 +313,8 @@ def compare(root: Path | None = None) -> tuple[Path, Path]:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    if args.raw_dir:
+        os.environ["PSY_RAW_DIR"] = str(Path(args.raw_dir).resolve())
     cli_opts = {"scoring": args.scoring, "formats": args.prompt_format, "bench_file": args.bench_file,
                 "rubric": args.rubric, "judge_url": args.judge_url, "judge_model": args.judge_model}
     try:
@@ -351,6 +353,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-format", nargs="+", default=None,
                    help="psychcounsel_bench prompt format names or YAML paths (first = headline)")
     p.add_argument("--bench-file", default=None, help="psychcounsel_bench JSON file")
+    p.add_argument("--raw-dir", default=None,
+                   help="raw sources folder for {raw_dir} in benchmark paths (default $PSY_RAW_DIR or ./raw)")
     p.add_argument("--rubric", default=None, help="llm_judge rubric name or YAML path")
     p.add_argument("--judge-url", default=None, help="llm_judge OpenAI-compatible base URL")
     p.add_argument("--judge-model", default=None, help="llm_judge model name")
