@@ -124,13 +124,16 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def save_confusion_png(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str) -> None:
-    """Write a confusion-matrix heat map (rows = reference, columns = prediction)."""
+def save_confusion_png(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str,
+                       row_labels: Sequence[str] | None = None) -> None:
+    """Write a confusion-matrix heat map (rows = reference, columns = prediction). ``labels`` name
+    the columns; ``row_labels`` the rows when they differ (no reference is ever "(invalid)")."""
+    rows = list(row_labels) if row_labels is not None else list(labels)[: len(matrix)]
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.7 * len(labels)))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.7 * len(rows)))
     im = ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
     ax.set_title(title)
