@@ -379,16 +379,21 @@ def tokenize_once(lf: dict[str, Any]) -> bool:
     if has_tokenized_data(str(target)):
         return False
     print(f"[psy] tokenizing once into {target}", flush=True)
+    # Written next to the target and renamed into place: a job killed meanwhile leaves no half copy.
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     with tempfile.TemporaryDirectory(prefix="psy-tokenize-") as tmp:
         # Only the data side matters here: no precision, quantization, DeepSpeed or resume checks.
         args = {**lf, "output_dir": tmp, "overwrite_output_dir": True, "bf16": False, "fp16": False,
-                "deepspeed": None, "report_to": "none", "tokenized_path": str(target)}
+                "deepspeed": None, "report_to": "none", "tokenized_path": str(partial)}
         for k in ("quantization_bit", "resume_from_checkpoint"):
             args.pop(k, None)
         model_args, data_args, training_args, _, _ = get_train_args({k: v for k, v in args.items() if v is not None})
         tok = load_tokenizer(model_args)
         template = get_template_and_fix_tokenizer(tok["tokenizer"], data_args)
         get_dataset(template, model_args, data_args, training_args, stage=lf.get("stage", "sft"), **tok)
+    if target.exists():  # an incomplete copy (no dataset markers) from an older version or by hand
+        shutil.rmtree(target)
+    partial.rename(target)
     return True
 
 
@@ -397,7 +402,7 @@ def has_tokenized(path: Path) -> bool:
     return path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "dataset_info.json", "state.json"))
 
 
-def prepare(req: Request, overrides: list[str], *, force_tokenize: bool = False) -> dict[str, Any]:
+def prepare(req: Request, overrides: list[str]) -> dict[str, Any]:
     """In the training job, once per attempt before the ranks start (also `make stage`'s last step)."""
     from psyfactory.config import compose
     from psyfactory.manifest import config_hash
@@ -407,17 +412,13 @@ def prepare(req: Request, overrides: list[str], *, force_tokenize: bool = False)
     resume = check_resumable(c)
     materialize(c.meta["model_ref"])
     target = c.lf.get("tokenized_path")
-    # With one process LF tokenizes and saves tokenized_path itself; don't pay its import twice.
-    world = int(os.environ.get("NNODES", "1")) * int(os.environ.get("NPROC_PER_NODE", "1"))
     if not target:
         tokenized = "not used"
     elif has_tokenized(Path(target)):
         tokenized = "already prepared"
-    elif world > 1 or force_tokenize:
+    else:  # in this one process, before any rank starts (and atomically, see tokenize_once)
         tokenize_once(c.lf)
         tokenized = "written now, once, before the ranks start"
-    else:
-        tokenized = "written by the single training process"
     return {"config_hash": config_hash(c.lf), "resume_from": resume, "tokenized": tokenized,
             "tokenized_path": c.lf.get("tokenized_path"), "run_dir": c.run_dir}
 
@@ -617,6 +618,6 @@ def stage_offline(req: Request, profile: dict[str, Any], out=sys.stdout) -> dict
         local = snapshot_download(model_path, cache_dir=str(hf_home / "hub"),
                                   ignore_patterns=["original/*", "*.pth", "*.h5", "*.msgpack", "*.ot"])
         print(f"[psy] model: {model_path} -> {local}", file=out)
-    info = prepare(req, overrides, force_tokenize=True)
+    info = prepare(req, overrides)
     print(f"[psy] tokenized data: {info['tokenized_path']} ({info['tokenized']})", file=out)
     return info

@@ -42,8 +42,11 @@ def test_chain_train_merge_eval_completes(slurm_cluster, slurm_ws):
     assert json.loads((rd / "eval" / "metrics.json").read_text())  # `psyfactory eval --limit 4` ran
     assert "psyfactory eval --limit 4 --model tiny" in (rd / "slurm" / "eval.sbatch").read_text()
     log = Path(info[ids[0]]["StdOut"]).read_text()
-    assert "tokenized dataset is saved" in log.lower()  # tokenized_path written by the one process
+    assert "written now, once, before the ranks start" in log
+    training = log.split("llamafactory-cli train", 1)[1]
+    assert "Loaded tokenized dataset" in training and "Running tokenizer" not in training
     assert list((rd / "slurm").glob("tokenized-*/dataset_dict.json"))
+    assert not list((rd / "slurm").glob(".tokenized-*"))  # no partial copy left behind
     status = psy(slurm_ws, "status", *RUN)
     assert status.returncode == 0 and status.stdout.count("COMPLETED") == 3
 
