@@ -615,8 +615,13 @@ def stage_offline(req: Request, profile: dict[str, Any], out=sys.stdout) -> dict
         from huggingface_hub import snapshot_download
 
         # Skip duplicate weight formats (Meta's original/ *.pth, TF, Flax): they double the download.
-        local = snapshot_download(model_path, cache_dir=str(hf_home / "hub"),
-                                  ignore_patterns=["original/*", "*.pth", "*.h5", "*.msgpack", "*.ot"])
+        try:
+            local = snapshot_download(model_path, cache_dir=str(hf_home / "hub"),
+                                      ignore_patterns=["original/*", "*.pth", "*.h5", "*.msgpack", "*.ot"])
+        except Exception as e:  # network, auth (gated models: `huggingface-cli login`), unknown repo
+            raise SlurmError(f"cannot download {model_path} into {hf_home}: {type(e).__name__}: {e}. Run "
+                             "`make stage` on a node with internet (gated models need `huggingface-cli login`), "
+                             "or point PSY_MODEL_DIR at a local copy.") from e
         print(f"[psy] model: {model_path} -> {local}", file=out)
     info = prepare(req, overrides)
     print(f"[psy] tokenized data: {info['tokenized_path']} ({info['tokenized']})", file=out)
