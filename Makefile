@@ -58,3 +58,20 @@ chat: $(STAMP) ## interactive chat with base + the run's adapter
 
 demo: $(STAMP) ## prep sample data -> train -> merge -> predict on the tiny model (CPU, minutes)
 	$(PSY) demo
+
+# ---- gguf (issue 5) ----
+QUANT ?= Q4_K_M
+GGUF_STAMP := $(VENV)/psyfactory-gguf.json
+.PHONY: setup-gguf gguf chat-gguf
+
+$(GGUF_STAMP): $(STAMP) scripts/setup_gguf.sh requirements/constraints.txt
+	VENV=$(VENV) bash scripts/setup_gguf.sh
+
+setup-gguf: $(GGUF_STAMP) ## llama-cpp-python (compiled once, cached wheel) + llama.cpp's GGUF converter
+gguf: $(GGUF_STAMP) ## merged model -> GGUF f16 + QUANT=Q4_K_M|Q8_0|Q5_K_M|Q6_K, verified, Ollama Modelfile
+	$(PSY) gguf --quant $(QUANT) $(RUN_OPTS)
+
+chat-gguf: $(GGUF_STAMP) ## chat with the run's GGUF export through llama.cpp (QUANT=...)
+	$(PSY) chat-gguf --quant $(QUANT) $(RUN_OPTS)
+
+test: $(GGUF_STAMP)

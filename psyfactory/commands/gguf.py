@@ -1,0 +1,100 @@
+"""GGUF commands: `gguf` (export + verify + Modelfile) and `chat-gguf` (llama.cpp chat)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from psyfactory import gguf
+from psyfactory.config import Composed, compose
+
+
+def _compose(args: argparse.Namespace) -> Composed:
+    return compose(args.model, args.task, args.method, args.hw, args.overrides)
+
+
+def _local_tokenizer(c: Composed) -> Path | None:
+    """Our tiny model's tokenizer is the only one allowed an unknown llama.cpp pre-tokenizer hash."""
+    if not c.meta.get("model_ref", "").startswith("builtin:tiny"):
+        return None
+    from psyfactory.tiny import ensure_tiny
+
+    return ensure_tiny()
+
+
+def _options(c: Composed) -> dict:
+    return {"enable_thinking": bool(c.lf.get("enable_thinking", False)), "label_task": c.meta.get("kind") == "label"}
+
+
+def cmd_gguf(args: argparse.Namespace) -> int:
+    c = _compose(args)
+    try:
+        gguf.export_run(c.run_dir, quant=args.quant, local_tokenizer=_local_tokenizer(c), do_verify=not args.no_verify,
+                        lora=args.lora, base_dir=c.lf["model_name_or_path"] if args.lora else None, **_options(c))
+    except gguf.GGUFError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_chat_gguf(args: argparse.Namespace) -> int:
+    from psyfactory.gguf_backend import GGUFBackend, load_schema
+
+    c = _compose(args)
+    out = c.run_dir / "gguf"
+    lora = None
+    if args.lora:
+        model_path, lora = out / "base-f16.gguf", out / "adapter-f16.gguf"
+    else:
+        model_path = out / f"model-{args.quant.upper()}.gguf"
+    opts = _options(c)
+    schema = load_schema() if opts["label_task"] and c.task == "student" and not args.no_constrain else None
+    max_new = args.max_new_tokens or int(c.meta.get("max_new_tokens", 512))
+    try:
+        backend = GGUFBackend(model_path, lora_path=lora, enable_thinking=opts["enable_thinking"], progress=False)
+    except (gguf.GGUFError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+    messages = iter(args.message) if args.message else None
+    print(f"[chat-gguf] {model_path}{' + ' + str(lora) if lora else ''}"
+          f"{' (JSON-schema constrained)' if schema else ''}; empty line or Ctrl-D quits", file=sys.stderr)
+    while True:
+        if messages is not None:
+            text = next(messages, None)
+        else:
+            try:
+                text = input("user> ")
+            except EOFError:
+                text = None
+        if not text:
+            return 0
+        history.append({"role": "user", "content": text})
+        reply = backend.generate([history], max_new_tokens=max_new, json_schema=schema)[0]
+        history.append({"role": "assistant", "content": reply})
+        print(f"assistant> {reply}" if messages is None else json.dumps({"user": text, "assistant": reply},
+                                                                       ensure_ascii=False), flush=True)
+        if schema is not None:  # label tasks are single-turn
+            history = history[:-2]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from psyfactory.cli import add_run_args
+
+    p = sub.add_parser("gguf", help="merged model -> GGUF f16 + quantized, verified against HF, Ollama Modelfile")
+    add_run_args(p)
+    p.add_argument("--quant", default=gguf.DEFAULT_QUANT, choices=gguf.QUANTS, type=str.upper)
+    p.add_argument("--lora", action="store_true", help="also export the LoRA adapter as a GGUF adapter and verify it")
+    p.add_argument("--no-verify", action="store_true", help="skip the comparison with the HF model")
+    p.set_defaults(func=cmd_gguf)
+    p = sub.add_parser("chat-gguf", help="chat with the run's GGUF export through llama.cpp")
+    add_run_args(p)
+    p.add_argument("--quant", default=gguf.DEFAULT_QUANT, choices=gguf.QUANTS, type=str.upper)
+    p.add_argument("--lora", action="store_true", help="base-f16.gguf + adapter-f16.gguf instead of the merged export")
+    p.add_argument("--message", action="append", help="non-interactive: send this message (repeatable), print JSON")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, help="default: the task's psy.max_new_tokens")
+    p.add_argument("--no-constrain", action="store_true", help="student task: don't constrain output to the schema")
+    p.set_defaults(func=cmd_chat_gguf)

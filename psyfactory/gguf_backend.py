@@ -1,0 +1,183 @@
+"""GGUF inference backend (llama.cpp through llama-cpp-python) for predict / eval / chat-gguf.
+
+Same interface as the transformers backend of `psyfactory.inference`:
+
+    backend = GGUFBackend("runs/tiny/student/lora/gguf/model-Q4_K_M.gguf")
+    backend.generate(conversations, max_new_tokens=64, json_schema=schema)  -> list[str]
+
+Greedy decoding, prompts rendered with the chat template embedded in the GGUF (the one the HF
+tokenizer had at export). With `json_schema`, sampling is constrained by a llama.cpp grammar built
+from the schema, so every output parses and validates; `constrained=False` ignores the schema
+(to measure what the constraint buys).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from psyfactory.paths import EVALUATION_DIR
+
+STUDENT_SCHEMA = EVALUATION_DIR / "schemas" / "student_labels.json"
+_MAX_ENUM_RANGE = 64  # integer ranges up to this size become enums in the grammar
+
+
+def load_schema(path: str | Path = STUDENT_SCHEMA) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{path}: JSON schema not found") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON schema ({e.msg})") from e
+
+
+def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema as handed to the grammar compiler: same language, explicit where it matters.
+
+    Small bounded integer ranges become enums (the grammar then enumerates the allowed numbers
+    instead of relying on min/max support), and objects get `additionalProperties: false` unless
+    they say otherwise, so the grammar cannot wander into extra keys.
+    """
+    out = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "integer" and "enum" not in node and {"minimum", "maximum"} <= node.keys():
+                lo, hi = int(node["minimum"]), int(node["maximum"])
+                if hi - lo < _MAX_ENUM_RANGE:
+                    node["enum"] = list(range(lo, hi + 1))
+            if node.get("type") == "object" and "properties" in node:
+                node.setdefault("additionalProperties", False)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(out)
+    return out
+
+
+def render_prompt(template: str, conversation: list[dict[str, str]], *, enable_thinking: bool,
+                  bos_token: str = "", eos_token: str = "") -> str:
+    """Render a chat template the way transformers does (sandboxed Jinja, trim/lstrip blocks)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(
+        messages=conversation, add_generation_prompt=True, enable_thinking=enable_thinking,
+        bos_token=bos_token, eos_token=eos_token,
+    )
+
+
+def load_llama(path: str | Path, *, lora: str | Path | None = None, logits_all: bool = False,
+               n_ctx: int = 4096) -> Any:
+    """llama_cpp.Llama after a header check (a non-GGUF file raises instead of aborting)."""
+    from psyfactory.gguf import check_gguf_file, setup_info
+
+    setup_info()
+    check_gguf_file(path)
+    if lora:
+        check_gguf_file(lora)
+    import llama_cpp
+
+    threads = int(os.environ.get("PSY_GGUF_THREADS", "0")) or None
+    return llama_cpp.Llama(model_path=str(path), lora_path=str(lora) if lora else None, n_ctx=n_ctx,
+                           logits_all=logits_all, verbose=False, seed=0, n_threads=threads)
+
+
+def special_tokens(llm: Any) -> tuple[str, str]:
+    """(bos, eos) strings of a loaded GGUF, for templates that mention them."""
+    def text(tid: int) -> str:
+        return llm.detokenize([tid], special=True).decode("utf-8", errors="replace") if tid >= 0 else ""
+    return text(llm.token_bos()), text(llm.token_eos())
+
+
+class GGUFBackend:
+    """Greedy chat generation from a GGUF model (optionally + a GGUF LoRA adapter).
+
+    Implements the `psyfactory.inference.Backend` protocol (generate, option_logprobs). Prompts are
+    processed one at a time (llama.cpp's high-level API has no multi-sequence batching); on CPU
+    that is still several times faster than transformers (benchmarks/gguf_bench.py).
+    """
+
+    name = "gguf"
+
+    def __init__(self, model_path: str | Path, *, lora_path: str | Path | None = None, n_ctx: int = 4096,
+                 enable_thinking: bool = False, constrained: bool = True, progress: bool = True) -> None:
+        self.llm = load_llama(model_path, lora=lora_path, n_ctx=n_ctx)
+        self.template = self.llm.metadata.get("tokenizer.chat_template")
+        if not self.template:
+            raise ValueError(f"{model_path}: GGUF has no embedded chat template (tokenizer.chat_template)")
+        self.bos, self.eos = special_tokens(self.llm)
+        self.add_bos = self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        self.enable_thinking = enable_thinking
+        self.constrained = constrained
+        self.progress = progress
+        self._grammars: dict[str, Any] = {}
+
+    def prompt(self, conversation: list[dict[str, str]]) -> str:
+        return render_prompt(self.template, conversation, enable_thinking=self.enable_thinking,
+                             bos_token=self.bos, eos_token=self.eos)
+
+    def grammar(self, schema: dict[str, Any]) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(grammar_schema(schema)), verbose=False)
+        return self._grammars[key]
+
+    def generate(self, conversations: list[list[dict[str, str]]], *, max_new_tokens: int,
+                 json_schema: dict | None = None) -> list[str]:
+        from tqdm import tqdm
+
+        grammar = self.grammar(json_schema) if json_schema is not None and self.constrained else None
+        outputs = []
+        for conv in tqdm(conversations, desc="gguf generate", unit="conv", disable=not self.progress):
+            ids = self.llm.tokenize(self.prompt(conv).encode("utf-8"), add_bos=self.add_bos, special=True)
+            out = self.llm.create_completion(ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1,
+                                             repeat_penalty=1.0, grammar=grammar)
+            outputs.append(out["choices"][0]["text"])
+        return outputs
+
+    def option_logprobs(self, prompts: list[list[dict[str, str]]], options: list[list[str]]) -> list[list[float]]:
+        """Total log-probability of each option as the start of the assistant reply (teacher forcing)."""
+        import numpy as np
+
+        if len(prompts) != len(options):
+            raise ValueError(f"{len(prompts)} prompts but {len(options)} option lists")
+
+        def log_softmax(row: Any) -> Any:
+            row = np.asarray(row, dtype=np.float64)
+            return row - row.max() - np.log(np.exp(row - row.max()).sum())
+
+        out = []
+        for conv, opts in zip(prompts, options, strict=True):
+            ids = self.llm.tokenize(self.prompt(conv).encode("utf-8"), add_bos=self.add_bos, special=True)
+            self.llm.reset()
+            self.llm.eval(ids)
+            first = log_softmax(self.llm.scores[self.llm.n_tokens - 1])
+            scores = []
+            for opt in opts:
+                opt_ids = self.llm.tokenize(opt.encode("utf-8"), add_bos=False, special=False)
+                if not opt_ids:
+                    raise ValueError(f"option {opt!r} encodes to no tokens")
+                total, logp = 0.0, first
+                for k, tid in enumerate(opt_ids):
+                    total += float(logp[tid])
+                    if k + 1 < len(opt_ids):
+                        self.llm.n_tokens = len(ids) + k  # drop what a previous option left in the cache
+                        self.llm.eval([tid])
+                        logp = log_softmax(self.llm.scores[self.llm.n_tokens - 1])
+                scores.append(total)
+            out.append(scores)
+        return out

@@ -1,0 +1,215 @@
+"""GGUF export / verification / inference on the tiny model (CPU, ~1-2 min in total)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from psyfactory import gguf
+
+requires_gguf = pytest.mark.skipif(not gguf.available(), reason="GGUF stack not installed: run `make setup-gguf`")
+
+STUDENT_DIALOGUES = [
+    "最近考试压力很大，每天晚上都睡不着。",
+    "我和室友吵架了，感觉没人理解我。",
+    "I failed my exam again and I feel hopeless.",
+    "老师说我成绩下降了，我很害怕告诉父母。",
+    "我有时候会想，如果我消失了会不会更好。",
+    "这学期挺开心的，交到了新朋友。",
+    "每天都很累，不想上课，也不想见人。",
+    "我总是担心自己做错事，心跳很快。",
+]
+
+
+def student_conversations(n: int) -> list[list[dict[str, str]]]:
+    return [[{"role": "system", "content": "根据对话评估学生心理状态，只输出JSON标签。"},
+             {"role": "user", "content": STUDENT_DIALOGUES[i % len(STUDENT_DIALOGUES)] + f"（样本{i}）"}]
+            for i in range(n)]
+
+
+# ------------------------------------------------------------------ no llama.cpp needed
+def test_missing_stack_names_the_setup_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))  # an environment where setup-gguf never ran
+    with pytest.raises(gguf.GGUFUnavailable, match="make setup-gguf"):
+        gguf.setup_info()
+
+
+def test_header_check_rejects_missing_and_corrupt_files(tmp_path: Path) -> None:
+    with pytest.raises(gguf.GGUFError, match="not found"):
+        gguf.check_gguf_file(tmp_path / "nope.gguf")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(gguf.GGUFError, match="not a GGUF file"):
+        gguf.check_gguf_file(bad)
+    short = tmp_path / "short.gguf"
+    short.write_bytes(b"GGUF\x03")
+    with pytest.raises(gguf.GGUFError, match="not a GGUF file"):
+        gguf.check_gguf_file(short)
+
+
+def test_ollama_layout_reproduces_hf_template(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    convo = [{"role": "system", "content": "你是咨询师。"}, {"role": "user", "content": "你好"},
+             {"role": "assistant", "content": "你好，请说。"}, {"role": "user", "content": "我睡不着。"}]
+    for thinking in (False, True):
+        layout = gguf.ChatLayout.from_tokenizer(tok, enable_thinking=thinking)
+        expected = tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
+        assert layout.render(convo) == expected
+        assert ("<think>" in layout.generation_prompt) is (not thinking)  # empty think block only when off
+        template = layout.ollama_template()
+        assert template.startswith("{{- range .Messages }}") and template.count("{{ .Content }}") == 3
+
+
+# ------------------------------------------------------------------ export (make gguf) on tiny
+@requires_gguf
+def test_export_writes_sizes_and_modelfile(exported: dict) -> None:
+    report, out = exported["report"], exported["run"] / "gguf"
+    f16, q4 = report["files"]["F16"], report["files"]["Q4_K_M"]
+    assert Path(f16["path"]) == out / "model-f16.gguf" and Path(q4["path"]).stat().st_size == q4["bytes"]
+    assert q4["bytes"] < f16["bytes"] and q4["ratio_to_f16"] == round(q4["bytes"] / f16["bytes"], 4)
+    for name in ("model-f16.gguf", "model-Q4_K_M.gguf", "adapter-f16.gguf", "Modelfile", "export.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.part"))
+    modelfile = (out / "Modelfile").read_text(encoding="utf-8")
+    assert "FROM ./model-Q4_K_M.gguf" in modelfile
+    # student is a label task on a hybrid-reasoning template: generation prompt closes the think block
+    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n\"\"\"" in modelfile
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile and "PARAMETER temperature 0" in modelfile
+    assert "GGUF export" in exported["stderr"]  # the size / verification table was printed
+
+
+@requires_gguf
+def test_tiny_tokenizer_notice_is_visible(exported: dict) -> None:
+    assert "NOTICE" in exported["stderr"] and "locally trained tiny tokenizer" in exported["stderr"]
+
+
+@requires_gguf
+def test_chat_prompt_tokenization_matches_hf(exported: dict) -> None:
+    for name in ("F16", "Q4_K_M", "LORA"):
+        v = exported["report"]["verification"][name]
+        assert v["tokens_equal"], (name, v["prompts"])
+        assert all(p["n_prompt_tokens"] > 5 for p in v["prompts"])
+
+
+@requires_gguf
+def test_f16_logits_match_hf(exported: dict) -> None:
+    v = exported["report"]["verification"]["F16"]
+    assert exported["report"]["f16_ok"]
+    assert v["greedy_agreement"] >= gguf.F16_MIN_AGREEMENT
+    assert v["max_logit_error"] <= gguf.F16_MAX_LOGIT_ERROR
+    assert sum(p["positions"] for p in v["prompts"]) >= 3 * 8
+
+
+@requires_gguf
+def test_lora_adapter_gguf_matches_merged_model(exported: dict) -> None:
+    v = exported["report"]["verification"]["LORA"]
+    assert v["lora"].endswith("adapter-f16.gguf")
+    assert v["greedy_agreement"] >= gguf.F16_MIN_AGREEMENT
+    assert v["max_logit_error"] <= 5 * gguf.F16_MAX_LOGIT_ERROR  # f16 base + f16 adapter vs fp32 merge
+
+
+@requires_gguf
+def test_q8_0_is_closer_to_hf_than_q4_k_m(exported: dict, tmp_path: Path) -> None:
+    out = exported["run"] / "gguf"
+    q8 = gguf.quantize(out / "model-f16.gguf", tmp_path / "model-Q8_0.gguf", "Q8_0")
+    v8 = gguf.verify(q8, exported["run"] / "merged")
+    v4 = exported["report"]["verification"]["Q4_K_M"]
+    assert v8.tokens_equal
+    assert v8.max_logit_error < v4["max_logit_error"]
+    assert 0.0 <= v4["greedy_agreement"] <= 1.0
+    assert q8.stat().st_size < (out / "model-f16.gguf").stat().st_size
+
+
+@requires_gguf
+def test_chat_gguf_cli_answers(exported: dict, runs_root: Path, cli) -> None:
+    proc = cli("chat-gguf", "--model", "tiny", "--task", "psydt", "--method", "lora", "--hw", "cpu",
+                   "--message", "你好", "--max-new-tokens", "8", env={"PSY_RUNS_DIR": str(runs_root)}, check=False)
+    assert proc.returncode == 2 and "GGUF file not found" in proc.stderr  # psydt has no export: clear error
+    proc = cli("chat-gguf", "--model", "tiny", "--task", "student", "--method", "lora", "--hw", "cpu",
+                   "--message", STUDENT_DIALOGUES[0], "--message", STUDENT_DIALOGUES[1],
+                   env={"PSY_RUNS_DIR": str(runs_root)})
+    turns = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [t["user"] for t in turns] == STUDENT_DIALOGUES[:2]
+    for t in turns:  # student chat is schema-constrained by default
+        json.loads(t["assistant"])
+
+
+@requires_gguf
+def test_constrained_decoding_always_schema_valid(exported: dict, student_schema: dict) -> None:
+    convs = student_conversations(16)
+    path = exported["run"] / "gguf" / "model-Q4_K_M.gguf"
+    constrained = gguf.generate(path, convs, max_new_tokens=96, json_schema=student_schema)
+    assert len(constrained) == len(convs)
+    for text in constrained:
+        jsonschema.validate(json.loads(text), student_schema)  # 100%: every single output
+    free = gguf.generate(path, convs, max_new_tokens=32)
+    assert len(free) == len(convs)
+    valid = 0
+    for text in free:
+        try:
+            jsonschema.validate(json.loads(text), student_schema)
+            valid += 1
+        except (ValueError, jsonschema.ValidationError):
+            pass
+    assert valid < len(convs)  # the random-weight model cannot produce the labels unconstrained
+
+
+@requires_gguf
+def test_backend_option_logprobs_match_hf(exported: dict) -> None:
+    """GGUFBackend.option_logprobs (Backend protocol) against the same computation in transformers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from psyfactory.gguf_backend import GGUFBackend
+
+    merged = exported["run"] / "merged"
+    backend = GGUFBackend(exported["run"] / "gguf" / "model-f16.gguf", progress=False)
+    prompts = student_conversations(2)
+    options = [["sadness", "joy"], ["anger", "fear and worry"]]
+    got = backend.option_logprobs(prompts, options)
+    tok = AutoTokenizer.from_pretrained(merged)
+    model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    for conv, opts, row in zip(prompts, options, got, strict=True):
+        prompt = tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=True, return_dict=False,
+                                         enable_thinking=False)
+        for opt, value in zip(opts, row, strict=True):
+            ids = tok(opt, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([prompt + ids])).logits[0].double(), -1)
+            ref = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(ids))
+            assert value == pytest.approx(ref, abs=0.05)
+
+
+# ------------------------------------------------------------------ failure modes
+@requires_gguf
+def test_corrupt_gguf_is_a_clear_error_not_a_crash(exported: dict, tmp_path: Path) -> None:
+    f16 = exported["run"] / "gguf" / "model-f16.gguf"
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(f16.read_bytes()[: 200_000])  # valid header, tensor data cut off
+    with pytest.raises(gguf.GGUFError, match="generate with truncated.gguf failed"):
+        gguf.generate(truncated, student_conversations(1), max_new_tokens=4)
+    with pytest.raises(gguf.GGUFError, match="not found"):
+        gguf.verify(tmp_path / "missing.gguf", exported["run"] / "merged")
+    with pytest.raises(gguf.GGUFError, match="quantization"):
+        gguf.quantize(f16, tmp_path / "x.gguf", "Q3_BOGUS")
+
+
+@requires_gguf
+def test_unknown_tokenizers_are_still_rejected(exported: dict, tiny_dir: Path, tmp_path: Path) -> None:
+    """The tiny-tokenizer exception must not leak to other unrecognized tokenizers."""
+    other = tmp_path / "other"
+    shutil.copytree(exported["run"] / "merged", other)
+    tok_file = other / "tokenizer.json"
+    data = json.loads(tok_file.read_text(encoding="utf-8"))
+    data["model"]["merges"] = data["model"]["merges"][:-200]  # a different BPE => different hash
+    tok_file.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(gguf.GGUFError, match="pre-tokenizer was not recognized"):
+        gguf.convert(other, tmp_path / "other.gguf", local_tokenizer=tiny_dir)
+    assert not (tmp_path / "other.gguf").exists()
