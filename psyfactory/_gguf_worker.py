@@ -152,6 +152,7 @@ def _verify(args: argparse.Namespace) -> None:
             "max_logit_error": float(err.max()), "mean_logit_error": float(err.mean()),
             "logit_scale": float(np.abs(hf_logits[positions]).max()),
         })
+    llm.close()
     _write_json(args.result, {"prompts": rows})
 
 
@@ -160,8 +161,8 @@ def _generate(args: argparse.Namespace) -> None:
 
     conversations = json.loads(Path(args.conversations).read_text(encoding="utf-8"))
     schema = json.loads(Path(args.schema).read_text(encoding="utf-8")) if args.schema else None
-    backend = GGUFBackend(args.gguf, lora_path=args.lora, enable_thinking=args.thinking, progress=False)
-    outputs = backend.generate(conversations, max_new_tokens=args.max_new_tokens, json_schema=schema)
+    with GGUFBackend(args.gguf, lora_path=args.lora, enable_thinking=args.thinking, progress=False) as backend:
+        outputs = backend.generate(conversations, max_new_tokens=args.max_new_tokens, json_schema=schema)
     _write_json(args.result, {"outputs": outputs})
 
 

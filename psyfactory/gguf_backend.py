@@ -124,6 +124,16 @@ class GGUFBackend:
         self.progress = progress
         self._grammars: dict[str, Any] = {}
 
+    def close(self) -> None:
+        """Free the llama.cpp model now (avoids llama-cpp-python's noisy __del__ at interpreter exit)."""
+        self.llm.close()
+
+    def __enter__(self) -> GGUFBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def prompt(self, conversation: list[dict[str, str]]) -> str:
         return render_prompt(self.template, conversation, enable_thinking=self.enable_thinking,
                              bos_token=self.bos, eos_token=self.eos)
@@ -156,8 +166,14 @@ class GGUFBackend:
         if len(prompts) != len(options):
             raise ValueError(f"{len(prompts)} prompts but {len(options)} option lists")
 
-        def log_softmax(row: Any) -> Any:
-            row = np.asarray(row, dtype=np.float64)
+        import llama_cpp
+
+        n_vocab = self.llm.n_vocab()
+
+        def last_logprobs() -> Any:
+            # logits of the last evaluated token (Llama.scores is only filled with logits_all=True)
+            ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+            row = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
             return row - row.max() - np.log(np.exp(row - row.max()).sum())
 
         out = []
@@ -165,7 +181,7 @@ class GGUFBackend:
             ids = self.llm.tokenize(self.prompt(conv).encode("utf-8"), add_bos=self.add_bos, special=True)
             self.llm.reset()
             self.llm.eval(ids)
-            first = log_softmax(self.llm.scores[self.llm.n_tokens - 1])
+            first = last_logprobs()
             scores = []
             for opt in opts:
                 opt_ids = self.llm.tokenize(opt.encode("utf-8"), add_bos=False, special=False)
@@ -177,7 +193,7 @@ class GGUFBackend:
                     if k + 1 < len(opt_ids):
                         self.llm.n_tokens = len(ids) + k  # drop what a previous option left in the cache
                         self.llm.eval([tid])
-                        logp = log_softmax(self.llm.scores[self.llm.n_tokens - 1])
+                        logp = last_logprobs()
                 scores.append(total)
             out.append(scores)
         return out

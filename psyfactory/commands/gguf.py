@@ -50,11 +50,13 @@ def cmd_chat_gguf(args: argparse.Namespace) -> int:
     else:
         model_path = out / f"model-{args.quant.upper()}.gguf"
     opts = _options(c)
-    schema = load_schema() if opts["label_task"] and c.task == "student" and not args.no_constrain else None
     max_new = args.max_new_tokens or int(c.meta.get("max_new_tokens", 512))
     try:
+        schema = None
+        if args.schema or (c.task == "student" and not args.no_constrain):
+            schema = load_schema(args.schema) if args.schema else load_schema()
         backend = GGUFBackend(model_path, lora_path=lora, enable_thinking=opts["enable_thinking"], progress=False)
-    except (gguf.GGUFError, ValueError) as e:
+    except (gguf.GGUFError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
@@ -70,6 +72,7 @@ def cmd_chat_gguf(args: argparse.Namespace) -> int:
             except EOFError:
                 text = None
         if not text:
+            backend.close()
             return 0
         history.append({"role": "user", "content": text})
         reply = backend.generate([history], max_new_tokens=max_new, json_schema=schema)[0]
@@ -96,5 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--message", action="append", help="non-interactive: send this message (repeatable), print JSON")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--max-new-tokens", type=int, help="default: the task's psy.max_new_tokens")
+    p.add_argument("--schema", help="constrain replies to this JSON schema (student task default: "
+                   "evaluation/schemas/student_labels.json)")
     p.add_argument("--no-constrain", action="store_true", help="student task: don't constrain output to the schema")
     p.set_defaults(func=cmd_chat_gguf)
