@@ -1,0 +1,150 @@
+"""OpenAI-compatible chat client for teacher labelling and LLM judges, with validated-JSON retries,
+and a context manager that serves a model with `llamafactory-cli api` on loopback.
+
+Any OpenAI-compatible server works: vLLM, `llamafactory-cli api`, llama.cpp's server, hosted APIs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class Endpoint:
+    base_url: str  # e.g. http://127.0.0.1:8000/v1
+    model: str
+    api_key: str = "EMPTY"
+    timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, prefix: str = "PSY_TEACHER") -> Endpoint | None:
+        """PSY_TEACHER_BASE_URL, PSY_TEACHER_MODEL, PSY_TEACHER_API_KEY (or OPENAI_API_KEY)."""
+        url = os.environ.get(f"{prefix}_BASE_URL")
+        if not url:
+            return None
+        return cls(
+            base_url=url,
+            model=os.environ.get(f"{prefix}_MODEL", "default"),
+            api_key=os.environ.get(f"{prefix}_API_KEY") or os.environ.get("OPENAI_API_KEY", "EMPTY"),
+        )
+
+
+@dataclass
+class JSONResult:
+    value: Any  # the validated value, or None after all attempts failed
+    attempts: int
+    reasons: list[list[str]] = field(default_factory=list)  # failure reasons per failed attempt
+    raw: list[str] = field(default_factory=list)  # raw reply text per attempt
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+
+# A validator maps reply text to (value, reasons); value is None when reasons is non-empty.
+Validator = Callable[[str], tuple[Any, list[str]]]
+
+
+class ChatClient:
+    def __init__(self, endpoint: Endpoint, *, max_tokens: int = 256, temperature: float = 0.0) -> None:
+        from openai import OpenAI
+
+        self.endpoint = endpoint
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self._client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key,
+                              timeout=endpoint.timeout, max_retries=2)
+
+    def complete(self, messages: list[dict[str, str]], **kw: Any) -> str:
+        resp = self._client.chat.completions.create(
+            model=self.endpoint.model,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=kw.pop("max_tokens", self.max_tokens),
+            temperature=kw.pop("temperature", self.temperature),
+            **kw,
+        )
+        return resp.choices[0].message.content or ""
+
+    def complete_json(self, messages: list[dict[str, str]], validate: Validator, *, retries: int = 2) -> JSONResult:
+        """Ask, validate, re-ask up to `retries` more times; never guesses a value."""
+        result = JSONResult(value=None, attempts=0)
+        for _ in range(retries + 1):
+            result.attempts += 1
+            text = self.complete(messages)
+            result.raw.append(text)
+            value, reasons = validate(text)
+            if not reasons:
+                result.value = value
+                return result
+            result.reasons.append(reasons)
+        return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_lf_api(
+    model_path: str | Path,
+    template: str,
+    *,
+    adapter: str | Path | None = None,
+    model_name: str = "psyfactory",
+    extra: dict[str, Any] | None = None,
+    startup_timeout: float = 240.0,
+    log_path: Path | None = None,
+) -> Iterator[Endpoint]:
+    """Start `llamafactory-cli api` on 127.0.0.1:<free port>; yield its Endpoint; stop it on exit."""
+    from psyfactory.runner import lf_cli, lf_env
+
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="psy-api-"))
+    cfg: dict[str, Any] = {"model_name_or_path": str(model_path), "template": template,
+                           "infer_backend": "huggingface", **(extra or {})}
+    if adapter:
+        cfg.update(adapter_name_or_path=str(adapter), finetuning_type="lora")
+    (workdir / "api.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    env = lf_env() | {"API_HOST": "127.0.0.1", "API_PORT": str(port), "API_MODEL_NAME": model_name}
+    log_path = log_path or workdir / "api.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([lf_cli(), "api", str(workdir / "api.yaml")], cwd=workdir, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + startup_timeout
+        url = f"http://127.0.0.1:{port}/v1/models"
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+                raise RuntimeError(f"llamafactory-cli api exited with {proc.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise TimeoutError(f"llamafactory-cli api not ready after {startup_timeout:.0f}s (log: {log_path})")
+            time.sleep(0.5)
+        yield Endpoint(base_url=f"http://127.0.0.1:{port}/v1", model=model_name)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

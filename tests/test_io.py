@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import pytest
+
+from psyfactory.io import atomic_open, atomic_write_jsonl, read_jsonl
+
+
+def test_atomic_write_keeps_old_content_on_crash(tmp_path):
+    target = tmp_path / "out.jsonl"
+    atomic_write_jsonl(target, [{"a": 1}])
+    with pytest.raises(RuntimeError), atomic_open(target) as fh:
+        fh.write('{"a": 2}\n')
+        raise RuntimeError("crash mid-write")
+    assert read_jsonl(target) == [{"a": 1}]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no temp file left behind
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"ok": 1}\n{"broken": \n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
+        read_jsonl(p)
