@@ -19,9 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from psyfactory.paths import EVALUATION_DIR
+from psyfactory.labels import SCHEMA_PATH as STUDENT_SCHEMA
 
-STUDENT_SCHEMA = EVALUATION_DIR / "schemas" / "student_labels.json"
 _MAX_ENUM_RANGE = 64  # integer ranges up to this size become enums in the grammar
 
 

@@ -16,19 +16,6 @@ from pathlib import Path
 
 import pytest
 
-# The student label contract (docs/architecture.md), used only if the repository's schema file
-# (evaluation/schemas/student_labels.json, written by the eval/data issues) is not there yet.
-CONTRACT_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "depression_level": {"type": "integer", "minimum": 0, "maximum": 3},
-        "anxiety_level": {"type": "integer", "minimum": 0, "maximum": 3},
-        "risk_flag": {"type": "string", "enum": ["none", "suicidal", "self_harm", "violence"]},
-        "student_distress_score": {"type": "integer", "minimum": 0, "maximum": 9},
-    },
-    "required": ["depression_level", "anxiety_level", "risk_flag", "student_distress_score"],
-}
-
 
 def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "psyfactory", *args], text=True, capture_output=True,
@@ -84,6 +71,6 @@ def exported(runs_root: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def student_schema() -> dict:
-    from psyfactory.gguf_backend import STUDENT_SCHEMA, load_schema
+    from psyfactory.labels import student_schema as schema
 
-    return load_schema() if STUDENT_SCHEMA.is_file() else CONTRACT_SCHEMA
+    return schema()
