@@ -196,3 +196,39 @@ class GGUFBackend:
                 scores.append(total)
             out.append(scores)
         return out
+
+
+def gguf_path_for_run(run_dir: str | Path, quant: str | None = None, *, lora: bool = False) -> tuple[Path, Path | None]:
+    """(model GGUF, adapter GGUF or None) that `make gguf` wrote for a run directory.
+
+    quant: Q4_K_M, Q8_0, ..., F16 (default: $PSY_GGUF_QUANT or Q4_K_M). lora=True: base-f16.gguf +
+    adapter-f16.gguf (written by `make gguf ARGS=--lora`) instead of the merged export.
+    """
+    from psyfactory.gguf import DEFAULT_QUANT, GGUFError
+
+    out = Path(run_dir) / "gguf"
+    if lora:
+        model, adapter = out / "base-f16.gguf", out / "adapter-f16.gguf"
+    else:
+        quant = (quant or os.environ.get("PSY_GGUF_QUANT") or DEFAULT_QUANT).upper()
+        model, adapter = out / f"model-{'f16' if quant == 'F16' else quant}.gguf", None
+    for path in (model, adapter):
+        if path is not None and not path.is_file():
+            raise GGUFError(f"{path}: not found; export the run first with `make gguf` "
+                            f"(QUANT=..., ARGS=--lora for the adapter files)")
+    return model, adapter
+
+
+def backend_for_run(model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
+                    thinking: bool = False, quant: str | None = None, lora: bool = False,
+                    constrained: bool = True, **_: Any) -> GGUFBackend:
+    """`make_backend("gguf", base, run_dir/adapter, ...)`: the GGUF export of the run owning `adapter`.
+
+    Same arguments as the other eval backends (extra ones such as batch_size are ignored); the
+    base model path is not needed because the GGUF carries weights, tokenizer and chat template.
+    """
+    if adapter is None:
+        raise ValueError("the gguf backend evaluates an exported run (make gguf), not a bare base model")
+    model, lora_file = gguf_path_for_run(Path(adapter).parent, quant, lora=lora)
+    return GGUFBackend(model, lora_path=lora_file, enable_thinking=thinking if reasoning != "none" else False,
+                       constrained=constrained)

@@ -40,18 +40,13 @@ def cmd_gguf(args: argparse.Namespace) -> int:
 
 
 def cmd_chat_gguf(args: argparse.Namespace) -> int:
-    from psyfactory.gguf_backend import GGUFBackend, load_schema
+    from psyfactory.gguf_backend import GGUFBackend, gguf_path_for_run, load_schema
 
     c = _compose(args)
-    out = c.run_dir / "gguf"
-    lora = None
-    if args.lora:
-        model_path, lora = out / "base-f16.gguf", out / "adapter-f16.gguf"
-    else:
-        model_path = out / f"model-{args.quant.upper()}.gguf"
     opts = _options(c)
     max_new = args.max_new_tokens or int(c.meta.get("max_new_tokens", 512))
     try:
+        model_path, lora = gguf_path_for_run(c.run_dir, args.quant, lora=args.lora)
         schema = None
         if args.schema or (c.task == "student" and not args.no_constrain):
             schema = load_schema(args.schema) if args.schema else load_schema()
@@ -94,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_gguf)
     p = sub.add_parser("chat-gguf", help="chat with the run's GGUF export through llama.cpp")
     add_run_args(p)
-    p.add_argument("--quant", default=gguf.DEFAULT_QUANT, choices=gguf.QUANTS, type=str.upper)
+    p.add_argument("--quant", default=gguf.DEFAULT_QUANT, choices=(*gguf.QUANTS, "F16"), type=str.upper)
     p.add_argument("--lora", action="store_true", help="base-f16.gguf + adapter-f16.gguf instead of the merged export")
     p.add_argument("--message", action="append", help="non-interactive: send this message (repeatable), print JSON")
     p.add_argument("--system", help="system prompt")

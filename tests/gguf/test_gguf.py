@@ -133,7 +133,7 @@ def test_chat_gguf_cli_answers(exported: dict, runs_root: Path, cli, student_sch
     schema_file.write_text(json.dumps(student_schema), encoding="utf-8")
     proc = cli("chat-gguf", "--model", "tiny", "--task", "psydt", "--method", "lora", "--hw", "cpu",
                    "--message", "你好", "--max-new-tokens", "8", env={"PSY_RUNS_DIR": str(runs_root)}, check=False)
-    assert proc.returncode == 2 and "GGUF file not found" in proc.stderr  # psydt has no export: clear error
+    assert proc.returncode == 2 and "not found; export the run first with `make gguf`" in proc.stderr  # psydt has no export: clear error
     proc = cli("chat-gguf", "--model", "tiny", "--task", "student", "--method", "lora", "--hw", "cpu",
                    "--message", STUDENT_DIALOGUES[0], "--message", STUDENT_DIALOGUES[1], "--schema", str(schema_file),
                    env={"PSY_RUNS_DIR": str(runs_root)})
@@ -185,6 +185,21 @@ def test_backend_option_logprobs_match_hf(exported: dict) -> None:
                 logp = torch.log_softmax(model(torch.tensor([prompt + ids])).logits[0].double(), -1)
             ref = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(ids))
             assert value == pytest.approx(ref, abs=0.05)
+
+
+@requires_gguf
+def test_backend_for_run_is_the_eval_integration_point(exported: dict, tiny_dir: Path) -> None:
+    from psyfactory.gguf_backend import backend_for_run
+
+    adapter = exported["run"] / "adapter"
+    with backend_for_run(tiny_dir, adapter, reasoning="hybrid", thinking=False, batch_size=8) as be:
+        assert be.name == "gguf" and be.llm.model_path.endswith("model-Q4_K_M.gguf")
+        assert "<think>\n\n</think>" in be.prompt([{"role": "user", "content": "hi"}])
+        assert len(be.generate(student_conversations(2), max_new_tokens=4)) == 2
+    with backend_for_run(tiny_dir, adapter, lora=True) as be:  # base-f16 + adapter-f16
+        assert be.llm.lora_path.endswith("adapter-f16.gguf")
+    with pytest.raises(gguf.GGUFError, match="model-Q6_K.gguf: not found"):
+        backend_for_run(tiny_dir, adapter, quant="Q6_K")
 
 
 # ------------------------------------------------------------------ failure modes
