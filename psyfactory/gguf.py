@@ -110,6 +110,20 @@ def _worker(args: list[str], *, what: str) -> None:
             print(line, file=sys.stderr)
 
 
+def _produce(final: Path, args_for: Any, what: str) -> Path:
+    """Run a worker that writes `final` via a temp name in the same directory; rename on success only."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.stem}.tmp.gguf")
+    try:
+        _worker(args_for(tmp), what=what)
+        check_gguf_file(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(final)
+    return final
+
+
 def convert(model_dir: str | Path, outfile: str | Path, *, local_tokenizer: str | Path | None = None,
             outtype: str = "f16") -> Path:
     """HF model dir -> GGUF with llama.cpp's convert_hf_to_gguf.py.
@@ -122,15 +136,9 @@ def convert(model_dir: str | Path, outfile: str | Path, *, local_tokenizer: str 
     model_dir, outfile = Path(model_dir), Path(outfile)
     if not (model_dir / "config.json").is_file():
         raise GGUFError(f"{model_dir}: no config.json; expected a merged HF model (run `make merge` first)")
-    outfile.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outfile.with_name(outfile.name + ".part")
-    args = ["convert", info["converter_dir"], str(model_dir), str(tmp), "--outtype", outtype]
-    if local_tokenizer:
-        args += ["--local-tokenizer", str(local_tokenizer)]
-    _worker(args, what=f"convert_hf_to_gguf {model_dir}")
-    check_gguf_file(tmp)
-    tmp.replace(outfile)
-    return outfile
+    extra = ["--local-tokenizer", str(local_tokenizer)] if local_tokenizer else []
+    return _produce(outfile, lambda tmp: ["convert", info["converter_dir"], str(model_dir), str(tmp),
+                                          "--outtype", outtype, *extra], f"convert_hf_to_gguf {model_dir}")
 
 
 def convert_lora(adapter_dir: str | Path, base_dir: str | Path, outfile: str | Path) -> Path:
@@ -139,13 +147,8 @@ def convert_lora(adapter_dir: str | Path, base_dir: str | Path, outfile: str | P
     adapter_dir, outfile = Path(adapter_dir), Path(outfile)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise GGUFError(f"{adapter_dir}: no adapter_config.json; expected a PEFT LoRA adapter")
-    outfile.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outfile.with_name(outfile.name + ".part")
-    _worker(["convert", info["converter_dir"], str(adapter_dir), str(tmp), "--lora-base", str(base_dir)],
-            what=f"convert_lora_to_gguf {adapter_dir}")
-    check_gguf_file(tmp)
-    tmp.replace(outfile)
-    return outfile
+    return _produce(outfile, lambda tmp: ["convert", info["converter_dir"], str(adapter_dir), str(tmp),
+                                          "--lora-base", str(base_dir)], f"convert_lora_to_gguf {adapter_dir}")
 
 
 def quantize(src: str | Path, dst: str | Path, quant: str) -> Path:
@@ -154,12 +157,8 @@ def quantize(src: str | Path, dst: str | Path, quant: str) -> Path:
     quant = quant.upper()
     if quant not in QUANTS:
         raise GGUFError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANTS)}")
-    src, dst = check_gguf_file(src), Path(dst)
-    tmp = dst.with_name(dst.name + ".part")
-    _worker(["quantize", str(src), str(tmp), quant], what=f"quantize {src.name} -> {quant}")
-    check_gguf_file(tmp)
-    tmp.replace(dst)
-    return dst
+    src = check_gguf_file(src)
+    return _produce(Path(dst), lambda tmp: ["quantize", str(src), str(tmp), quant], f"quantize {src.name} -> {quant}")
 
 
 # ---------------------------------------------------------------- verification
@@ -372,10 +371,12 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_column(col)
     for name, f in report["files"].items():
         v = report["verification"].get(name, {})
-        table.add_row(Path(f["path"]).name, human_size(f["bytes"]), f"{f.get('ratio_to_f16', float('nan')):.3f}",
+        label = Path(f["path"]).name + (" (on base-f16)" if name == "LORA" else "")
+        ratio = f"{f['ratio_to_f16']:.3f}" if "ratio_to_f16" in f else "-"
+        table.add_row(label, human_size(f["bytes"]), ratio,
                       str(v.get("tokens_equal", "-")),
                       f"{v['greedy_agreement']:.1%}" if v else "-",
                       f"{v['max_logit_error']:.4f}" if v else "-")
-    Console(stderr=True).print(table)
+    Console(stderr=True, width=120).print(table)
     if "modelfile" in report:
         print(f"[gguf] Ollama Modelfile: {report['modelfile']}", file=sys.stderr)

@@ -76,7 +76,7 @@ def test_export_writes_sizes_and_modelfile(exported: dict) -> None:
     assert q4["bytes"] < f16["bytes"] and q4["ratio_to_f16"] == round(q4["bytes"] / f16["bytes"], 4)
     for name in ("model-f16.gguf", "model-Q4_K_M.gguf", "adapter-f16.gguf", "Modelfile", "export.json"):
         assert (out / name).is_file(), name
-    assert not list(out.glob("*.part"))
+    assert not list(out.glob(".*.tmp.gguf"))  # no temp files left behind
     modelfile = (out / "Modelfile").read_text(encoding="utf-8")
     assert "FROM ./model-Q4_K_M.gguf" in modelfile
     # student is a label task on a hybrid-reasoning template: generation prompt closes the think block
@@ -227,4 +227,4 @@ def test_unknown_tokenizers_are_still_rejected(exported: dict, tiny_dir: Path, t
     tok_file.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     with pytest.raises(gguf.GGUFError, match="pre-tokenizer was not recognized"):
         gguf.convert(other, tmp_path / "other.gguf", local_tokenizer=tiny_dir)
-    assert not (tmp_path / "other.gguf").exists()
+    assert not (tmp_path / "other.gguf").exists() and not list(tmp_path.glob(".*.tmp.gguf"))
