@@ -103,8 +103,9 @@ def _quantize(args: argparse.Namespace) -> None:
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{args.quant.upper()}")
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{args.quant.upper()}")  # F16, Q8_0, Q4_K_M, ...
     params.nthread = int(os.environ.get("PSY_GGUF_THREADS", "0"))
+    params.allow_requantize = args.allow_requantize
     rc = llama_cpp.llama_model_quantize(args.src.encode(), args.dst.encode(), params)
     if rc != 0:
         raise SystemExit(f"llama_model_quantize({args.src} -> {args.quant}) returned {rc}")
@@ -187,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("quant")
+    p.add_argument("--allow-requantize", action="store_true")
     p.set_defaults(fn=_quantize)
     p = sub.add_parser("verify")
     p.add_argument("gguf")

@@ -151,14 +151,20 @@ def convert_lora(adapter_dir: str | Path, base_dir: str | Path, outfile: str | P
                                           "--lora-base", str(base_dir)], f"convert_lora_to_gguf {adapter_dir}")
 
 
-def quantize(src: str | Path, dst: str | Path, quant: str) -> Path:
-    """f16 GGUF -> quantized GGUF through llama_model_quantize (llama-cpp-python bindings)."""
+def quantize(src: str | Path, dst: str | Path, quant: str, *, allow_requantize: bool = False) -> Path:
+    """f16 GGUF -> quantized GGUF through llama_model_quantize (llama-cpp-python bindings).
+
+    allow_requantize: accept an already quantized source (quality compounds; used by the benchmark
+    for a model that is only published quantized). quant may then also be F16.
+    """
     setup_info()
     quant = quant.upper()
-    if quant not in QUANTS:
+    if quant not in QUANTS and not (allow_requantize and quant == "F16"):
         raise GGUFError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANTS)}")
     src = check_gguf_file(src)
-    return _produce(Path(dst), lambda tmp: ["quantize", str(src), str(tmp), quant], f"quantize {src.name} -> {quant}")
+    extra = ["--allow-requantize"] if allow_requantize else []
+    return _produce(Path(dst), lambda tmp: ["quantize", str(src), str(tmp), quant, *extra],
+                    f"quantize {src.name} -> {quant}")
 
 
 # ---------------------------------------------------------------- verification
@@ -238,10 +244,13 @@ def _render(tok: Any, messages: list[dict[str, str]], *, gen: bool, thinking: bo
 
 @dataclass
 class ChatLayout:
-    """A chat template reduced to per-role (prefix, suffix) wrappers plus the generation prompt."""
+    """A chat template reduced to: a conversation prefix (BOS), per-role (prefix, suffix) wrappers
+    and the generation prompt. Templates that are not of this shape (e.g. ones injecting a default
+    system prompt) do not reproduce HF and are reported as such by `matches`."""
 
     wrappers: dict[str, tuple[str, str]]
     generation_prompt: str
+    prefix: str = ""
 
     @classmethod
     def from_tokenizer(cls, tok: Any, *, enable_thinking: bool) -> ChatLayout:
@@ -250,25 +259,43 @@ class ChatLayout:
         With enable_thinking=False the generation prompt keeps whatever the template emits for a
         non-thinking turn (Qwen3: an empty think block), so the model never opens a thinking block.
         """
-        wrappers = {}
+        from jinja2 import TemplateError
+
+        bos = tok.bos_token or ""
+        wrappers, prefix = {}, ""
         for role in ROLES:
             lead = [{"role": "user", "content": "x"}] if role == "assistant" else []
-            text = _render(tok, [*lead, {"role": role, "content": _SENTINEL.format(role)}],
-                           gen=False, thinking=enable_thinking)
+            try:
+                text = _render(tok, [*lead, {"role": role, "content": _SENTINEL.format(role)}],
+                               gen=False, thinking=enable_thinking)
+            except (TemplateError, ValueError) as e:  # e.g. Gemma: "System role not supported"
+                if role == "system":
+                    continue
+                raise GGUFError(f"chat template cannot render a {role} turn: {e}") from e
             if lead:
                 text = text.removeprefix(_render(tok, lead, gen=False, thinking=enable_thinking))
             pre, found, post = text.partition(_SENTINEL.format(role))
             if not found:
                 raise GGUFError(f"chat template drops {role} content; cannot derive an Ollama template")
+            if bos and pre.startswith(bos) and not lead:  # once per conversation, not per message
+                pre, prefix = pre[len(bos):], bos
             wrappers[role] = (pre, post)
         one = [{"role": "user", "content": "x"}]
         gen = _render(tok, one, gen=True, thinking=enable_thinking)
-        return cls(wrappers, gen.removeprefix(_render(tok, one, gen=False, thinking=enable_thinking)))
+        return cls(wrappers, gen.removeprefix(_render(tok, one, gen=False, thinking=enable_thinking)), prefix)
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """What the Ollama template below produces for `messages` (used to check it against HF)."""
-        return "".join(self.wrappers[m["role"]][0] + m["content"] + self.wrappers[m["role"]][1]
-                       for m in messages) + self.generation_prompt
+        return self.prefix + "".join(self.wrappers[m["role"]][0] + m["content"] + self.wrappers[m["role"]][1]
+                                     for m in messages) + self.generation_prompt
+
+    def matches(self, tok: Any, *, enable_thinking: bool) -> bool:
+        """Does the layout reproduce `apply_chat_template` on single- and multi-turn probes?"""
+        sys_turn = [{"role": "system", "content": "S"}] if "system" in self.wrappers else []
+        probes = [[*sys_turn, {"role": "user", "content": "U"}],
+                  [*sys_turn, {"role": "user", "content": "U1"}, {"role": "assistant", "content": "A1"},
+                   {"role": "user", "content": "U2"}]]
+        return all(self.render(p) == _render(tok, p, gen=True, thinking=enable_thinking) for p in probes)
 
     def ollama_template(self) -> str:
         """The same layout as an Ollama Go template over .Messages."""
@@ -276,28 +303,38 @@ class ChatLayout:
             f'{{{{ {"if" if i == 0 else "else if"} eq .Role "{role}" }}}}{pre}{{{{ .Content }}}}{post}'
             for i, (role, (pre, post)) in enumerate(self.wrappers.items())
         )
-        return "{{- range .Messages }}" + branches + "{{ end }}{{ end }}" + self.generation_prompt
+        return self.prefix + "{{- range .Messages }}" + branches + "{{ end }}{{ end }}" + self.generation_prompt
 
 
 def write_modelfile(gguf_dir: str | Path, gguf_name: str, tokenizer_dir: str | Path, *,
                     enable_thinking: bool, label_task: bool, lora_name: str | None = None) -> Path:
-    """gguf_dir/Modelfile for `ollama create NAME -f Modelfile`; checks the template reproduces HF."""
+    """gguf_dir/Modelfile for `ollama create NAME -f Modelfile`.
+
+    The TEMPLATE is written only when it provably reproduces the HF chat template; otherwise a
+    warning is printed and Ollama falls back to the template embedded in the GGUF.
+    """
     from transformers import AutoTokenizer
 
     from psyfactory.io import atomic_write_text
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    layout = ChatLayout.from_tokenizer(tok, enable_thinking=enable_thinking)
-    probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
-    if layout.render(probe) != _render(tok, probe, gen=True, thinking=enable_thinking):
-        raise GGUFError(f"{tokenizer_dir}: derived Ollama template does not reproduce the HF chat template")
-    template = layout.ollama_template()
-    stops = sorted({t for t in (tok.eos_token, "<|im_end|>", "<|endoftext|>") if t and t in tok.get_vocab()})
+    layout = None
+    try:
+        layout = ChatLayout.from_tokenizer(tok, enable_thinking=enable_thinking)
+    except GGUFError as e:
+        print(f"[gguf] WARNING: {e}", file=sys.stderr)
+    if layout is not None and not layout.matches(tok, enable_thinking=enable_thinking):
+        print(f"[gguf] WARNING: {tokenizer_dir}: chat template is not a plain per-role layout; the Modelfile "
+              "leaves TEMPLATE to the one embedded in the GGUF", file=sys.stderr)
+        layout = None
+    stops = sorted({t for t in (tok.eos_token, "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
+                    if t and t in tok.get_vocab()})
     lines = [f"# Ollama Modelfile written by psyfactory gguf. Usage: ollama create NAME -f {Path(gguf_dir, 'Modelfile')}",
              f"FROM ./{gguf_name}"]
     if lora_name:
         lines.append(f"ADAPTER ./{lora_name}")
-    lines.append(f'TEMPLATE """{template}"""')
+    if layout is not None:
+        lines.append(f'TEMPLATE """{layout.ollama_template()}"""')
     lines += [f'PARAMETER stop "{s}"' for s in stops]
     if label_task:  # label tasks: deterministic, short, no reasoning
         lines += ["PARAMETER temperature 0", "PARAMETER num_predict 128"]

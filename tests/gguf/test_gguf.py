@@ -63,8 +63,44 @@ def test_ollama_layout_reproduces_hf_template(tiny_dir: Path) -> None:
         expected = tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
         assert layout.render(convo) == expected
         assert ("<think>" in layout.generation_prompt) is (not thinking)  # empty think block only when off
+        assert layout.matches(tok, enable_thinking=thinking)
         template = layout.ollama_template()
         assert template.startswith("{{- range .Messages }}") and template.count("{{ .Content }}") == 3
+
+
+BOS_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+                "{{ raise_exception('System role not supported') }}{% endif %}"
+                "<turn>{{ m['role'] }}\n{{ m['content'] }}<end>\n{% endfor %}"
+                "{% if add_generation_prompt %}<turn>assistant\n{% endif %}")
+DEFAULT_SYSTEM_TEMPLATE = ("{% if messages[0]['role'] != 'system' %}[SYS]default[/SYS]{% endif %}"
+                           "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+                           "{% if add_generation_prompt %}[assistant]{% endif %}")
+
+
+def test_ollama_layout_bos_once_and_unsupported_system(tiny_dir: Path) -> None:
+    """Gemma-like templates: BOS once per conversation, no system role."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    tok.bos_token = "<|endoftext|>"
+    tok.chat_template = BOS_TEMPLATE
+    layout = gguf.ChatLayout.from_tokenizer(tok, enable_thinking=False)
+    assert layout.prefix == "<|endoftext|>" and "system" not in layout.wrappers
+    assert layout.matches(tok, enable_thinking=False)
+    assert layout.ollama_template().startswith("<|endoftext|>{{- range .Messages }}")
+
+
+def test_modelfile_without_template_when_layout_cannot_reproduce(tiny_dir: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    tok.chat_template = DEFAULT_SYSTEM_TEMPLATE  # injects a system turn when there is none
+    tok.save_pretrained(tmp_path / "tok")
+    path = gguf.write_modelfile(tmp_path, "m.gguf", tmp_path / "tok", enable_thinking=False, label_task=False)
+    text = path.read_text(encoding="utf-8")
+    assert "FROM ./m.gguf" in text and "TEMPLATE" not in text
+    assert "not a plain per-role layout" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ export (make gguf) on tiny
