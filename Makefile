@@ -59,6 +59,31 @@ chat: $(STAMP) ## interactive chat with base + the run's adapter
 demo: $(STAMP) ## prep sample data -> train -> merge -> predict on the tiny model (CPU, minutes)
 	$(PSY) demo
 
+# ---- benchmarks (issue 7) ----
+CUTOFF ?=
+STEPS  ?= 20
+.PHONY: bench-train
+bench-train: $(STAMP) ## training speed/memory, plain vs tuned: MODEL METHOD [CUTOFF] [STEPS]
+	$(PY) benchmarks/train_bench.py --model $(MODEL) --task $(TASK) --method $(METHOD) --hw $(HW) \
+		--steps $(STEPS) $(if $(CUTOFF),--cutoff $(CUTOFF))
+
+# ---- data (issue 3) ----
+RAW_DIR ?= raw/
+TEACHER ?=
+# --task only when TASK is given (make prep TASK=psydt); plain `make prep` builds every task
+DATA_TASK = $(if $(filter command line environment,$(origin TASK)),--task $(TASK))
+
+.PHONY: prep data-report download
+
+prep: $(STAMP) ## raw sources in RAW_DIR -> data/<task>/*.jsonl + dataset_info.json [TASK] [TEACHER=url|lexicon]
+	$(PSY) prep --raw-dir $(RAW_DIR) $(DATA_TASK) $(if $(TEACHER),--teacher $(TEACHER)) $(ARGS)
+
+data-report: $(STAMP) ## counts, token-length histograms, truncation at cutoff_len, labels [MODEL] [TASK]
+	$(PSY) data-report --model $(MODEL) $(DATA_TASK) $(ARGS)
+
+download: $(STAMP) ## fetch the public raw sources into RAW_DIR (ARGS='--base-url URL' for a mirror)
+	$(PSY) download --raw-dir $(RAW_DIR) $(ARGS)
+
 # ---- gguf (issue 5) ----
 QUANT ?= Q4_K_M
 GGUF_STAMP := $(VENV)/psyfactory-gguf.json

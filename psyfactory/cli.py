@@ -12,6 +12,7 @@ from psyfactory.runner import RunError
 
 COMMAND_MODULES = [
     "psyfactory.commands.run",
+    "data_prep.cli",
     "psyfactory.commands.gguf",
 ]
 

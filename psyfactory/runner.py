@@ -56,13 +56,14 @@ def _cuda_available() -> bool:
 
 
 def run_lf(command: str, config_file: Path, *, stdin: Any = None) -> None:
+    """Run `llamafactory-cli <command> <config_file>`; the stage name in messages is the file's stem."""
     args = [lf_cli(), command, str(config_file)]
     print(f"[psyfactory] {' '.join(args)}", flush=True)
     t0 = time.time()
     rc = subprocess.run(args, cwd=config_file.parent, env=lf_env(), stdin=stdin, check=False).returncode
     if rc != 0:
         raise RunError(f"llamafactory-cli {command} {config_file} failed with exit code {rc}")
-    print(f"[psyfactory] {command} finished in {time.time() - t0:.1f}s", flush=True)
+    print(f"[psyfactory] {config_file.stem} finished in {time.time() - t0:.1f}s", flush=True)
 
 
 def write_config(path: Path, cfg: dict[str, Any], header: str) -> Path:

@@ -78,3 +78,15 @@ def test_changed_config_refuses_to_mix_with_existing_checkpoints(workspace, tiny
 def test_chat_reads_stdin(workspace, tiny_model):
     proc = psy("chat", "--model", "tiny", "--hw", "cpu", "psy.max_new_tokens=4", input="你好\nexit\n", timeout=300)
     assert "no adapter" in proc.stdout and "User:" in proc.stdout
+
+
+def test_demo_runs_prep_train_merge_predict(tmp_path, monkeypatch, tiny_model):
+    monkeypatch.setenv("PSY_RUNS_DIR", str(tmp_path / "runs"))
+    proc = psy("demo", timeout=900)
+    run = tmp_path / "runs" / "tiny" / "psydt" / "lora"
+    assert "demo finished" in proc.stdout
+    assert (run / "merged" / "model.safetensors").is_file()
+    preds = (run / "predict" / "generated_predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    eval_rows = (tmp_path / "runs" / "_demo" / "dataset" / "data" / "psydt" / "eval.jsonl").read_text().splitlines()
+    assert len(preds) == len(eval_rows) > 0
+    assert str(run / "predict" / "generated_predictions.jsonl") in proc.stdout

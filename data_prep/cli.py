@@ -1,0 +1,114 @@
+"""`psyfactory prep | data-report | download` subcommands (also: `python -m data_prep.cli ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from data_prep import DEFAULT_SEED, TASKS
+
+
+def _dataset_dir_default() -> Path:
+    from psyfactory.paths import dataset_dir
+
+    return dataset_dir()
+
+
+def _tasks(values: list[str] | None) -> list[str] | None:
+    """--task may repeat or be comma-separated; 'all' (or nothing) means every task."""
+    names = [t.strip() for v in values or [] for t in v.split(",") if t.strip()]
+    if not names or "all" in names:
+        return None
+    bad = [t for t in names if t not in TASKS]
+    if bad:
+        raise SystemExit(f"error: unknown task(s) {bad}; choose from {', '.join(TASKS)} or all")
+    return names
+
+
+def _teacher(args: argparse.Namespace):
+    if not args.teacher:
+        return None
+    if args.teacher.startswith(("http://", "https://")):
+        from data_prep.teacher import TeacherEndpoint, endpoint_from_env
+        from psyfactory.llm_client import Endpoint
+
+        env = endpoint_from_env()
+        ep = Endpoint(base_url=args.teacher, model=args.teacher_model or (env.endpoint.model if env else "default"),
+                      api_key=env.endpoint.api_key if env else "EMPTY")
+        return TeacherEndpoint(ep, retries=args.teacher_retries)
+    return args.teacher
+
+
+def cmd_prep(args: argparse.Namespace) -> int:
+    from data_prep import DataError, prepare
+
+    try:
+        prepare(_tasks(args.task), Path(args.raw_dir), Path(args.dataset_dir or _dataset_dir_default()),
+                teacher=_teacher(args), seed=args.seed)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from data_prep import DataError
+    from data_prep.report import data_report
+
+    try:
+        data_report(_tasks(args.task), Path(args.dataset_dir or _dataset_dir_default()), model=args.model,
+                    tokenizer=args.tokenizer, cutoff_len=args.cutoff_len)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from data_prep.download import download
+
+    failed = download(Path(args.raw_dir), sources=args.source or None, base_url=args.base_url, force=args.force)
+    return 1 if failed else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("prep", help="raw sources -> data/<task>/{train,eval}.jsonl + dataset_info.json")
+    p.add_argument("--task", action="append", help=f"task(s): {', '.join(TASKS)} or all (default: all)")
+    p.add_argument("--raw-dir", default="raw/", help="raw data folder laid out like ../shared/datasets (default raw/)")
+    p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR or the repo)")
+    p.add_argument("--teacher", default=None,
+                   help="student labeller: an OpenAI-compatible base URL, or 'lexicon' (offline keyword heuristic, "
+                        "NOT a real labeller). Default: $PSY_TEACHER_BASE_URL; none -> student is skipped "
+                        "(an error when --task student is named)")
+    p.add_argument("--teacher-model", default=None, help="model name sent to the endpoint ($PSY_TEACHER_MODEL)")
+    p.add_argument("--teacher-retries", type=int, default=3, help="bounded retries per invalid answer (default 3)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="split seed (default %(default)s)")
+    p.set_defaults(func=cmd_prep)
+
+    r = subparsers.add_parser("data-report", help="per-task counts, token-length histograms, truncation share, labels")
+    r.add_argument("--task", action="append", help="task(s) (default: all prepared)")
+    r.add_argument("--model", default="tiny", help="model whose tokenizer and task cutoff_len are used (default tiny)")
+    r.add_argument("--tokenizer", default=None, help="tokenizer path overriding the model's")
+    r.add_argument("--cutoff-len", type=int, default=None, help="override the task config's cutoff_len")
+    r.add_argument("--dataset-dir", default=None)
+    r.set_defaults(func=cmd_report)
+
+    d = subparsers.add_parser("download", help="fetch the public raw sources into --raw-dir")
+    d.add_argument("--raw-dir", default="raw/")
+    d.add_argument("--source", action="append", help="psydt, cpsycoun, psyqa, emotion, longemotion (default all)")
+    d.add_argument("--base-url", default=None,
+                   help="mirror laid out like the raw dir (<base>/<folder>/<file>); default: upstream URLs")
+    d.add_argument("--force", action="store_true", help="re-download files that exist")
+    d.set_defaults(func=cmd_download)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="data_prep")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,329 @@
+"""Shared machinery for every source: decoding, accounting, quarantine, dedup, splits, writing.
+
+Every raw *unit* (a JSON record, a text line, a dialogue file) that a parser reads is counted once in
+`Accounting.read` and ends up either in `written` (it produced output samples) or in `quarantined`
+under a reason. `Accounting.check()` enforces read == written + sum(quarantined).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_prep._io import atomic_write_json, atomic_write_jsonl, locked
+
+BOM = "\ufeff"
+SPLITS = ("train", "eval")
+
+# dataset_info.json entry bodies (LLaMA-Factory 0.9.5), keyed by our format name.
+SHAREGPT_INFO: dict[str, Any] = {
+    "formatting": "sharegpt",
+    "columns": {"messages": "messages"},
+    "tags": {
+        "role_tag": "role",
+        "content_tag": "content",
+        "user_tag": "user",
+        "assistant_tag": "assistant",
+        "system_tag": "system",
+    },
+}
+ALPACA_INFO: dict[str, Any] = {  # formatting defaults to alpaca in LLaMA-Factory
+    "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system"},
+}
+FORMATS = {"sharegpt": SHAREGPT_INFO, "alpaca": ALPACA_INFO}
+
+
+class DataError(ValueError):
+    """Unrecoverable bad input; the message names file, line/record and field."""
+
+
+@dataclass
+class Quarantined:
+    source: str
+    file: str
+    where: str  # "line 12", "record 3 (line 40)", "whole file"
+    reason: str  # short machine-readable key, e.g. "missing_field", "truncated_json"
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"source": self.source, "file": self.file, "where": self.where, "reason": self.reason,
+                "detail": self.detail}
+
+
+@dataclass
+class Accounting:
+    """Per-source bookkeeping: read = written + quarantined (by reason)."""
+
+    task: str
+    source: str
+    read: int = 0
+    written: int = 0
+    quarantined: Counter = field(default_factory=Counter)
+    samples: Counter = field(default_factory=Counter)  # split -> output samples
+    notes: Counter = field(default_factory=Counter)  # quirks fixed on the way (crlf, bom, merged turns...)
+    skipped: str = ""  # non-empty: the whole source was skipped, and why
+
+    def check(self) -> None:
+        if self.read != self.written + sum(self.quarantined.values()):
+            raise AssertionError(
+                f"accounting broken for {self.task}/{self.source}: read {self.read} != written "
+                f"{self.written} + quarantined {sum(self.quarantined.values())}"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task, "source": self.source, "read": self.read, "written": self.written,
+            "quarantined": dict(sorted(self.quarantined.items())),
+            "samples": dict(sorted(self.samples.items())), "notes": dict(sorted(self.notes.items())),
+            "skipped": self.skipped,
+        }
+
+
+class Ledger:
+    """Accounting plus the quarantine list for one source."""
+
+    def __init__(self, task: str, source: str, root: Path | None = None) -> None:
+        self.acc = Accounting(task, source)
+        self.items: list[Quarantined] = []
+        self.root = root
+
+    def rel(self, path: Path | str) -> str:
+        path = Path(path)
+        if self.root is not None:
+            try:
+                return path.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return str(path)
+
+    def read(self, n: int = 1) -> None:
+        self.acc.read += n
+
+    def ok(self, n: int = 1) -> None:
+        self.acc.written += n
+
+    def quarantine(self, file: Path | str, where: str, reason: str, detail: str = "") -> None:
+        self.acc.quarantined[reason] += 1
+        self.items.append(Quarantined(self.acc.source, self.rel(file), where, reason, detail))
+
+    def reject(self, file: Path | str, where: str, reason: str, detail: str = "") -> None:
+        """A unit counted as written by a parser is dropped by a later stage (filter, teacher)."""
+        self.acc.written -= 1
+        self.quarantine(file, where, reason, detail)
+
+    def note(self, key: str, n: int = 1) -> None:
+        if n:
+            self.acc.notes[key] += n
+
+
+# ----------------------------------------------------------------------------------------- decoding
+def decode(raw: bytes, path: Path | str, ledger: Ledger | None = None) -> str:
+    """UTF-8 (BOM stripped, CRLF/CR normalised to LF). Anything else raises DataError.
+
+    GBK input is detected and named in the error rather than silently transcoded.
+    """
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+        if ledger:
+            ledger.note("bom_stripped")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        hint = ""
+        try:
+            raw.decode("gb18030")
+            hint = " (looks like GBK/GB18030; convert with `iconv -f gbk -t utf-8`)"
+        except UnicodeDecodeError:
+            pass
+        raise DataError(f"{path}: line {line}: not valid UTF-8 at byte {e.start}{hint}") from None
+    if "\r" in text:
+        if ledger:
+            ledger.note("crlf_normalised")
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def read_text(path: Path, ledger: Ledger | None = None) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    return decode(raw, path, ledger)
+
+
+def iter_json_array(text: str, path: Path | str) -> Iterator[tuple[int, int, Any | None, str]]:
+    """Yield (index, line, obj, error) for each element of a top-level JSON array.
+
+    Elements are parsed one by one, so a truncated file still yields every complete element and then
+    a single ('truncated_json') error item instead of losing the whole file. A file that does not
+    start with '[' raises DataError.
+    """
+    dec = json.JSONDecoder()
+    ws = re.compile(r"[ \t\n\r]*")
+    pos = ws.match(text, 0).end()
+    if pos >= len(text) or text[pos] != "[":
+        raise DataError(f"{path}: line 1: expected a JSON array ('[') at top level")
+    pos = ws.match(text, pos + 1).end()
+    if pos < len(text) and text[pos] == "]":
+        return
+    idx, line, counted = 0, 1, 0  # line number of `counted`, advanced incrementally (no O(n^2) recount)
+
+    def line_at(p: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, p)
+        counted = p
+        return line
+
+    while True:
+        start_line = line_at(pos)
+        if pos >= len(text):
+            yield idx, start_line, None, "truncated_json: file ends inside the array"
+            return
+        try:
+            obj, end = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            err_line = start_line + text.count("\n", pos, e.pos)
+            yield idx, start_line, None, f"{json_error_kind(text, ']')}: {e.msg} at line {err_line}"
+            return
+        yield idx, start_line, obj, ""
+        idx += 1
+        pos = ws.match(text, end).end()
+        if pos < len(text) and text[pos] == ",":
+            pos = ws.match(text, pos + 1).end()
+            continue
+        if pos < len(text) and text[pos] == "]":
+            return
+        yield idx, line_at(pos), None, f"truncated_json: expected ',' or ']' at line {line_at(pos)}"
+        return
+
+
+def json_error_kind(text: str, closer: str) -> str:
+    """'truncated_json' when the text does not end with its closing bracket (a cut-off file or
+    line), else 'invalid_json'."""
+    return "invalid_json" if text.rstrip().endswith(closer) else "truncated_json"
+
+
+def load_json_array(path: Path, ledger: Ledger) -> Iterator[tuple[str, Any]]:
+    """Decode `path` and yield (where, element) for its array; bad tail elements are quarantined."""
+    from tqdm import tqdm
+
+    text = read_text(path, ledger)
+    items = iter_json_array(text, path)
+    for idx, line, obj, err in tqdm(items, desc=path.name, unit="rec", leave=False, disable=len(text) < 2_000_000):
+        ledger.read()
+        where = f"record {idx} (line {line})"
+        if err:
+            reason, _, detail = err.partition(": ")
+            ledger.quarantine(path, where, reason, detail)
+            continue
+        yield where, obj
+
+
+# ------------------------------------------------------------------------------------ field checks
+def get_str(rec: Any, key: str, *, allow_empty: bool = False) -> str:
+    """Return rec[key] as a stripped string or raise KeyError/TypeError/ValueError with the field name."""
+    if not isinstance(rec, dict):
+        raise TypeError(f"record is {type(rec).__name__}, expected object")
+    if key not in rec or rec[key] is None:
+        raise KeyError(key)
+    val = rec[key]
+    if not isinstance(val, str):
+        raise TypeError(f"field '{key}' is {type(val).__name__}, expected string")
+    val = val.strip()
+    if not val and not allow_empty:
+        raise ValueError(f"field '{key}' is empty")
+    return val
+
+
+def field_problem(exc: Exception) -> tuple[str, str]:
+    """Map a get_str-style exception to (reason, detail)."""
+    if isinstance(exc, KeyError):
+        return "missing_field", f"missing field '{exc.args[0]}'"
+    if isinstance(exc, TypeError):
+        return "wrong_type", str(exc)
+    return "empty_field", str(exc)
+
+
+# ------------------------------------------------------------------------------- dedup and splits
+def text_key(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def split_of(key: str, seed: int, eval_fraction: float) -> str:
+    """Deterministic split from a stable key: same answer on every machine and every rerun."""
+    h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:15], 16) / float(1 << 60)
+    return "eval" if h < eval_fraction else "train"
+
+
+class Dedup:
+    """Exact-duplicate filter on a normalised text key; duplicates are quarantined with a pointer."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def first(self, key: str, where: str) -> str | None:
+        """None if new, else the location of the first occurrence."""
+        if key in self.seen:
+            return self.seen[key]
+        self.seen[key] = where
+        return None
+
+
+# --------------------------------------------------------------------------------------- outputs
+@dataclass
+class TaskOutput:
+    task: str
+    fmt: str  # "sharegpt" | "alpaca"
+    splits: dict[str, list[dict[str, Any]]]
+    ledgers: list[Ledger]
+    extra_files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # name -> jsonl records
+
+    @property
+    def accounting(self) -> list[Accounting]:
+        return [lg.acc for lg in self.ledgers]
+
+
+def write_task(out: TaskOutput, dataset_dir: Path) -> dict[str, Path]:
+    """Write splits, quarantine and accounting for one task; returns split -> path."""
+    task_dir = dataset_dir / "data" / out.task
+    paths: dict[str, Path] = {}
+    for split, records in out.splits.items():
+        p = task_dir / f"{split}.jsonl"
+        atomic_write_jsonl(p, records)
+        paths[split] = p
+    quarantine = [q.as_dict() for lg in out.ledgers for q in lg.items]
+    atomic_write_jsonl(task_dir / "quarantine.jsonl", quarantine)
+    for name, records in out.extra_files.items():
+        atomic_write_jsonl(task_dir / name, records)
+    for lg in out.ledgers:
+        lg.acc.check()
+    atomic_write_json(task_dir / "accounting.json", [a.as_dict() for a in out.accounting])
+    return paths
+
+
+def update_dataset_info(dataset_dir: Path, entries: dict[str, dict[str, Any]]) -> Path:
+    """Merge `entries` into dataset_dir/dataset_info.json under a lock, atomically; others are kept."""
+    path = dataset_dir / "dataset_info.json"
+    with locked(path):
+        info: dict[str, Any] = {}
+        if path.exists():
+            try:
+                info = json.loads(path.read_text(encoding="utf-8") or "{}")
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}); fix or remove it") from None
+            if not isinstance(info, dict):
+                raise DataError(f"{path}: top level must be an object")
+        info.update(entries)  # existing keys keep their place, new ones are appended
+        atomic_write_json(path, info)
+    return path
+
+
+def info_entries(task: str, fmt: str, splits: Iterable[str]) -> dict[str, dict[str, Any]]:
+    return {f"{task}_{s}": {"file_name": f"data/{task}/{s}.jsonl", **FORMATS[fmt]} for s in splits}

@@ -1,0 +1,117 @@
+"""Emotion Summary (ES): case description + consultation process -> experience and reflection.
+
+Train: PsyQA in the ES shape. Case description = question + description; consultation process =
+the other helpers' answers (none if the question has one answer); target = the strategy-labelled
+answer (a reflective analysis of the case). Eval (predict set): LongEmotion
+`LongEmotion/Emotion_Summary_origin.jsonl` (or `Emotion_Summary.jsonl`), list fields joined
+with newlines; target = `experience_and_reflection`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from data_prep import psyqa
+from data_prep.common import (
+    DataError,
+    Dedup,
+    Ledger,
+    TaskOutput,
+    decode,
+    field_problem,
+    get_str,
+    json_error_kind,
+    text_key,
+)
+
+LE_FILES = ("Emotion_Summary_origin.jsonl", "Emotion_Summary.jsonl")
+INSTRUCTION = ("Read the case description and the consultation process, then write the counselor's "
+               "experience and reflection on this case. / 阅读案例描述和咨询过程，写出咨询师对本案例的经验与反思。")
+
+
+def es_input(case: str, process: str) -> str:
+    return f"[Case description / 案例描述]\n{case}\n\n[Consultation process / 咨询过程]\n{process or '（无）'}"
+
+
+def _joined(rec: dict[str, Any], key: str) -> str:
+    if key not in rec or rec[key] is None:
+        raise KeyError(key)
+    val = rec[key]
+    if isinstance(val, str):
+        parts = [val]
+    elif isinstance(val, list) and all(isinstance(x, str) for x in val):
+        parts = val
+    else:
+        raise TypeError(f"field '{key}' is {type(val).__name__}, expected list of strings")
+    text = "\n".join(p.strip() for p in parts if p.strip())
+    if not text:
+        raise ValueError(f"field '{key}' is empty")
+    return text
+
+
+def parse_longemotion(raw_dir: Path, ledger: Ledger) -> list[dict[str, Any]]:
+    folder = raw_dir / "LongEmotion"
+    path = next((folder / n for n in LE_FILES if (folder / n).exists()), None)
+    if path is None:
+        raise DataError(f"{folder}: none of {', '.join(LE_FILES)} found (see `make download`)")
+    ledger.acc.source = f"LongEmotion/{path.name}"
+    raw_lines = path.read_bytes().split(b"\n")
+    if raw_lines and not raw_lines[-1].strip():
+        raw_lines.pop()
+    dedup = Dedup()
+    out = []
+    for lineno, b in enumerate(raw_lines, 1):
+        ledger.read()
+        where = f"line {lineno}"
+        try:
+            line = decode(b, path, ledger if lineno == 1 else None)
+        except DataError as e:
+            ledger.quarantine(path, where, "encoding", str(e).split(": ", 2)[-1])
+            continue
+        if not line.strip():
+            ledger.quarantine(path, where, "empty_line")
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            kind = json_error_kind(line, "}")
+            ledger.quarantine(path, where, kind, f"{e.msg} at column {e.colno}")
+            continue
+        try:
+            if not isinstance(rec, dict):
+                raise TypeError(f"record is {type(rec).__name__}, expected object")
+            case = _joined(rec, "case_description")
+            process = _joined(rec, "consultation_process")
+            target = get_str(rec, "experience_and_reflection")
+        except (KeyError, TypeError, ValueError) as e:
+            reason, detail = field_problem(e)
+            ledger.quarantine(path, where, reason, detail)
+            continue
+        if (first := dedup.first(text_key(case, process), where)) is not None:
+            ledger.quarantine(path, where, "duplicate", f"same case as {first}")
+            continue
+        rid = rec.get("id", lineno)
+        out.append({"id": f"longemotion-es-{rid}", "system": "", "instruction": INSTRUCTION,
+                    "input": es_input(case, process), "output": target})
+        ledger.ok()
+    return out
+
+
+def build(raw_dir: Path, seed: int) -> TaskOutput:
+    del seed  # PsyQA is all train, LongEmotion is all eval
+    ql = Ledger("es", "PsyQA", raw_dir)
+    train = []
+    for q in psyqa.parse(raw_dir, ql):
+        best = q.best
+        others = [a.text for a in q.answers if a is not best]
+        case = q.question + ("\n" + q.description if q.description else "")
+        process = "\n\n".join(others)
+        train.append({"id": f"psyqa-es-{q.qid}", "system": "", "instruction": INSTRUCTION,
+                      "input": es_input(case, process), "output": best.text})
+    ll = Ledger("es", "LongEmotion", raw_dir)
+    evals = parse_longemotion(raw_dir, ll)
+    ql.acc.samples["train"] = len(train)
+    ll.acc.samples["eval"] = len(evals)
+    return TaskOutput("es", "alpaca", {"train": train, "eval": evals}, [ql, ll])

@@ -1,0 +1,141 @@
+"""`make data-report`: per task, counts per split, token-length histograms (PNG) with the chosen
+model's tokenizer, the share of samples longer than the task's cutoff_len, label distributions.
+
+Lengths are measured the way LLaMA-Factory sees a sample: the conversation rendered with the
+tokenizer's chat template (alpaca: instruction + "\\n" + input as the user turn, output as the reply).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from data_prep import TASKS
+from data_prep._io import atomic_write_json, atomic_write_text, read_jsonl
+from data_prep.common import DataError
+
+DEFAULT_CUTOFF = 2048
+
+
+def to_messages(rec: dict[str, Any]) -> list[dict[str, str]]:
+    if "messages" in rec:
+        return rec["messages"]
+    user = rec["instruction"] + ("\n" + rec["input"] if rec.get("input") else "")
+    msgs = [{"role": "system", "content": rec["system"]}] if rec.get("system") else []
+    return [*msgs, {"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}]
+
+
+def resolve_model(model: str, task: str) -> tuple[str, int | None]:
+    """(tokenizer path, cutoff_len) from the composed config of model x task (the spine's compose)."""
+    from psyfactory.config import compose
+
+    lf = compose(model, task).lf
+    path = str(lf["model_name_or_path"])
+    if path.startswith("builtin:"):
+        from psyfactory.tiny import ensure_tiny
+
+        path = str(ensure_tiny())
+    return path, lf.get("cutoff_len")
+
+
+def token_lengths(tokenizer: Any, records: list[dict[str, Any]]) -> list[int]:
+    texts = []
+    for rec in records:
+        msgs = to_messages(rec)
+        if getattr(tokenizer, "chat_template", None):
+            texts.append(tokenizer.apply_chat_template(msgs, tokenize=False))
+        else:
+            texts.append("\n".join(m["content"] for m in msgs))
+    out: list[int] = []
+    for i in range(0, len(texts), 512):
+        out.extend(len(ids) for ids in tokenizer(texts[i: i + 512], add_special_tokens=False)["input_ids"])
+    return out
+
+
+def labels_of(task: str, records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    if task == "emotion":
+        return {"label": dict(Counter(r["output"] for r in records).most_common())}
+    if task == "student":
+        dist: dict[str, Counter] = {}
+        for r in records:
+            for k, v in json.loads(r["output"]).items():
+                dist.setdefault(k, Counter())[str(v)] += 1
+        return {k: dict(sorted(c.items())) for k, c in dist.items()}
+    topics = Counter(r["topic"] for r in records if "topic" in r)
+    return {"topic": dict(topics.most_common())} if topics else {}
+
+
+def _pct(sorted_values: list[int], q: float) -> int:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] if sorted_values else 0
+
+
+def _plot(task: str, lengths: dict[str, list[int]], cutoff: int, path: Path, tok_name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for split, ls in lengths.items():
+        if ls:
+            ax.hist(ls, bins=50, alpha=0.6, label=f"{split} (n={len(ls)})")
+    ax.axvline(cutoff, color="red", linestyle="--", label=f"cutoff_len={cutoff}")
+    ax.set_xlabel(f"tokens ({tok_name})")
+    ax.set_ylabel("samples")
+    ax.set_title(f"{task}: sample length")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def data_report(tasks: list[str] | None, dataset_dir: Path, *, model: str = "tiny", tokenizer: str | None = None,
+                cutoff_len: int | None = None) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    names = tasks or [t for t in TASKS if (dataset_dir / "data" / t / "train.jsonl").exists()]
+    if not names:
+        raise DataError(f"{dataset_dir / 'data'}: no prepared task found; run `make prep` first")
+    out: dict[str, Any] = {}
+    lines = [f"# Data report (tokenizer: {tokenizer or model})", "",
+             "| task | split | n | tokens p50 | p95 | max | cutoff_len | truncated |", "|---|---|---|---|---|---|---|---|"]
+    for task in names:
+        folder = dataset_dir / "data" / task
+        if not (folder / "train.jsonl").exists():
+            raise DataError(f"{folder / 'train.jsonl'}: not found; run `make prep TASK={task}` first")
+        tok_path, cfg_cutoff = (tokenizer, None) if tokenizer else resolve_model(model, task)
+        cutoff = cutoff_len or cfg_cutoff or DEFAULT_CUTOFF
+        tok = AutoTokenizer.from_pretrained(tok_path)
+        splits = sorted(p.stem for p in folder.glob("*.jsonl") if p.stem in ("train", "eval", "val"))
+        lengths: dict[str, list[int]] = {}
+        info: dict[str, Any] = {"cutoff_len": cutoff, "tokenizer": str(tok_path), "splits": {}}
+        for split in splits:
+            recs = read_jsonl(folder / f"{split}.jsonl")
+            ls = token_lengths(tok, recs)
+            lengths[split] = ls
+            srt = sorted(ls)
+            trunc = sum(x > cutoff for x in ls) / len(ls) if ls else 0.0
+            info["splits"][split] = {"n": len(recs), "tokens_p50": _pct(srt, 0.5), "tokens_p95": _pct(srt, 0.95),
+                                     "tokens_max": srt[-1] if srt else 0, "truncated_share": round(trunc, 4),
+                                     "labels": labels_of(task, recs)}
+            s = info["splits"][split]
+            lines.append(f"| {task} | {split} | {s['n']} | {s['tokens_p50']} | {s['tokens_p95']} | {s['tokens_max']} "
+                         f"| {cutoff} | {trunc:.1%} |")
+        png = folder / "report" / f"lengths_{model if not tokenizer else 'custom'}.png"
+        _plot(task, lengths, cutoff, png, Path(str(tok_path)).name)
+        info["histogram"] = str(png.relative_to(dataset_dir))
+        atomic_write_json(folder / "report" / "report.json", info)
+        out[task] = info
+    for task, info in out.items():
+        for split, s in info["splits"].items():
+            for field, dist in s["labels"].items():
+                lines.append(f"\n{task}/{split} {field}: " + ", ".join(f"{k}={v}" for k, v in dist.items()))
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(dataset_dir / "data" / "data_report.md", text)
+    print(text)
+    return out

@@ -1,0 +1,84 @@
+"""`data-report` with the tiny model's tokenizer; `download` against a loopback HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from dp_helpers import SHARED, need_shared, rows
+
+from data_prep import prepare
+from data_prep.cli import main as cli_main
+from data_prep.download import download
+from data_prep.report import data_report
+
+
+def test_data_report_counts_histograms_truncation(sample_prep, capsys):
+    out, _ = sample_prep
+    rep = data_report(["emotion", "student", "psydt"], out, model="tiny")
+    for task in ("emotion", "student", "psydt"):
+        info = rep[task]
+        for split in ("train", "eval"):
+            assert info["splits"][split]["n"] == len(rows(out, task, split))
+        png = out / info["histogram"]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # cutoff_len comes from the composed task config (configs/tasks/*.yaml)
+    assert rep["student"]["cutoff_len"] == 2560
+    assert rep["emotion"]["splits"]["train"]["labels"]["label"]["joy"] == sum(
+        r["output"] == "joy" for r in rows(out, "emotion", "train"))
+    assert set(rep["student"]["splits"]["train"]["labels"]) == {
+        "depression_level", "anxiety_level", "risk_flag", "student_distress_score"}
+    # truncation share moves with the cutoff as it must
+    lo = data_report(["psydt"], out, model="tiny", cutoff_len=8)["psydt"]["splits"]["train"]["truncated_share"]
+    hi = data_report(["psydt"], out, model="tiny", cutoff_len=10**6)["psydt"]["splits"]["train"]["truncated_share"]
+    mid_cut = rep["psydt"]["splits"]["train"]["tokens_p50"]
+    mid = data_report(["psydt"], out, model="tiny", cutoff_len=mid_cut)["psydt"]["splits"]["train"]["truncated_share"]
+    assert (lo, hi) == (1.0, 0.0) and 0.0 < mid < 1.0
+    assert "| psydt | train |" in capsys.readouterr().out
+    assert (out / "data" / "data_report.md").exists()
+
+
+@pytest.fixture()
+def server():
+    need_shared()
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep the test output readable
+            pass
+
+    handler = functools.partial(Quiet, directory=str(SHARED))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _md5(p):
+    return hashlib.md5(p.read_bytes()).hexdigest()
+
+
+def test_download_from_loopback_mirror(server, tmp_path, capsys):
+    raw = tmp_path / "raw"
+    failures = download(raw, sources=["emotion", "longemotion", "psyqa", "cpsycoun"], base_url=server, workers=4)
+    assert failures == []
+    for rel in ("emotion/train.txt", "emotion/test.txt", "LongEmotion/Emotion_Summary_origin.jsonl",
+                "PsyQA/PsyQA_example.json", "CPsyCoun/CPsyCounE/Love&Marriage/1.json",
+                "CPsyCoun/CPsyCounE/Family Relationship/3.json", "CPsyCoun/CPsyCounD/Data/case_0.txt"):
+        assert _md5(raw / rel) == _md5(SHARED / rel), rel
+    assert len(list((raw / "CPsyCoun/CPsyCounD/Data").glob("*.txt"))) == 1950
+    printed = capsys.readouterr().out
+    assert "thu-sunhao@foxmail.com" in printed and "1134 optional files absent" in printed
+    # PsyDT's real files are not on this mirror: reported, exit status 1
+    assert cli_main(["download", "--raw-dir", str(raw), "--source", "psydt", "--base-url", server]) == 1
+    assert "PsyDTCorpus_train_mulit_turn_packing.json: HTTP 404" in (raw / "download_failures.txt").read_text()
+    # a second run fetches nothing; what was downloaded preps like the original
+    assert download(raw, sources=["emotion"], base_url=server) == []
+    assert "0 fetched, 3 already present" in capsys.readouterr().out
+    res = prepare(["emotion", "cpsycoun"], raw, tmp_path / "out", quiet=True)
+    assert res["emotion"][0].samples["train"] == 15939
+    assert json.loads((tmp_path / "out" / "dataset_info.json").read_text())["emotion_train"]

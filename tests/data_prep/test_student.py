@@ -1,0 +1,123 @@
+"""Student task: anonymisation, topic filter, teacher validation/quarantine, cache, crisis lexicon."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from dp_helpers import SAMPLES, acc, quarantine, rows
+
+from data_prep import DataError, prepare
+from data_prep.lexicon import detect_risk, heuristic_labels
+from data_prep.student import anonymise, dialogue_text, is_student
+
+
+class RecordingTeacher:
+    """Delegates to the heuristic and records calls; optionally fails or changes answers."""
+
+    def __init__(self, cache_id: str = "recording-v1", crash_after: int | None = None, answer=None) -> None:
+        self.cache_id, self.crash_after, self.answer, self.calls = cache_id, crash_after, answer, []
+        self.workers = 1
+
+    def label(self, text: str):
+        if self.crash_after is not None and len(self.calls) >= self.crash_after:
+            raise KeyboardInterrupt  # simulated crash mid-run
+        self.calls.append(text)
+        return self.answer(text) if self.answer else heuristic_labels(text)
+
+
+def test_anonymise_replaces_identifiers():
+    counts: dict[str, int] = {}
+    text = ("我叫王小明，手机13812345678，身份证11010519900307123X，邮箱xm.wang@example.com，"
+            "QQ：123456789，微信号：wx_abc123，网址 https://example.com/a?b=1 。")
+    out = anonymise(text, counts)
+    for secret in ("王小明", "13812345678", "11010519900307123X", "xm.wang@example.com", "123456789", "wx_abc123",
+                   "https://example.com"):
+        assert secret not in out
+    assert {"name", "phone", "id_card", "email", "qq", "wechat", "url"} <= set(counts)
+    assert "[PHONE]" in out and "[ID]" in out and "[NAME]" in out
+
+
+def test_topic_filter_and_trimming():
+    assert is_student("我是高二学生，月考没考好") and not is_student("我和丈夫总是吵架")
+    turns = [("user", "考试压力大" * 30), ("assistant", "嗯。")] * 20  # long dialogue, short counselor replies
+    text = dialogue_text(turns)
+    assert len(text) <= 2000 and "咨询师" not in text  # replies < 80 chars dropped, client turns merged
+    turns = [t for i in range(10) for t in (("user", f"第{i}次：我很焦虑。"), ("assistant", "我理解你的感受，" * 12))]
+    text = dialogue_text(turns)
+    assert text.count("\n") + 1 <= 12 and text.endswith("我理解你的感受，" * 12)
+
+
+def test_crisis_lexicon():
+    assert detect_risk("我有时候真的不想活了")[0] == "suicidal"
+    assert detect_risk("我从来没有想过自杀")[0] == "none"
+    assert detect_risk("我会用刀划手")[0] == "self_harm"
+    assert detect_risk("我想和他同归于尽")[0] == "violence"
+    assert detect_risk("我想自残，甚至想死")[0] == "suicidal"  # most severe wins
+
+
+def test_lexicon_raises_never_lowers(tmp_path):
+    none_teacher = RecordingTeacher("always-none", answer=lambda t: {"depression_level": 1, "anxiety_level": 1,
+                                                                     "risk_flag": "none", "student_distress_score": 3})
+    prepare(["student"], SAMPLES, tmp_path / "a", teacher=none_teacher, quiet=True)
+    changes = rows(tmp_path / "a", "student", "lexicon_changes")
+    case3 = next(c for c in changes if c["id"] == "cpsycound-case_3")  # "活着没有意义" in the sample
+    assert (case3["teacher"], case3["final"], case3["field"]) == ("none", "suicidal", "risk_flag")
+    out = {r["id"]: json.loads(r["output"]) for r in rows(tmp_path / "a", "student", "train") + rows(tmp_path / "a", "student", "eval")}
+    assert out["cpsycound-case_3"]["risk_flag"] == "suicidal"
+    assert sum(r["risk_flag"] != "none" for r in out.values()) == len(changes)
+    violence = RecordingTeacher("always-violence", answer=lambda t: {"depression_level": 0, "anxiety_level": 0,
+                                                                     "risk_flag": "violence", "student_distress_score": 0})
+    prepare(["student"], SAMPLES, tmp_path / "b", teacher=violence, quiet=True)
+    assert rows(tmp_path / "b", "student", "lexicon_changes") == []  # never changes a non-none teacher flag
+    assert all(json.loads(r["output"])["risk_flag"] == "violence" for r in rows(tmp_path / "b", "student", "train"))
+
+
+def test_invalid_answers_are_quarantined(tmp_path):
+    bad = RecordingTeacher("bad", answer=lambda t: {"depression_level": 7, "anxiety_level": 0, "risk_flag": "none",
+                                                    "student_distress_score": 0})
+    res = prepare(["student"], SAMPLES, tmp_path, teacher=bad, quiet=True)
+    q = [x for x in quarantine(tmp_path, "student") if x["reason"] == "teacher_invalid"]
+    assert len(q) == len(bad.calls) > 0 and "depression_level" in q[0]["detail"]
+    assert sum(a.written for a in res["student"]) == 0
+    assert not (tmp_path / "data" / "student" / "labels_cache.jsonl").exists()  # failures are not cached
+
+
+def test_cache_resumes_after_crash(tmp_path):
+    crashing = RecordingTeacher("resume-v1", crash_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(["student"], SAMPLES, tmp_path, teacher=crashing, quiet=True)
+    cache = tmp_path / "data" / "student" / "labels_cache.jsonl"
+    assert len(cache.read_text(encoding="utf-8").splitlines()) == 3
+    with cache.open("a", encoding="utf-8") as fh:
+        fh.write('{"key": "torn')  # a crash in the middle of a write
+    second = RecordingTeacher("resume-v1")
+    res = prepare(["student"], SAMPLES, tmp_path, teacher=second, quiet=True)
+    total = sum(a.written for a in res["student"])
+    assert len(second.calls) == total - 3  # only what was not done
+    third = RecordingTeacher("resume-v1")
+    prepare(["student"], SAMPLES, tmp_path, teacher=third, quiet=True)
+    assert third.calls == []  # a rerun never relabels
+    other = RecordingTeacher("another-teacher")
+    prepare(["student"], SAMPLES, tmp_path, teacher=other, quiet=True)
+    assert len(other.calls) == total  # the cache key includes the teacher
+
+
+def test_no_teacher_is_an_error_or_a_visible_skip(tmp_path, monkeypatch):
+    monkeypatch.delenv("PSY_TEACHER_BASE_URL", raising=False)
+    with pytest.raises(DataError, match="no teacher configured"):
+        prepare(["student"], SAMPLES, tmp_path, quiet=True)
+    res = prepare(None, SAMPLES, tmp_path, quiet=True)
+    (a,) = res["student"]
+    assert a.skipped.startswith("student: no teacher configured")
+    assert not (tmp_path / "data" / "student").exists()
+    info = json.loads((tmp_path / "dataset_info.json").read_text(encoding="utf-8"))
+    assert "student_train" not in info and "psydt_train" in info
+
+
+def test_sample_student_sources(sample_prep):
+    out, result = sample_prep
+    d = acc(result, "student", "CPsyCounD")
+    assert d.quarantined == {"off_topic": 2}  # the two cases without a school context
+    off = {x["where"] for x in quarantine(out, "student")}
+    assert {"cpsycound-case_2", "cpsycound-case_4"} <= off
