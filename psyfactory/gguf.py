@@ -135,7 +135,7 @@ def convert(model_dir: str | Path, outfile: str | Path, *, local_tokenizer: str 
     info = setup_info()
     model_dir, outfile = Path(model_dir), Path(outfile)
     if not (model_dir / "config.json").is_file():
-        raise GGUFError(f"{model_dir}: no config.json; expected a merged HF model (run `make merge` first)")
+        raise GGUFError(f"{model_dir}: no config.json; not a local Hugging Face model directory")
     extra = ["--local-tokenizer", str(local_tokenizer)] if local_tokenizer else []
     return _produce(outfile, lambda tmp: ["convert", info["converter_dir"], str(model_dir), str(tmp),
                                           "--outtype", outtype, *extra], f"convert_hf_to_gguf {model_dir}")
