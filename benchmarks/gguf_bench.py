@@ -97,7 +97,7 @@ def fetch_smollm2() -> Path:
 
 
 # ------------------------------------------------------------------ decode timing
-def time_llama(path: Path, prompt_ids: list[list[int]], n: int, threads: int) -> float:
+def time_llama(path: Path, prompt_ids: list[list[int]], n: int, threads: int, repeats: int) -> float:
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
@@ -112,11 +112,21 @@ def time_llama(path: Path, prompt_ids: list[list[int]], n: int, threads: int) ->
         return time.perf_counter() - t0
 
     run(prompt_ids[0], 4)  # warm-up
-    rates = [(n - 1) / max(run(ids, n) - run(ids, 1), 1e-9) for ids in prompt_ids]
+    return decode_rate(run, prompt_ids, n, repeats)
+
+
+def decode_rate(run: Any, prompt_ids: list[list[int]], n: int, repeats: int) -> float:
+    """Median over prompts of (n-1) / (t_n - t_1); each time is the best of `repeats` runs, which
+    filters out interference from other jobs on a shared machine."""
+    rates = []
+    for ids in prompt_ids:
+        t_n = min(run(ids, n) for _ in range(repeats))
+        t_1 = min(run(ids, 1) for _ in range(repeats))
+        rates.append((n - 1) / max(t_n - t_1, 1e-9))
     return statistics.median(rates)
 
 
-def time_hf(model: Any, prompt_ids: list[list[int]], n: int) -> float:
+def time_hf(model: Any, prompt_ids: list[list[int]], n: int, repeats: int) -> float:
     import torch
 
     def run(ids: list[int], k: int) -> float:
@@ -128,8 +138,7 @@ def time_hf(model: Any, prompt_ids: list[list[int]], n: int) -> float:
         return time.perf_counter() - t0
 
     run(prompt_ids[0], 4)
-    rates = [(n - 1) / max(run(ids, n) - run(ids, 1), 1e-9) for ids in prompt_ids]
-    return statistics.median(rates)
+    return decode_rate(run, prompt_ids, n, repeats)
 
 
 # ------------------------------------------------------------------ per model
@@ -157,12 +166,12 @@ def bench_hf_model(name: str, hf_dir: Path, args: argparse.Namespace, local_toke
                                           enable_thinking=False) for p in PROMPTS]
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
     n_params = sum(p.numel() for p in model.parameters())
-    speed = {"transformers_fp32": time_hf(model, prompt_ids, args.new_tokens)}
+    speed = {"transformers_fp32": time_hf(model, prompt_ids, args.new_tokens, args.repeats)}
     del model
     for q in ["F16", *args.quants]:
         path = f16 if q == "F16" else out_dir / f"model-{q}.gguf"
         if q in ("F16", "Q8_0", "Q4_K_M"):
-            speed[f"llama.cpp_{q}"] = time_llama(path, prompt_ids, args.new_tokens, args.threads)
+            speed[f"llama.cpp_{q}"] = time_llama(path, prompt_ids, args.new_tokens, args.threads, args.repeats)
     return {"model": name, "hf_dir": str(hf_dir), "sizes": sizes, "decode_tok_s": speed, "params": n_params}
 
 
@@ -185,13 +194,13 @@ def bench_smollm2(args: argparse.Namespace) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     prompt_ids = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
                   for p in PROMPTS]
-    speed = {"transformers_fp32": time_hf(model, prompt_ids, args.new_tokens)}
+    speed = {"transformers_fp32": time_hf(model, prompt_ids, args.new_tokens, args.repeats)}
     del model
-    speed["llama.cpp_Q4_1"] = time_llama(q41, prompt_ids, args.new_tokens, args.threads)
+    speed["llama.cpp_Q4_1"] = time_llama(q41, prompt_ids, args.new_tokens, args.threads, args.repeats)
     for q in ("F16", "Q8_0", "Q4_K_M"):
         if q == "F16" or q in args.quants:
             speed[f"llama.cpp_{q}"] = time_llama(f16 if q == "F16" else out_dir / f"model-{q}.gguf", prompt_ids,
-                                                 args.new_tokens, args.threads)
+                                                 args.new_tokens, args.threads, args.repeats)
     return {"model": "smollm2-135m-instruct", "gguf": str(q41), "sizes": sizes, "decode_tok_s": speed,
             "params": n_params}
 
@@ -204,6 +213,7 @@ def main() -> None:
     # 1 thread by default: on a shared 2-core machine, 2 OpenMP/ggml threads per side measured
     # 5-30x slower and erratic (spinning threads preempted by other jobs).
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="best-of-N timing per prompt")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "gguf_bench.json")
     args = parser.parse_args()
     args.quants = [q.strip().upper() for q in args.quants.split(",") if q.strip()]
@@ -236,7 +246,8 @@ def main() -> None:
                                                             "vocab_size")}
         results.append(res)
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "threads": args.threads}, "new_tokens": args.new_tokens, "results": results}
+                          "threads": args.threads, "load_avg_1m": os.getloadavg()[0]},
+              "new_tokens": args.new_tokens, "repeats": args.repeats, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for res in results:
