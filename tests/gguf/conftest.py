@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from psyfactory import paths
+
 
 def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, "-m", "psyfactory", *args], text=True, capture_output=True,
@@ -23,6 +25,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -
     if check and proc.returncode != 0:
         raise AssertionError(f"psyfactory {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_make(target: str, *variables: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`make TARGET VAR=...` with this interpreter's venv; -o keeps make from re-running the setups."""
+    venv = Path(sys.prefix)
+    cmd = ["make", "--no-print-directory", "-C", str(paths.REPO_ROOT), f"VENV={venv}",
+           "-o", str(venv / ".psyfactory-setup"), "-o", str(venv / "psyfactory-gguf.json"), target, *variables]
+    proc = subprocess.run(cmd, text=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def make():
+    return run_make
 
 
 @pytest.fixture(scope="session")
@@ -61,9 +79,8 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def exported(runs_root: Path) -> dict:
-    """`psyfactory gguf --model tiny --task student --lora` (the `make gguf` path), once per session."""
-    proc = run_cli("gguf", "--model", "tiny", "--task", "student", "--method", "lora", "--hw", "cpu", "--lora",
-                   env={"PSY_RUNS_DIR": str(runs_root)})
+    """`make gguf MODEL=tiny TASK=student HW=cpu ARGS=--lora`, once per session."""
+    proc = run_make("gguf", "MODEL=tiny", "TASK=student", "HW=cpu", "ARGS=--lora", env={"PSY_RUNS_DIR": str(runs_root)})
     run = runs_root / "tiny" / "student" / "lora"
     report = json.loads((run / "gguf" / "export.json").read_text(encoding="utf-8"))
     return {"run": run, "report": report, "stderr": proc.stderr, "stdout": proc.stdout}

@@ -164,16 +164,16 @@ def test_q8_0_is_closer_to_hf_than_q4_k_m(exported: dict, tmp_path: Path) -> Non
 
 
 @requires_gguf
-def test_chat_gguf_cli_answers(exported: dict, runs_root: Path, cli, student_schema: dict, tmp_path: Path) -> None:
+def test_chat_gguf_answers(exported: dict, runs_root: Path, cli, make, student_schema: dict, tmp_path: Path) -> None:
     schema_file = tmp_path / "schema.json"
     schema_file.write_text(json.dumps(student_schema), encoding="utf-8")
     proc = cli("chat-gguf", "--model", "tiny", "--task", "psydt", "--method", "lora", "--hw", "cpu",
                    "--message", "你好", "--max-new-tokens", "8", env={"PSY_RUNS_DIR": str(runs_root)}, check=False)
     assert proc.returncode == 2 and "not found; export the run first with `make gguf`" in proc.stderr  # psydt has no export: clear error
-    proc = cli("chat-gguf", "--model", "tiny", "--task", "student", "--method", "lora", "--hw", "cpu",
-                   "--message", STUDENT_DIALOGUES[0], "--message", STUDENT_DIALOGUES[1], "--schema", str(schema_file),
-                   env={"PSY_RUNS_DIR": str(runs_root)})
-    turns = [json.loads(line) for line in proc.stdout.splitlines()]
+    proc = make("chat-gguf", "MODEL=tiny", "TASK=student", "HW=cpu",
+                f"ARGS=--message '{STUDENT_DIALOGUES[0]}' --message '{STUDENT_DIALOGUES[1]}' --schema {schema_file}",
+                env={"PSY_RUNS_DIR": str(runs_root)})
+    turns = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [t["user"] for t in turns] == STUDENT_DIALOGUES[:2]
     for t in turns:
         jsonschema.validate(json.loads(t["assistant"]), student_schema)
