@@ -307,7 +307,8 @@ class ChatLayout:
 
 
 def write_modelfile(gguf_dir: str | Path, gguf_name: str, tokenizer_dir: str | Path, *,
-                    enable_thinking: bool, label_task: bool, lora_name: str | None = None) -> Path:
+                    enable_thinking: bool, label_task: bool, lora_name: str | None = None,
+                    filename: str = "Modelfile") -> Path:
     """gguf_dir/Modelfile for `ollama create NAME -f Modelfile`.
 
     The TEMPLATE is written only when it provably reproduces the HF chat template; otherwise a
@@ -329,7 +330,7 @@ def write_modelfile(gguf_dir: str | Path, gguf_name: str, tokenizer_dir: str | P
         layout = None
     stops = sorted({t for t in (tok.eos_token, "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
                     if t and t in tok.get_vocab()})
-    lines = [f"# Ollama Modelfile written by psyfactory gguf. Usage: ollama create NAME -f {Path(gguf_dir, 'Modelfile')}",
+    lines = [f"# Ollama Modelfile written by psyfactory gguf. Usage: ollama create NAME -f {Path(gguf_dir, filename)}",
              f"FROM ./{gguf_name}"]
     if lora_name:
         lines.append(f"ADAPTER ./{lora_name}")
@@ -338,7 +339,7 @@ def write_modelfile(gguf_dir: str | Path, gguf_name: str, tokenizer_dir: str | P
     lines += [f'PARAMETER stop "{s}"' for s in stops]
     if label_task:  # label tasks: deterministic, short, no reasoning
         lines += ["PARAMETER temperature 0", "PARAMETER num_predict 128"]
-    path = Path(gguf_dir, "Modelfile")
+    path = Path(gguf_dir, filename)
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
@@ -375,14 +376,14 @@ def export_run(run_dir: str | Path, *, quant: str = DEFAULT_QUANT, local_tokeniz
         adapter = run_dir / "adapter"
         if base_dir is None:
             raise GGUFError("--lora needs the base model directory")
-        print(f"[gguf] converting LoRA adapter {adapter}")
+        print(f"[gguf] converting LoRA adapter {adapter} and its base {base_dir}")
         files["LORA"] = convert_lora(adapter, base_dir, out / "adapter-f16.gguf")
+        files["BASE"] = convert(base_dir, out / "base-f16.gguf", local_tokenizer=local_tokenizer)
         report["files"]["LORA"] = {"path": str(files["LORA"]), "bytes": files["LORA"].stat().st_size}
     if do_verify:
         checks = [("F16", f16, None), (quant, files[quant], None)]
         if lora:
-            base_gguf = convert(base_dir, out / "base-f16.gguf", local_tokenizer=local_tokenizer)
-            checks.append(("LORA", base_gguf, files["LORA"]))
+            checks.append(("LORA", files["BASE"], files["LORA"]))
         for name, path, adapter_path in checks:
             print(f"[gguf] verifying {path.name}{' + ' + Path(adapter_path).name if adapter_path else ''} vs {merged}")
             v = verify(path, merged, lora=adapter_path, enable_thinking=enable_thinking, conversations=conversations)
@@ -392,6 +393,10 @@ def export_run(run_dir: str | Path, *, quant: str = DEFAULT_QUANT, local_tokeniz
                                 and f16v["max_logit_error"] <= F16_MAX_LOGIT_ERROR)
     report["modelfile"] = str(write_modelfile(out, files[quant].name, merged, enable_thinking=enable_thinking,
                                               label_task=label_task))
+    if lora:  # alternative: ship base + adapter instead of the merged model
+        report["modelfile_lora"] = str(write_modelfile(out, files["BASE"].name, merged, enable_thinking=enable_thinking,
+                                                       label_task=label_task, lora_name=files["LORA"].name,
+                                                       filename="Modelfile.lora"))
     atomic_write_json(out / "export.json", report)
     print_report(report)
     if do_verify and not report["f16_ok"]:

@@ -119,6 +119,8 @@ def test_export_writes_sizes_and_modelfile(exported: dict) -> None:
     assert "<|im_start|>assistant\n<think>\n\n</think>\n\n\"\"\"" in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile and "PARAMETER temperature 0" in modelfile
     assert "GGUF export" in exported["stderr"]  # the size / verification table was printed
+    lora_modelfile = (out / "Modelfile.lora").read_text(encoding="utf-8")
+    assert "FROM ./base-f16.gguf\nADAPTER ./adapter-f16.gguf\n" in lora_modelfile
 
 
 @requires_gguf
