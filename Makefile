@@ -84,6 +84,24 @@ data-report: $(STAMP) ## counts, token-length histograms, truncation at cutoff_l
 download: $(STAMP) ## fetch the public raw sources into RAW_DIR (ARGS='--base-url URL' for a mirror)
 	$(PSY) download --raw-dir $(RAW_DIR) $(ARGS)
 
+# ---- evaluation (issue 4) ----
+BASE         ?=
+ADAPTER_TASK ?=
+EVAL_ARGS    ?=
+EVAL_OPTS := $(if $(BASE),--base) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK)) \
+	$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) $(EVAL_ARGS)
+
+.PHONY: eval compare bench-eval
+
+eval: $(STAMP) ## evaluate the run's adapter (BASE=1: base model; ADAPTER_TASK=psydt; EVAL_ARGS='--limit 50')
+	$(PSY) eval $(EVAL_OPTS) $(RUN_OPTS)
+
+compare: $(STAMP) ## one table of every evaluated run, base vs tuned: runs/compare.md + .csv
+	$(PSY) compare
+
+bench-eval: $(STAMP) ## PsychCounsel-Bench wall time, loglik vs generate scoring (MODEL)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/eval_bench.py --model $(MODEL) $(EVAL_ARGS)
+
 # ---- gguf (issue 5) ----
 QUANT ?= Q4_K_M
 GGUF_STAMP := $(VENV)/psyfactory-gguf.json

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -110,13 +110,15 @@ def synth(root: Path, seed: int = 0) -> None:
 
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from data_prep import prepare
 t0 = time.perf_counter()
 res = prepare([sys.argv[1]], Path(sys.argv[2]), Path(sys.argv[3]), teacher="lexicon", quiet=True)
 wall = time.perf_counter() - t0
-print(json.dumps({"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+# VmHWM: this process's peak RSS (ru_maxrss would include the forking parent's)
+hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+print(json.dumps({"wall_s": wall, "peak_rss_mb": hwm / 1024,
                   "read": {a.source: a.read for a in res[sys.argv[1]]},
                   "samples": {a.source: dict(a.samples) for a in res[sys.argv[1]]}}))
 """
@@ -147,8 +149,8 @@ def main() -> int:
         r = json.loads(p.stdout.strip().splitlines()[-1])
         total += r["wall_s"]
         print(f"{task:9} {r['wall_s']:7.1f} {r['peak_rss_mb']:12.0f}  {r['read']} -> {r['samples']}")
-    print(f"{'all':9} {total:7.1f}  (target: < 60 s on 2 cores); "
-          f"cpu count {len(__import__('os').sched_getaffinity(0))}; maxrss self {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"{'all':9} {total:7.1f}  (target: < 60 s on 2 cores); cpus {len(os.sched_getaffinity(0))}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     return 0
 
 

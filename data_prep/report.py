@@ -48,8 +48,10 @@ def token_lengths(tokenizer: Any, records: list[dict[str, Any]]) -> list[int]:
             texts.append(tokenizer.apply_chat_template(msgs, tokenize=False))
         else:
             texts.append("\n".join(m["content"] for m in msgs))
+    from tqdm import tqdm
+
     out: list[int] = []
-    for i in range(0, len(texts), 512):
+    for i in tqdm(range(0, len(texts), 512), desc="tokenize", unit="batch", leave=False, disable=len(texts) < 2048):
         out.extend(len(ids) for ids in tokenizer(texts[i: i + 512], add_special_tokens=False)["input_ids"])
     return out
 

@@ -13,6 +13,7 @@ from psyfactory.runner import RunError
 COMMAND_MODULES = [
     "psyfactory.commands.run",
     "data_prep.cli",
+    "psyfactory.evaluate",
     "psyfactory.commands.gguf",
 ]
 

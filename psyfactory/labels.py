@@ -41,7 +41,12 @@ def ordinal_range(key: str) -> list[int]:
 
 
 def strip_think(text: str) -> tuple[str, bool]:
-    """Remove `<think>…</think>` blocks (an unterminated one runs to the end). Returns (text, had_think)."""
+    """Remove `<think>…</think>` blocks (an unterminated one runs to the end). A leading `…</think>`
+    whose `<think>` was part of the prompt (templates that open the block themselves) is removed too.
+    Returns (text, had_think)."""
+    head, sep, tail = text.partition("</think>")
+    if sep and "<think>" not in head:
+        return THINK_RE.sub("", tail), True
     stripped = THINK_RE.sub("", text)
     return stripped, stripped != text
 
@@ -82,24 +87,31 @@ def extract_json(text: str) -> Extraction:
     return out
 
 
-def validate_student_labels(value: Any) -> list[str]:
-    """Reason codes for a decoded value ([] = valid): not_object, missing_key:<k>, extra_key:<k>,
-    wrong_type:<k>, out_of_range:<k>."""
+def schema_reasons(value: Any, schema: dict[str, Any]) -> list[str]:
+    """Reason codes for `value` against a flat or nested object schema ([] = valid): not_object,
+    missing_key:<k>, extra_key:<k>, wrong_type:<k>, out_of_range:<k>; nested keys are dotted (a.b)."""
     if not isinstance(value, dict):
         return ["not_object"]
     reasons = []
-    for err in Draft202012Validator(student_schema()).iter_errors(value):
+    for err in Draft202012Validator(schema).iter_errors(value):
         code = _REASONS.get(err.validator, err.validator)
+        prefix = "".join(f"{p}." for p in err.path)
         if err.validator == "required":
-            keys = [k for k in err.validator_value if k not in value]
+            keys = [k for k in err.validator_value if k not in err.instance]
         elif err.validator == "additionalProperties":
-            keys = sorted(set(value) - set(student_schema()["properties"]))
+            keys = sorted(set(err.instance) - set(err.schema.get("properties", {})))
         else:
-            keys = [str(err.path[0])] if err.path else ["?"]
-        reasons += [f"{code}:{k}" for k in keys]
+            keys, prefix = [".".join(map(str, err.path)) or "?"], ""
+        reasons += [f"{code}:{prefix}{k}" for k in keys]
     # A value of the wrong type is not also "out of range".
     wrong = {r.split(":", 1)[1] for r in reasons if r.startswith("wrong_type:")}
     return sorted({r for r in reasons if not (r.startswith("out_of_range:") and r.split(":", 1)[1] in wrong)})
+
+
+def validate_student_labels(value: Any) -> list[str]:
+    """Reason codes for a decoded value ([] = valid): not_object, missing_key:<k>, extra_key:<k>,
+    wrong_type:<k>, out_of_range:<k>."""
+    return schema_reasons(value, student_schema())
 
 
 @dataclass

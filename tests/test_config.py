@@ -47,6 +47,9 @@ def test_every_model_task_method_composes_to_valid_lf_keys(model):
         c = compose(model, task, method, "a40")
         check_keys(c.lf, "train", f"{model}/{task}/{method}")
         check_template(c.lf, f"{model}/{task}/{method}")
+        if c.meta.get("eval_only"):  # benchmark tasks (psychcounsel): nothing to train on
+            assert "dataset" not in c.lf and c.meta["eval_plugins"]
+            continue
         assert c.lf["dataset"] == f"{task}_train"
         assert c.meta["eval_dataset"] == f"{task}_eval"
         assert "psy" not in c.lf

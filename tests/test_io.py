@@ -20,3 +20,15 @@ def test_read_jsonl_names_file_and_line(tmp_path):
     p.write_text('{"ok": 1}\n{"broken": \n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
         read_jsonl(p)
+
+
+def test_atomic_write_respects_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_jsonl(tmp_path / "x.jsonl", [{"a": 1}])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.jsonl").stat().st_mode) == 0o644

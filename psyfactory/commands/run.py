@@ -53,7 +53,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     t0 = time.time()
     demo_root = paths.runs_root() / "_demo"
     os.environ["PSY_DATASET_DIR"] = str(demo_root / "dataset")  # keep the user's data/ untouched
-    prepare([args.task], DEMO_SAMPLES, paths.dataset_dir())
+    # The student task needs a teacher LLM; the demo uses the offline keyword stand-in (not a real labeller).
+    prepare([args.task], DEMO_SAMPLES, paths.dataset_dir(), teacher="lexicon")
     overrides = ["max_steps=20", "logging_steps=5", "save_steps=20", "cutoff_len=512", "psy.max_new_tokens=32",
                  "overwrite_output_dir=true", *args.overrides]
     c = compose("tiny", args.task, "lora", "cpu", overrides)

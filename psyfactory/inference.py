@@ -1,0 +1,262 @@
+"""Batched inference backends for evaluation.
+
+A backend turns chat conversations into replies (greedy) and, for multiple-choice scoring, gives the
+log-probability of candidate continuations. :class:`HFBackend` runs Hugging Face transformers with
+left padding, base model + optional PEFT adapter, thinking disabled for hybrid reasoning models;
+:class:`VLLMBackend` is used when vLLM is installed and a CUDA GPU is present. Other backends (e.g.
+llama.cpp for GGUF files) implement the same :class:`Backend` protocol.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+
+Conversation = list[dict[str, str]]
+
+def strip_think(text: str) -> tuple[str, bool]:
+    """:func:`psyfactory.labels.strip_think` plus surrounding whitespace. Returns (text, had_think)."""
+    from psyfactory.labels import strip_think as _strip
+
+    stripped, had = _strip(text)
+    return stripped.strip(), had
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the eval plugins need from a model."""
+
+    name: str
+
+    def generate(self, conversations: list[Conversation], *, max_new_tokens: int,
+                 json_schema: dict | None = None) -> list[str]:
+        """Greedy replies, one per conversation, in order. ``json_schema`` may be used by backends
+        that support constrained decoding (llama.cpp grammars); others ignore it."""
+        ...
+
+    def option_logprobs(self, prompts: list[Conversation], options: list[list[str]]) -> list[list[float]]:
+        """For each prompt, the total log-probability of each option string as the start of the
+        assistant reply (one list per prompt, same order as its options)."""
+        ...
+
+
+class HFBackend:
+    """transformers generation / scoring; adapter merged in memory for speed."""
+
+    name = "hf"
+
+    def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
+                 thinking: bool = False, batch_size: int = 8, device: str | None = None,
+                 dtype: str = "auto", progress: bool = True) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = batch_size
+        self.progress = progress
+        # templates that know `enable_thinking` (Qwen3 & co.) get it; others ignore the variable
+        self.template_kwargs: dict[str, Any] = {} if reasoning == "none" else {"enable_thinking": thinking}
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype)
+        if adapter is not None:
+            from peft import PeftModel
+
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"no PEFT adapter in {adapter} (adapter_config.json missing): train first")
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        self.model = model.to(self.device).eval()
+        self.eos_ids = self._eos_ids()
+        # "always" reasoning templates (DeepSeek-R1 distills) open <think> in the prompt: close it
+        self.close_think = reasoning == "always" and not thinking
+        self.fold_system = not self._supports_system()
+
+    # ------------------------------------------------------------------ helpers
+    def _eos_ids(self) -> list[int]:
+        ids: set[int] = set()
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
+            ids.add(im_end)
+        return sorted(ids)
+
+    def _supports_system(self) -> bool:
+        """Some templates (Gemma) reject a system turn; it is then folded into the first user turn,
+        as LLaMA-Factory's templates do."""
+        try:
+            self.tokenizer.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                                               tokenize=False, add_generation_prompt=True, **self.template_kwargs)
+        except Exception:  # jinja2 TemplateError raised by the template itself
+            return False
+        return True
+
+    def render(self, conversation: Conversation) -> str:
+        """The prompt text: chat template + generation prompt, thinking disabled for reasoning models
+        (empty think block for hybrid templates, a closed one for always-thinking templates)."""
+        if self.fold_system and conversation and conversation[0]["role"] == "system":
+            system, rest = conversation[0]["content"], [dict(m) for m in conversation[1:]]
+            if rest and rest[0]["role"] == "user":
+                rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
+            conversation = rest
+        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True,
+                                                  **self.template_kwargs)
+        if self.close_think and text.rstrip().endswith("<think>"):
+            text = text.rstrip() + "\n\n</think>\n\n"
+        return text
+
+    def _batches(self, order: Sequence[int], desc: str) -> Any:
+        from tqdm.auto import tqdm
+
+        chunks = [list(order[i : i + self.batch_size]) for i in range(0, len(order), self.batch_size)]
+        return tqdm(chunks, desc=desc, unit="batch", disable=not self.progress or len(chunks) < 2)
+
+    def _encode(self, texts: list[str]) -> dict[str, Any]:
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        # explicit positions so that left padding does not shift them
+        enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        return enc
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        cut = len(ids)
+        for i, t in enumerate(ids):
+            if t in self.eos_ids:
+                cut = i
+                break
+        text = self.tokenizer.decode(list(ids[:cut]), skip_special_tokens=False)
+        for tok in self.tokenizer.all_special_tokens:  # keep <think> tags: they are counted, then stripped
+            if tok not in ("<think>", "</think>"):
+                text = text.replace(tok, "")
+        return text
+
+    # ------------------------------------------------------------------ Backend
+    def generate(self, conversations: list[Conversation], *, max_new_tokens: int,
+                 json_schema: dict | None = None) -> list[str]:
+        import torch
+        from transformers import GenerationConfig
+
+        texts = [self.render(c) for c in conversations]
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths batch together
+        cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, num_beams=1,
+                               pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids)
+        out: list[str] = [""] * len(texts)
+        for idx in self._batches(order, "generate"):
+            enc = self._encode([texts[i] for i in idx])
+            enc.pop("position_ids")  # generate() derives positions from the attention mask
+            with torch.inference_mode():
+                gen = self.model.generate(**enc, generation_config=cfg)
+            width = enc["input_ids"].shape[1]
+            for row, i in enumerate(idx):
+                out[i] = self._decode(gen[row, width:].tolist())
+        return out
+
+    def option_logprobs(self, prompts: list[Conversation], options: list[list[str]]) -> list[list[float]]:
+        import torch
+
+        if len(prompts) != len(options):
+            raise ValueError(f"{len(prompts)} prompts but {len(options)} option lists")
+        texts = [self.render(c) for c in prompts]
+        opt_ids = [[self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in opts] for opts in options]
+        if any(not ids for opts in opt_ids for ids in opts):
+            raise ValueError("an option encodes to no tokens")
+        single = all(len(ids) == 1 for opts in opt_ids for ids in opts)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: list[list[float]] = [[] for _ in texts]
+        if single:  # one forward pass per prompt batch: next-token distribution after the prompt
+            for idx in self._batches(order, "loglik"):
+                enc = self._encode([texts[i] for i in idx])
+                with torch.inference_mode():
+                    logits = self.model(**enc, logits_to_keep=1).logits[:, -1, :].float()
+                logp = torch.log_softmax(logits, dim=-1)
+                for row, i in enumerate(idx):
+                    out[i] = [float(logp[row, ids[0]]) for ids in opt_ids[i]]
+            return out
+        # general case: score every prompt + option continuation (teacher forcing)
+        pairs = [(i, j) for i in order for j in range(len(options[i]))]
+        prompt_ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        out = [[0.0] * len(o) for o in options]
+        for chunk in self._batches(range(len(pairs)), "loglik"):
+            seqs = [prompt_ids[pairs[k][0]] + opt_ids[pairs[k][0]][pairs[k][1]] for k in chunk]
+            width = max(map(len, seqs))
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
+            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask, position_ids=pos)
+                                         .logits.float(), dim=-1)
+            for row, k in enumerate(chunk):
+                i, j = pairs[k]
+                n_opt = len(opt_ids[i][j])
+                tgt = ids[row, width - n_opt:]
+                out[i][j] = float(logp[row, width - n_opt - 1 : width - 1].gather(-1, tgt[:, None]).sum())
+        return out
+
+
+class VLLMBackend:
+    """vLLM offline engine (CUDA only); LoRA adapters through ``LoRARequest``. Generation only."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
+                 thinking: bool = False, max_lora_rank: int = 64) -> None:
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        self.llm = LLM(model=str(model_path), enable_lora=adapter is not None, max_lora_rank=max_lora_rank)
+        self.lora = LoRARequest("adapter", 1, str(adapter)) if adapter is not None else None
+        self.template_kwargs: dict[str, Any] = {} if reasoning == "none" else {"enable_thinking": thinking}
+
+    def generate(self, conversations: list[Conversation], *, max_new_tokens: int,
+                 json_schema: dict | None = None) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        outs = self.llm.chat(conversations, params, lora_request=self.lora,
+                             chat_template_kwargs=self.template_kwargs, use_tqdm=True)
+        return [o.outputs[0].text for o in outs]
+
+    def option_logprobs(self, prompts: list[Conversation], options: list[list[str]]) -> list[list[float]]:
+        raise NotImplementedError("loglik scoring is implemented by the hf backend only")
+
+
+def vllm_unavailable_reason() -> str | None:
+    """Why vLLM cannot be used here, or None when it can."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    return None
+
+
+def make_backend(kind: str, model_path: str | Path, adapter: str | Path | None = None, *,
+                 needs_loglik: bool = False, **kwargs: Any) -> Backend:
+    """``kind``: ``hf``, ``vllm`` or ``auto`` (vLLM when usable and no loglik scoring is needed)."""
+    if kind not in ("hf", "vllm", "auto"):
+        raise ValueError(f"unknown backend {kind!r}: use hf, vllm or auto")
+    reason = vllm_unavailable_reason()
+    if kind == "vllm":
+        if reason:
+            raise RuntimeError(f"--backend vllm: {reason}")
+        if needs_loglik:
+            raise RuntimeError("--backend vllm: loglik scoring needs the hf backend")
+    if kind == "vllm" or (kind == "auto" and reason is None and not needs_loglik):
+        return VLLMBackend(model_path, adapter, **{k: v for k, v in kwargs.items() if k in ("reasoning", "thinking")})
+    if kind == "auto":
+        log.info("using the hf backend (%s)", reason or "loglik scoring requested")
+    return HFBackend(model_path, adapter, **kwargs)
