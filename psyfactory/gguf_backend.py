@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +199,41 @@ class GGUFBackend:
         return out
 
 
+@dataclass(frozen=True)
+class EvalChoice:
+    """Which GGUF files `make eval EVAL_ARGS='--backend gguf'` uses, from the environment:
+    PSY_GGUF_QUANT (Q4_K_M default, Q8_0, Q5_K_M, Q6_K, F16), PSY_GGUF_LORA=1 (base-f16 +
+    adapter-f16 instead of the merged export), PSY_GGUF_CONSTRAINED=0 (no schema-constrained
+    decoding, to measure what the constraint buys)."""
+
+    quant: str
+    lora: bool
+    constrained: bool
+
+    @classmethod
+    def from_env(cls) -> EvalChoice:
+        from psyfactory.gguf import DEFAULT_QUANT
+
+        def flag(var: str, default: bool) -> bool:
+            value = os.environ.get(var, "").strip().lower()
+            return default if not value else value not in ("0", "false", "no", "off")
+
+        return cls((os.environ.get("PSY_GGUF_QUANT") or DEFAULT_QUANT).upper(), flag("PSY_GGUF_LORA", False),
+                   flag("PSY_GGUF_CONSTRAINED", True))
+
+    def method_label(self, method: str) -> str:
+        """Eval results go to runs/<model>/<task>/<method>-gguf-<QUANT>[-free]/eval, next to the HF ones."""
+        return f"{method}-gguf-{'lora' if self.lora else self.quant}" + ("" if self.constrained else "-free")
+
+
+def eval_method_label(method: str) -> str:
+    return EvalChoice.from_env().method_label(method)
+
+
 def gguf_path_for_run(run_dir: str | Path, quant: str | None = None, *, lora: bool = False) -> tuple[Path, Path | None]:
     """(model GGUF, adapter GGUF or None) that `make gguf` wrote for a run directory.
 
-    quant: Q4_K_M, Q8_0, ..., F16 (default: $PSY_GGUF_QUANT or Q4_K_M). lora=True: base-f16.gguf +
+    quant: Q4_K_M (default), Q8_0, Q5_K_M, Q6_K, F16. lora=True: base-f16.gguf +
     adapter-f16.gguf (written by `make gguf ARGS=--lora`) instead of the merged export.
     """
     from psyfactory.gguf import DEFAULT_QUANT, GGUFError
@@ -210,7 +242,7 @@ def gguf_path_for_run(run_dir: str | Path, quant: str | None = None, *, lora: bo
     if lora:
         model, adapter = out / "base-f16.gguf", out / "adapter-f16.gguf"
     else:
-        quant = (quant or os.environ.get("PSY_GGUF_QUANT") or DEFAULT_QUANT).upper()
+        quant = (quant or DEFAULT_QUANT).upper()
         model, adapter = out / f"model-{'f16' if quant == 'F16' else quant}.gguf", None
     for path in (model, adapter):
         if path is not None and not path.is_file():
@@ -220,15 +252,19 @@ def gguf_path_for_run(run_dir: str | Path, quant: str | None = None, *, lora: bo
 
 
 def backend_for_run(model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
-                    thinking: bool = False, quant: str | None = None, lora: bool = False,
-                    constrained: bool = True, **_: Any) -> GGUFBackend:
+                    thinking: bool = False, choice: EvalChoice | None = None, **_: Any) -> GGUFBackend:
     """`make_backend("gguf", base, run_dir/adapter, ...)`: the GGUF export of the run owning `adapter`.
 
     Same arguments as the other eval backends (extra ones such as batch_size are ignored); the
     base model path is not needed because the GGUF carries weights, tokenizer and chat template.
+    `choice` defaults to `EvalChoice.from_env()`.
     """
     if adapter is None:
         raise ValueError("the gguf backend evaluates an exported run (make gguf), not a bare base model")
-    model, lora_file = gguf_path_for_run(Path(adapter).parent, quant, lora=lora)
-    return GGUFBackend(model, lora_path=lora_file, enable_thinking=thinking if reasoning != "none" else False,
-                       constrained=constrained)
+    choice = choice or EvalChoice.from_env()
+    model, lora_file = gguf_path_for_run(Path(adapter).parent, choice.quant, lora=choice.lora)
+    be = GGUFBackend(model, lora_path=lora_file, enable_thinking=thinking if reasoning != "none" else False,
+                     constrained=choice.constrained)
+    be.name = f"gguf ({model.name}{' + ' + lora_file.name if lora_file else ''}" \
+              f"{', unconstrained' if not choice.constrained else ''})"
+    return be

@@ -227,17 +227,19 @@ def test_backend_option_logprobs_match_hf(exported: dict) -> None:
 
 @requires_gguf
 def test_backend_for_run_is_the_eval_integration_point(exported: dict, tiny_dir: Path) -> None:
-    from psyfactory.gguf_backend import backend_for_run
+    from psyfactory.gguf_backend import EvalChoice, backend_for_run
 
     adapter = exported["run"] / "adapter"
     with backend_for_run(tiny_dir, adapter, reasoning="hybrid", thinking=False, batch_size=8) as be:
-        assert be.name == "gguf" and be.llm.model_path.endswith("model-Q4_K_M.gguf")
+        assert be.name == "gguf (model-Q4_K_M.gguf)" and be.llm.model_path.endswith("model-Q4_K_M.gguf")
         assert "<think>\n\n</think>" in be.prompt([{"role": "user", "content": "hi"}])
         assert len(be.generate(student_conversations(2), max_new_tokens=4)) == 2
-    with backend_for_run(tiny_dir, adapter, lora=True) as be:  # base-f16 + adapter-f16
-        assert be.llm.lora_path.endswith("adapter-f16.gguf")
+    lora = EvalChoice("Q4_K_M", lora=True, constrained=False)
+    with backend_for_run(tiny_dir, adapter, choice=lora) as be:  # base-f16 + adapter-f16
+        assert be.llm.lora_path.endswith("adapter-f16.gguf") and not be.constrained
+    assert lora.method_label("lora") == "lora-gguf-lora-free"
     with pytest.raises(gguf.GGUFError, match="model-Q6_K.gguf: not found"):
-        backend_for_run(tiny_dir, adapter, quant="Q6_K")
+        backend_for_run(tiny_dir, adapter, choice=EvalChoice("Q6_K", lora=False, constrained=True))
 
 
 # ------------------------------------------------------------------ failure modes
@@ -266,3 +268,44 @@ def test_unknown_tokenizers_are_still_rejected(exported: dict, tiny_dir: Path, t
     with pytest.raises(gguf.GGUFError, match="pre-tokenizer was not recognized"):
         gguf.convert(other, tmp_path / "other.gguf", local_tokenizer=tiny_dir)
     assert not (tmp_path / "other.gguf").exists() and not list(tmp_path.glob(".*.tmp.gguf"))
+
+
+# ------------------------------------------------------------------ make eval --backend gguf
+STUDENT_EVAL = [  # our own miniature student eval split (alpaca, labels as a JSON string)
+    ("学生：期末周压力很大，但还能睡着。", (0, 1, "none", 2)),
+    ("学生：我觉得活着没有意义，想过结束生命。", (3, 2, "suicidal", 9)),
+    ("学生：难受的时候我会掐自己。", (2, 2, "self_harm", 7)),
+    ("学生：那个同学再嘲笑我，我就动手。", (1, 2, "violence", 6)),
+    ("学生：最近和朋友相处得很好。", (0, 0, "none", 1)),
+    ("学生：一想到答辩就心慌，手发抖。", (1, 3, "none", 5)),
+]
+
+
+def write_student_eval(root: Path) -> Path:
+    keys = ("depression_level", "anxiety_level", "risk_flag", "student_distress_score")
+    rows = [{"instruction": "评估学生的心理状态，只输出JSON。", "input": text,
+             "output": json.dumps(dict(zip(keys, labels, strict=True)), ensure_ascii=False)}
+            for text, labels in STUDENT_EVAL]
+    path = root / "data" / "student" / "eval.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    info = {"student_eval": {"file_name": "data/student/eval.jsonl",
+                             "columns": {"prompt": "instruction", "query": "input", "response": "output"}}}
+    (root / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    return root
+
+
+@requires_gguf
+def test_make_eval_with_gguf_backend(exported: dict, runs_root: Path, make, tmp_path: Path) -> None:
+    env = {"PSY_RUNS_DIR": str(runs_root), "PSY_DATASET_DIR": str(write_student_eval(tmp_path / "ds"))}
+    make("eval", "MODEL=tiny", "TASK=student", "HW=cpu", "EVAL_ARGS=--backend gguf", env=env)
+    make("eval", "MODEL=tiny", "TASK=student", "HW=cpu", "EVAL_ARGS=--backend gguf",
+         env={**env, "PSY_GGUF_CONSTRAINED": "0"})
+    run = runs_root / "tiny" / "student"
+    constrained = json.loads((run / "lora-gguf-Q4_K_M" / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    free = json.loads((run / "lora-gguf-Q4_K_M-free" / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert constrained["backend"] == "gguf (model-Q4_K_M.gguf)"
+    assert free["backend"] == "gguf (model-Q4_K_M.gguf, unconstrained)"
+    assert constrained["n"] == free["n"] == len(STUDENT_EVAL)
+    assert constrained["plugins"]["json_labels"]["validity_rate"] == 1.0  # the random model, constrained
+    assert free["plugins"]["json_labels"]["validity_rate"] < 1.0
