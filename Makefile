@@ -105,7 +105,7 @@ bench-eval: $(STAMP) ## PsychCounsel-Bench wall time, loglik vs generate scoring
 # ---- gguf (issue 5) ----
 QUANT ?= Q4_K_M
 GGUF_STAMP := $(VENV)/psyfactory-gguf.json
-.PHONY: setup-gguf gguf chat-gguf
+.PHONY: setup-gguf gguf chat-gguf predict-gguf
 
 $(GGUF_STAMP): $(STAMP) scripts/setup_gguf.sh requirements/constraints.txt
 	VENV=$(VENV) bash scripts/setup_gguf.sh
@@ -116,5 +116,8 @@ gguf: $(GGUF_STAMP) ## merged model -> GGUF f16 + QUANT=Q4_K_M|Q8_0|Q5_K_M|Q6_K,
 
 chat-gguf: $(GGUF_STAMP) ## chat with the run's GGUF export through llama.cpp (QUANT=...)
 	$(PSY) chat-gguf --quant $(QUANT) $(RUN_OPTS)
+
+predict-gguf: $(GGUF_STAMP) ## the task's eval set through the GGUF export -> gguf/predict-QUANT/ (make eval: EVAL_ARGS='--backend gguf')
+	$(PSY) predict-gguf --quant $(QUANT) $(RUN_OPTS)
 
 test: $(GGUF_STAMP)

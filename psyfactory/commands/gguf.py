@@ -78,6 +78,37 @@ def cmd_chat_gguf(args: argparse.Namespace) -> int:
             history = history[:-2]
 
 
+def cmd_predict_gguf(args: argparse.Namespace) -> int:
+    """Greedy generation over the task's eval set with the GGUF export (LLaMA-Factory's output format)."""
+    from psyfactory.evaluate import EvalError, load_samples
+    from psyfactory.gguf_backend import GGUFBackend, gguf_path_for_run, load_schema
+    from psyfactory.inference import strip_think
+    from psyfactory.io import atomic_write_jsonl
+
+    c = _compose(args)
+    opts = _options(c)
+    try:
+        model_path, lora = gguf_path_for_run(c.run_dir, args.quant, lora=args.lora)
+        samples = load_samples(c.meta.get("eval_dataset", f"{c.task}_eval"), args.limit)
+        schema = load_schema() if c.task == "student" and not args.no_constrain else None
+        backend = GGUFBackend(model_path, lora_path=lora, enable_thinking=opts["enable_thinking"])
+    except (gguf.GGUFError, EvalError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    max_new = args.max_new_tokens or int(c.meta.get("max_new_tokens", 512))
+    with backend:
+        raw = backend.generate([s.messages for s in samples], max_new_tokens=max_new, json_schema=schema)
+        prompts = [backend.prompt(s.messages) for s in samples]
+    name = "lora" if args.lora else args.quant.upper()
+    out = c.run_dir / "gguf" / f"predict-{name}{'' if schema or c.task != 'student' else '-free'}"
+    n = atomic_write_jsonl(out / "generated_predictions.jsonl", [
+        {"prompt": p, "predict": strip_think(r)[0], "label": s.reference, "raw": r}
+        for p, r, s in zip(prompts, raw, samples, strict=True)])
+    print(f"[predict-gguf] {n} predictions ({model_path.name}{', schema-constrained' if schema else ''}): "
+          f"{out / 'generated_predictions.jsonl'}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from psyfactory.cli import add_run_args
 
@@ -98,3 +129,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "evaluation/schemas/student_labels.json)")
     p.add_argument("--no-constrain", action="store_true", help="student task: don't constrain output to the schema")
     p.set_defaults(func=cmd_chat_gguf)
+    p = sub.add_parser("predict-gguf", help="greedy generation on the task's eval set with the run's GGUF export")
+    add_run_args(p)
+    p.add_argument("--quant", default=gguf.DEFAULT_QUANT, choices=(*gguf.QUANTS, "F16"), type=str.upper)
+    p.add_argument("--lora", action="store_true", help="base-f16.gguf + adapter-f16.gguf instead of the merged export")
+    p.add_argument("--limit", type=int, help="first N eval samples only")
+    p.add_argument("--max-new-tokens", type=int, help="default: the task's psy.max_new_tokens")
+    p.add_argument("--no-constrain", action="store_true", help="student task: don't constrain output to the schema")
+    p.set_defaults(func=cmd_predict_gguf)

@@ -309,3 +309,16 @@ def test_make_eval_with_gguf_backend(exported: dict, runs_root: Path, make, tmp_
     assert constrained["n"] == free["n"] == len(STUDENT_EVAL)
     assert constrained["plugins"]["json_labels"]["validity_rate"] == 1.0  # the random model, constrained
     assert free["plugins"]["json_labels"]["validity_rate"] < 1.0
+
+
+@requires_gguf
+def test_make_predict_gguf_writes_llamafactory_format(exported: dict, runs_root: Path, make, tmp_path: Path) -> None:
+    from psyfactory.labels import parse_student_labels
+
+    env = {"PSY_RUNS_DIR": str(runs_root), "PSY_DATASET_DIR": str(write_student_eval(tmp_path / "ds"))}
+    make("predict-gguf", "MODEL=tiny", "TASK=student", "HW=cpu", env=env)
+    rows = [json.loads(line) for line in (exported["run"] / "gguf" / "predict-Q4_K_M" / "generated_predictions.jsonl")
+            .read_text(encoding="utf-8").splitlines()]
+    assert [json.loads(r["label"])["risk_flag"] for r in rows] == [lab[2] for _, lab in STUDENT_EVAL]
+    assert all(r["prompt"].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") for r in rows)
+    assert all(parse_student_labels(r["predict"]).labels is not None for r in rows)
