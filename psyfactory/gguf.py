@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psyfactory.runner import RunError
+
 SETUP_COMMAND = "make setup-gguf"
 QUANTS = ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K")
 DEFAULT_QUANT = "Q4_K_M"
@@ -43,8 +45,8 @@ DEFAULT_PROMPTS: list[list[dict[str, str]]] = [
 ]
 
 
-class GGUFError(RuntimeError):
-    """A GGUF step failed; the message says which file and why."""
+class GGUFError(RunError):
+    """A GGUF step failed; the message says which file and why (the CLI prints it, exit code 2)."""
 
 
 class GGUFUnavailable(GGUFError):
@@ -57,7 +59,11 @@ class GGUFUnavailable(GGUFError):
 # ---------------------------------------------------------------- installation
 def setup_info() -> dict[str, Any]:
     """What scripts/setup_gguf.sh installed into this environment (raises GGUFUnavailable)."""
-    if importlib.util.find_spec("llama_cpp") is None:
+    try:
+        spec = importlib.util.find_spec("llama_cpp")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
         raise GGUFUnavailable("llama-cpp-python is missing from this Python environment")
     path = Path(sys.prefix) / SETUP_INFO
     if not path.is_file():
@@ -356,11 +362,11 @@ def export_run(run_dir: str | Path, *, quant: str = DEFAULT_QUANT, local_tokeniz
     """The whole `make gguf` for one run directory; returns (and writes) gguf/export.json."""
     from psyfactory.io import atomic_write_json
 
+    setup_info()
     run_dir = Path(run_dir)
     merged, out = run_dir / "merged", run_dir / "gguf"
     if not (merged / "config.json").is_file():
         raise GGUFError(f"{merged}: merged model not found; run `make merge` for this run first")
-    setup_info()
     print(f"[gguf] converting {merged} -> f16")
     f16 = convert(merged, out / "model-f16.gguf", local_tokenizer=local_tokenizer)
     files = {"F16": f16}

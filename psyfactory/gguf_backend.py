@@ -261,6 +261,9 @@ def backend_for_run(model_path: str | Path, adapter: str | Path | None = None, *
     """
     if adapter is None:
         raise ValueError("the gguf backend evaluates an exported run (make gguf), not a bare base model")
+    from psyfactory.gguf import setup_info
+
+    setup_info()
     choice = choice or EvalChoice.from_env()
     model, lora_file = gguf_path_for_run(Path(adapter).parent, choice.quant, lora=choice.lora)
     be = GGUFBackend(model, lora_path=lora_file, enable_thinking=thinking if reasoning != "none" else False,

@@ -46,6 +46,7 @@ def cmd_chat_gguf(args: argparse.Namespace) -> int:
     opts = _options(c)
     max_new = args.max_new_tokens or int(c.meta.get("max_new_tokens", 512))
     try:
+        gguf.setup_info()
         model_path, lora = gguf_path_for_run(c.run_dir, args.quant, lora=args.lora)
         schema = None
         if args.schema or (c.task == "student" and not args.no_constrain):
@@ -88,6 +89,7 @@ def cmd_predict_gguf(args: argparse.Namespace) -> int:
     c = _compose(args)
     opts = _options(c)
     try:
+        gguf.setup_info()
         model_path, lora = gguf_path_for_run(c.run_dir, args.quant, lora=args.lora)
         samples = load_samples(c.meta.get("eval_dataset", f"{c.task}_eval"), args.limit)
         schema = load_schema() if c.task == "student" and not args.no_constrain else None

@@ -33,10 +33,25 @@ def student_conversations(n: int) -> list[list[dict[str, str]]]:
 
 
 # ------------------------------------------------------------------ no llama.cpp needed
-def test_missing_stack_names_the_setup_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_stack_names_the_setup_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    from psyfactory.cli import main
+
     monkeypatch.setattr(sys, "prefix", str(tmp_path))  # an environment where setup-gguf never ran
     with pytest.raises(gguf.GGUFUnavailable, match="make setup-gguf"):
         gguf.setup_info()
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llama_cpp" else real_find_spec(name, *a))
+    with pytest.raises(gguf.GGUFUnavailable, match="llama-cpp-python is missing.*make setup-gguf"):
+        gguf.setup_info()
+    monkeypatch.setenv("PSY_RUNS_DIR", str(tmp_path / "runs"))
+    for command in ("gguf", "chat-gguf", "predict-gguf"):
+        assert main([command, "--model", "tiny", "--task", "student", "--hw", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert "GGUF support is not installed" in err and "Enable it with: make setup-gguf" in err, command
 
 
 def test_header_check_rejects_missing_and_corrupt_files(tmp_path: Path) -> None:
