@@ -22,7 +22,8 @@ from typing import Any
 
 from psyfactory.labels import SCHEMA_PATH as STUDENT_SCHEMA
 
-_MAX_ENUM_RANGE = 64  # integer ranges up to this size become enums in the grammar
+_MAX_ENUM_RANGE = 64
+DEFAULT_CTX = 8192  # KV cache size in tokens ($PSY_GGUF_CTX); prompt + max_new_tokens must fit  # integer ranges up to this size become enums in the grammar
 
 
 def load_schema(path: str | Path = STUDENT_SCHEMA) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def render_prompt(template: str, conversation: list[dict[str, str]], *, enable_t
 
 
 def load_llama(path: str | Path, *, lora: str | Path | None = None, logits_all: bool = False,
-               n_ctx: int = 4096) -> Any:
+               n_ctx: int | None = None) -> Any:
     """llama_cpp.Llama after a header check (a non-GGUF file raises instead of aborting)."""
     from psyfactory.gguf import check_gguf_file, setup_info
 
@@ -90,6 +91,7 @@ def load_llama(path: str | Path, *, lora: str | Path | None = None, logits_all: 
     import llama_cpp
 
     threads = int(os.environ.get("PSY_GGUF_THREADS", "0")) or None
+    n_ctx = n_ctx or int(os.environ.get("PSY_GGUF_CTX", DEFAULT_CTX))
     return llama_cpp.Llama(model_path=str(path), lora_path=str(lora) if lora else None, n_ctx=n_ctx,
                            logits_all=logits_all, verbose=False, seed=0, n_threads=threads)
 
@@ -111,7 +113,7 @@ class GGUFBackend:
 
     name = "gguf"
 
-    def __init__(self, model_path: str | Path, *, lora_path: str | Path | None = None, n_ctx: int = 4096,
+    def __init__(self, model_path: str | Path, *, lora_path: str | Path | None = None, n_ctx: int | None = None,
                  enable_thinking: bool = False, constrained: bool = True, progress: bool = True) -> None:
         self.llm = load_llama(model_path, lora=lora_path, n_ctx=n_ctx)
         self.template = self.llm.metadata.get("tokenizer.chat_template")
@@ -151,9 +153,16 @@ class GGUFBackend:
         from tqdm import tqdm
 
         grammar = self.grammar(json_schema) if json_schema is not None and self.constrained else None
+        prompts = [self.llm.tokenize(self.prompt(c).encode("utf-8"), add_bos=self.add_bos, special=True)
+                   for c in conversations]
+        n_ctx = self.llm.n_ctx()
+        too_long = [(i, len(p)) for i, p in enumerate(prompts) if len(p) + max_new_tokens > n_ctx]
+        if too_long:  # fail before generating anything, not after an hour
+            i, n = max(too_long, key=lambda t: t[1])
+            raise ValueError(f"{len(too_long)} prompt(s) + max_new_tokens={max_new_tokens} exceed the GGUF context of "
+                             f"{n_ctx} tokens (longest: conversation {i}, {n} tokens); set PSY_GGUF_CTX higher")
         outputs = []
-        for conv in tqdm(conversations, desc="gguf generate", unit="conv", disable=not self.progress):
-            ids = self.llm.tokenize(self.prompt(conv).encode("utf-8"), add_bos=self.add_bos, special=True)
+        for ids in tqdm(prompts, desc="gguf generate", unit="conv", disable=not self.progress):
             out = self.llm.create_completion(ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1,
                                              repeat_penalty=1.0, grammar=grammar)
             outputs.append(out["choices"][0]["text"])

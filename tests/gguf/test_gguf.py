@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -258,6 +259,33 @@ def test_backend_for_run_is_the_eval_integration_point(exported: dict, tiny_dir:
 
 
 # ------------------------------------------------------------------ failure modes
+@requires_gguf
+def test_setup_gguf_reuses_the_cached_wheel() -> None:
+    """A second `make setup-gguf` installs the cached wheel instead of compiling llama.cpp again."""
+    import subprocess
+
+    from psyfactory.paths import REPO_ROOT
+
+    info = gguf.setup_info()
+    assert Path(info["wheel"]).is_file() and Path(info["converter_dir"], "conversion").is_dir()
+    proc = subprocess.run(["bash", "scripts/setup_gguf.sh"], cwd=REPO_ROOT, text=True, capture_output=True,
+                          env={**os.environ, "VENV": sys.prefix})
+    assert proc.returncode == 0, proc.stderr
+    assert "reusing cached wheel" in proc.stdout and "compiling" not in proc.stdout
+
+
+@requires_gguf
+def test_prompt_longer_than_context_fails_before_generating(exported: dict) -> None:
+    from psyfactory.gguf_backend import GGUFBackend
+
+    long_conv = [{"role": "user", "content": "我很难过。" * 200}]
+    msg = r"1 prompt\(s\) .* exceed the GGUF context of 256 tokens.*PSY_GGUF_CTX"
+    with GGUFBackend(exported["run"] / "gguf" / "model-Q4_K_M.gguf", n_ctx=256, progress=False) as be, \
+            pytest.raises(ValueError, match=msg):
+        be.generate([student_conversations(1)[0], long_conv], max_new_tokens=16)
+
+
+
 @requires_gguf
 def test_corrupt_gguf_is_a_clear_error_not_a_crash(exported: dict, tmp_path: Path) -> None:
     f16 = exported["run"] / "gguf" / "model-f16.gguf"
