@@ -22,6 +22,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,18 +103,26 @@ def check_gguf_file(path: str | Path) -> Path:
 
 # ---------------------------------------------------------------- subprocess plumbing
 def _worker(args: list[str], *, what: str) -> None:
-    """Run `python -m psyfactory._gguf_worker ARGS`; a crash or abort becomes a GGUFError."""
+    """Run `python -m psyfactory._gguf_worker ARGS`; a crash or abort becomes a GGUFError.
+
+    stderr is read live: notices, warnings and the converter's verdict are shown as they come (all
+    lines with PSY_GGUF_VERBOSE=1); the last lines go into the error message if the child fails.
+    """
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run([sys.executable, "-m", "psyfactory._gguf_worker", *args],
-                          env=env, text=True, stderr=subprocess.PIPE)
+    verbose = os.environ.get("PSY_GGUF_VERBOSE", "") not in ("", "0")
+    tail: deque[str] = deque(maxlen=15)
+    with subprocess.Popen([sys.executable, "-m", "psyfactory._gguf_worker", *args], env=env, text=True,
+                          stderr=subprocess.PIPE, errors="replace") as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            tail.append(line)
+            if verbose or "NOTICE" in line or "successfully exported" in line or line.startswith("WARNING"):
+                print(line, file=sys.stderr, flush=True)
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
-        raise GGUFError(f"{what} failed ({how}):\n{tail}")
-    for line in proc.stderr.splitlines():  # keep notices and the converter's verdict visible
-        if "NOTICE" in line or "successfully exported" in line or line.startswith("WARNING"):
-            print(line, file=sys.stderr)
+        raise GGUFError(f"{what} failed ({how}):\n" + "\n".join(tail))
 
 
 def _produce(final: Path, args_for: Any, what: str) -> Path:
