@@ -120,23 +120,27 @@ def _verify(args: argparse.Namespace) -> None:
 
     conversations = json.loads(Path(args.conversations).read_text(encoding="utf-8"))
     tok = AutoTokenizer.from_pretrained(args.hf_dir)
-    model = AutoModelForCausalLM.from_pretrained(args.hf_dir, dtype=torch.float32).eval()
-    llm = load_llama(args.gguf, lora=args.lora, logits_all=True)
+    prompts = [tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=False,
+                                       enable_thinking=args.thinking) for conv in conversations]
+    # fp32 reference; on a GPU node when there is one (an 8B model is 32 GB in fp32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(args.hf_dir, dtype=torch.float32).to(device).eval()
+    # logits_all keeps n_ctx x n_vocab floats: size the context to the prompts, not to 8192
+    n_ctx = -(-(max(map(len, prompts)) + args.steps + 8) // 256) * 256
+    llm = load_llama(args.gguf, lora=args.lora, logits_all=True, n_ctx=n_ctx)
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
         raise SystemExit(f"{args.gguf}: no tokenizer.chat_template in the GGUF metadata")
     bos, eos = special_tokens(llm)
     add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
     rows = []
-    for conv in conversations:
-        hf_ids = tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=False,
-                                         enable_thinking=args.thinking)
+    for conv, hf_ids in zip(conversations, prompts, strict=True):
         text = render_prompt(template, conv, enable_thinking=args.thinking, bos_token=bos, eos_token=eos)
         gg_ids = llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
         with torch.no_grad():
-            seq = model.generate(torch.tensor([hf_ids]), max_new_tokens=args.steps, do_sample=False,
+            seq = model.generate(torch.tensor([hf_ids], device=device), max_new_tokens=args.steps, do_sample=False,
                                  pad_token_id=tok.pad_token_id)[0].tolist()
-            hf_logits = model(torch.tensor([seq])).logits[0].float().numpy()
+            hf_logits = model(torch.tensor([seq], device=device)).logits[0].float().cpu().numpy()
         n = len(hf_ids)
         llm.reset()
         llm.eval(seq[:-1] if len(seq) > n else seq)

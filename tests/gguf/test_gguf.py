@@ -179,6 +179,8 @@ def test_q8_0_is_closer_to_hf_than_q4_k_m(exported: dict, tmp_path: Path) -> Non
     assert v8.max_logit_error < v4["max_logit_error"]
     assert 0.0 <= v4["greedy_agreement"] <= 1.0
     assert q8.stat().st_size < (out / "model-f16.gguf").stat().st_size
+    replies = gguf.generate(q8, [[{"role": "user", "content": "你好"}]], max_new_tokens=8)  # load -> chat
+    assert len(replies) == 1 and isinstance(replies[0], str)
 
 
 @requires_gguf
