@@ -26,6 +26,9 @@ WHEEL_DIR="$DIR/wheels"
 CONV_DIR="$DIR/converter"
 [ -x "$PY" ] || { echo "[setup-gguf] $PY not found: run 'make setup' first" >&2; exit 1; }
 mkdir -p "$SDIST_DIR" "$WHEEL_DIR"
+# One setup at a time per cache entry (parallel CI jobs / cluster nodes sharing the cache).
+exec 9>"$DIR/.lock"
+flock 9
 
 # 1. The pinned sdist from the package index (needed for the wheel and for the converter).
 SDIST=$(ls "$SDIST_DIR"/llama_cpp_python-"$VERSION".tar.gz 2>/dev/null || true)
