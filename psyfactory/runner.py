@@ -154,16 +154,21 @@ def predict_config(c: Composed) -> dict[str, Any]:
     return cfg
 
 
+def _prepare_stage(c: Composed, name: str, cfg: dict[str, Any], parser: str, lf_command: str) -> Path:
+    """Check a derived stage config (keys for LF's `parser` group, template) and write runs/…/<name>.yaml."""
+    cfg_file = c.run_dir / f"{name}.yaml"
+    source = f"{cfg_file} (from MODEL={c.model} TASK={c.task} METHOD={c.method})"
+    preflight.check_keys(cfg, parser, source)
+    preflight.check_template(cfg, source)
+    if name == "predict" and not (Path(cfg["adapter_name_or_path"]) / "adapter_config.json").is_file():
+        raise preflight.PreflightError(f"{source}: no trained adapter at {cfg['adapter_name_or_path']} (run `make train`)")
+    return write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli {lf_command} {cfg_file}\n")
+
+
 def predict(c: Composed) -> Path:
     cfg = predict_config(c)
-    cfg_file = c.run_dir / "predict.yaml"
-    source = f"{cfg_file} (from MODEL={c.model} TASK={c.task} METHOD={c.method})"
-    preflight.check_keys(cfg, "train", source)
-    preflight.check_template(cfg, source)
     data_files = preflight.check_datasets(cfg["eval_dataset"], Path(cfg["dataset_dir"]))
-    if not (Path(cfg["adapter_name_or_path"]) / "adapter_config.json").is_file():
-        raise preflight.PreflightError(f"{source}: no trained adapter at {cfg['adapter_name_or_path']} (run `make train`)")
-    write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli train {cfg_file}\n")
+    cfg_file = _prepare_stage(c, "predict", cfg, "train", "train")
     materialize(c.meta["model_ref"])
     run_lf("train", cfg_file)
     out = Path(cfg["output_dir"]) / "generated_predictions.jsonl"
@@ -181,12 +186,8 @@ def chat_config(c: Composed) -> dict[str, Any]:
 
 def chat(c: Composed) -> None:
     cfg = chat_config(c)
-    cfg_file = c.run_dir / "chat.yaml"
-    source = f"{cfg_file} (from MODEL={c.model} TASK={c.task} METHOD={c.method})"
-    preflight.check_keys(cfg, "infer", source)
-    preflight.check_template(cfg, source)
     if "adapter_name_or_path" not in cfg:
         print(f"[psyfactory] no adapter in {adapter_dir(c)}: chatting with the base model", flush=True)
-    write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli chat {cfg_file}\n")
+    cfg_file = _prepare_stage(c, "chat", cfg, "infer", "chat")
     materialize(c.meta["model_ref"])
     run_lf("chat", cfg_file)
