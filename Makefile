@@ -102,6 +102,26 @@ compare: $(STAMP) ## one table of every evaluated run, base vs tuned: runs/compa
 bench-eval: $(STAMP) ## PsychCounsel-Bench wall time, loglik vs generate scoring (MODEL)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/eval_bench.py --model $(MODEL) $(EVAL_ARGS)
 
+# ---- gguf (issue 5) ----
+QUANT ?= Q4_K_M
+GGUF_STAMP := $(VENV)/psyfactory-gguf.json
+.PHONY: setup-gguf gguf chat-gguf predict-gguf
+
+$(GGUF_STAMP): $(STAMP) scripts/setup_gguf.sh requirements/constraints.txt
+	VENV=$(VENV) bash scripts/setup_gguf.sh
+
+setup-gguf: $(GGUF_STAMP) ## llama-cpp-python (compiled once, cached wheel) + llama.cpp's GGUF converter
+gguf: $(GGUF_STAMP) ## merged model -> GGUF f16 + QUANT=Q4_K_M|Q8_0|Q5_K_M|Q6_K, verified, Ollama Modelfile
+	$(PSY) gguf --quant $(QUANT) $(RUN_OPTS)
+
+chat-gguf: $(GGUF_STAMP) ## chat with the run's GGUF export through llama.cpp (QUANT=...)
+	$(PSY) chat-gguf --quant $(QUANT) $(RUN_OPTS)
+
+predict-gguf: $(GGUF_STAMP) ## the task's eval set through the GGUF export -> gguf/predict-QUANT/ (make eval: EVAL_ARGS='--backend gguf')
+	$(PSY) predict-gguf --quant $(QUANT) $(RUN_OPTS)
+
+test: $(GGUF_STAMP)
+
 # ---- slurm (issue 6) ----
 GPUS    ?= 1
 NODES   ?= 1

@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "psyfactory.commands.run",
     "data_prep.cli",
     "psyfactory.evaluate",
+    "psyfactory.commands.gguf",
     "psyfactory.commands.slurm",
 ]
 

@@ -128,6 +128,10 @@ def run_eval(model: str, task: str, method: str = "lora", *, base: bool = False,
             raise EvalError(f"task '{task}' is eval-only (no training data): pass BASE=1, or ADAPTER_TASK=<task> "
                             f"to evaluate the adapter trained on that task")
         label = method if src_task == task else f"{method}-{src_task}"
+        if backend == "gguf":  # GGUF results live next to the HF ones: <method>-gguf-<QUANT>[-free]
+            from psyfactory.gguf_backend import eval_method_label
+
+            label = eval_method_label(label)
         adapter = paths.run_dir(model, src_task, method) / "adapter"
         if not (adapter / "adapter_config.json").is_file():
             raise EvalError(f"no adapter at {adapter}: run `make train MODEL={model} TASK={src_task} "
@@ -342,8 +346,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="run the task's eval plugins on the tuned adapter (or --base)")
     add_run_args(p)
     p.add_argument("--base", action="store_true", help="evaluate the base model (results under method 'base')")
-    p.add_argument("--backend", default="auto", choices=["hf", "vllm", "auto"],
-                   help="inference backend (auto: vLLM when installed with a GPU and no loglik scoring)")
+    p.add_argument("--backend", default="auto", choices=["hf", "vllm", "auto", "gguf"],
+                   help="inference backend (auto: vLLM when installed with a GPU and no loglik scoring; "
+                   "gguf: the run's `make gguf` export, env PSY_GGUF_QUANT/PSY_GGUF_LORA/PSY_GGUF_CONSTRAINED)")
     p.add_argument("--adapter-task", default=None,
                    help="use the adapter trained on this task (for eval-only tasks such as psychcounsel)")
     p.add_argument("--plugins", nargs="+", default=None, help="run only these plugins (default: the task's list)")

@@ -246,9 +246,14 @@ def vllm_unavailable_reason() -> str | None:
 
 def make_backend(kind: str, model_path: str | Path, adapter: str | Path | None = None, *,
                  needs_loglik: bool = False, **kwargs: Any) -> Backend:
-    """``kind``: ``hf``, ``vllm`` or ``auto`` (vLLM when usable and no loglik scoring is needed)."""
+    """``kind``: ``hf``, ``vllm``, ``auto`` (vLLM when usable and no loglik scoring is needed) or
+    ``gguf`` (the run's `make gguf` export through llama.cpp, see psyfactory.gguf_backend)."""
+    if kind == "gguf":
+        from psyfactory.gguf_backend import backend_for_run
+
+        return backend_for_run(model_path, adapter, **kwargs)
     if kind not in ("hf", "vllm", "auto"):
-        raise ValueError(f"unknown backend {kind!r}: use hf, vllm or auto")
+        raise ValueError(f"unknown backend {kind!r}: use hf, vllm, auto or gguf")
     reason = vllm_unavailable_reason()
     if kind == "vllm":
         if reason:

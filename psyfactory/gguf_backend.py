@@ -1,0 +1,282 @@
+"""GGUF inference backend (llama.cpp through llama-cpp-python) for predict / eval / chat-gguf.
+
+Same interface as the transformers backend of `psyfactory.inference`:
+
+    backend = GGUFBackend("runs/tiny/student/lora/gguf/model-Q4_K_M.gguf")
+    backend.generate(conversations, max_new_tokens=64, json_schema=schema)  -> list[str]
+
+Greedy decoding, prompts rendered with the chat template embedded in the GGUF (the one the HF
+tokenizer had at export). With `json_schema`, sampling is constrained by a llama.cpp grammar built
+from the schema, so every output parses and validates; `constrained=False` ignores the schema
+(to measure what the constraint buys).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psyfactory.labels import SCHEMA_PATH as STUDENT_SCHEMA
+
+_MAX_ENUM_RANGE = 64
+DEFAULT_CTX = 8192  # KV cache size in tokens ($PSY_GGUF_CTX); prompt + max_new_tokens must fit  # integer ranges up to this size become enums in the grammar
+
+
+def load_schema(path: str | Path = STUDENT_SCHEMA) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{path}: JSON schema not found") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON schema ({e.msg})") from e
+
+
+def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema as handed to the grammar compiler: same language, explicit where it matters.
+
+    Small bounded integer ranges become enums (the grammar then enumerates the allowed numbers
+    instead of relying on min/max support), and objects get `additionalProperties: false` unless
+    they say otherwise, so the grammar cannot wander into extra keys.
+    """
+    out = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "integer" and "enum" not in node and {"minimum", "maximum"} <= node.keys():
+                lo, hi = int(node["minimum"]), int(node["maximum"])
+                if hi - lo < _MAX_ENUM_RANGE:
+                    node["enum"] = list(range(lo, hi + 1))
+            if node.get("type") == "object" and "properties" in node:
+                node.setdefault("additionalProperties", False)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(out)
+    return out
+
+
+def render_prompt(template: str, conversation: list[dict[str, str]], *, enable_thinking: bool,
+                  bos_token: str = "", eos_token: str = "") -> str:
+    """Render a chat template the way transformers does (sandboxed Jinja, trim/lstrip blocks)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(
+        messages=conversation, add_generation_prompt=True, enable_thinking=enable_thinking,
+        bos_token=bos_token, eos_token=eos_token,
+    )
+
+
+def load_llama(path: str | Path, *, lora: str | Path | None = None, logits_all: bool = False,
+               n_ctx: int | None = None) -> Any:
+    """llama_cpp.Llama after a header check (a non-GGUF file raises instead of aborting)."""
+    from psyfactory.gguf import check_gguf_file, setup_info
+
+    setup_info()
+    check_gguf_file(path)
+    if lora:
+        check_gguf_file(lora)
+    import llama_cpp
+
+    threads = int(os.environ.get("PSY_GGUF_THREADS", "0")) or None
+    n_ctx = n_ctx or int(os.environ.get("PSY_GGUF_CTX", DEFAULT_CTX))
+    return llama_cpp.Llama(model_path=str(path), lora_path=str(lora) if lora else None, n_ctx=n_ctx,
+                           logits_all=logits_all, verbose=False, seed=0, n_threads=threads)
+
+
+def special_tokens(llm: Any) -> tuple[str, str]:
+    """(bos, eos) strings of a loaded GGUF, for templates that mention them."""
+    def text(tid: int) -> str:
+        return llm.detokenize([tid], special=True).decode("utf-8", errors="replace") if tid >= 0 else ""
+    return text(llm.token_bos()), text(llm.token_eos())
+
+
+class GGUFBackend:
+    """Greedy chat generation from a GGUF model (optionally + a GGUF LoRA adapter).
+
+    Implements the `psyfactory.inference.Backend` protocol (generate, option_logprobs). Prompts are
+    processed one at a time (llama.cpp's high-level API has no multi-sequence batching); on CPU
+    that is still several times faster than transformers (benchmarks/gguf_bench.py).
+    """
+
+    name = "gguf"
+
+    def __init__(self, model_path: str | Path, *, lora_path: str | Path | None = None, n_ctx: int | None = None,
+                 enable_thinking: bool = False, constrained: bool = True, progress: bool = True) -> None:
+        self.llm = load_llama(model_path, lora=lora_path, n_ctx=n_ctx)
+        self.template = self.llm.metadata.get("tokenizer.chat_template")
+        if not self.template:
+            raise ValueError(f"{model_path}: GGUF has no embedded chat template (tokenizer.chat_template)")
+        self.bos, self.eos = special_tokens(self.llm)
+        self.add_bos = self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        self.enable_thinking = enable_thinking
+        self.constrained = constrained
+        self.progress = progress
+        self._grammars: dict[str, Any] = {}
+
+    def close(self) -> None:
+        """Free the llama.cpp model now (avoids llama-cpp-python's noisy __del__ at interpreter exit)."""
+        self.llm.close()
+
+    def __enter__(self) -> GGUFBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def prompt(self, conversation: list[dict[str, str]]) -> str:
+        return render_prompt(self.template, conversation, enable_thinking=self.enable_thinking,
+                             bos_token=self.bos, eos_token=self.eos)
+
+    def grammar(self, schema: dict[str, Any]) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(grammar_schema(schema)), verbose=False)
+        return self._grammars[key]
+
+    def generate(self, conversations: list[list[dict[str, str]]], *, max_new_tokens: int,
+                 json_schema: dict | None = None) -> list[str]:
+        from tqdm import tqdm
+
+        grammar = self.grammar(json_schema) if json_schema is not None and self.constrained else None
+        prompts = [self.llm.tokenize(self.prompt(c).encode("utf-8"), add_bos=self.add_bos, special=True)
+                   for c in conversations]
+        n_ctx = self.llm.n_ctx()
+        too_long = [(i, len(p)) for i, p in enumerate(prompts) if len(p) + max_new_tokens > n_ctx]
+        if too_long:  # fail before generating anything, not after an hour
+            i, n = max(too_long, key=lambda t: t[1])
+            raise ValueError(f"{len(too_long)} prompt(s) + max_new_tokens={max_new_tokens} exceed the GGUF context of "
+                             f"{n_ctx} tokens (longest: conversation {i}, {n} tokens); set PSY_GGUF_CTX higher")
+        outputs = []
+        for ids in tqdm(prompts, desc="gguf generate", unit="conv", disable=not self.progress):
+            out = self.llm.create_completion(ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1,
+                                             repeat_penalty=1.0, grammar=grammar)
+            outputs.append(out["choices"][0]["text"])
+        return outputs
+
+    def option_logprobs(self, prompts: list[list[dict[str, str]]], options: list[list[str]]) -> list[list[float]]:
+        """Total log-probability of each option as the start of the assistant reply (teacher forcing)."""
+        import numpy as np
+
+        if len(prompts) != len(options):
+            raise ValueError(f"{len(prompts)} prompts but {len(options)} option lists")
+
+        import llama_cpp
+
+        n_vocab = self.llm.n_vocab()
+
+        def last_logprobs() -> Any:
+            # logits of the last evaluated token (Llama.scores is only filled with logits_all=True)
+            ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+            row = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+            return row - row.max() - np.log(np.exp(row - row.max()).sum())
+
+        out = []
+        for conv, opts in zip(prompts, options, strict=True):
+            ids = self.llm.tokenize(self.prompt(conv).encode("utf-8"), add_bos=self.add_bos, special=True)
+            self.llm.reset()
+            self.llm.eval(ids)
+            first = last_logprobs()
+            scores = []
+            for opt in opts:
+                opt_ids = self.llm.tokenize(opt.encode("utf-8"), add_bos=False, special=False)
+                if not opt_ids:
+                    raise ValueError(f"option {opt!r} encodes to no tokens")
+                total, logp = 0.0, first
+                for k, tid in enumerate(opt_ids):
+                    total += float(logp[tid])
+                    if k + 1 < len(opt_ids):
+                        self.llm.n_tokens = len(ids) + k  # drop what a previous option left in the cache
+                        self.llm.eval([tid])
+                        logp = last_logprobs()
+                scores.append(total)
+            out.append(scores)
+        return out
+
+
+@dataclass(frozen=True)
+class EvalChoice:
+    """Which GGUF files `make eval EVAL_ARGS='--backend gguf'` uses, from the environment:
+    PSY_GGUF_QUANT (Q4_K_M default, Q8_0, Q5_K_M, Q6_K, F16), PSY_GGUF_LORA=1 (base-f16 +
+    adapter-f16 instead of the merged export), PSY_GGUF_CONSTRAINED=0 (no schema-constrained
+    decoding, to measure what the constraint buys)."""
+
+    quant: str
+    lora: bool
+    constrained: bool
+
+    @classmethod
+    def from_env(cls) -> EvalChoice:
+        from psyfactory.gguf import DEFAULT_QUANT
+
+        def flag(var: str, default: bool) -> bool:
+            value = os.environ.get(var, "").strip().lower()
+            return default if not value else value not in ("0", "false", "no", "off")
+
+        return cls((os.environ.get("PSY_GGUF_QUANT") or DEFAULT_QUANT).upper(), flag("PSY_GGUF_LORA", False),
+                   flag("PSY_GGUF_CONSTRAINED", True))
+
+    def method_label(self, method: str) -> str:
+        """Eval results go to runs/<model>/<task>/<method>-gguf-<QUANT>[-free]/eval, next to the HF ones."""
+        return f"{method}-gguf-{'lora' if self.lora else self.quant}" + ("" if self.constrained else "-free")
+
+
+def eval_method_label(method: str) -> str:
+    return EvalChoice.from_env().method_label(method)
+
+
+def gguf_path_for_run(run_dir: str | Path, quant: str | None = None, *, lora: bool = False) -> tuple[Path, Path | None]:
+    """(model GGUF, adapter GGUF or None) that `make gguf` wrote for a run directory.
+
+    quant: Q4_K_M (default), Q8_0, Q5_K_M, Q6_K, F16. lora=True: base-f16.gguf +
+    adapter-f16.gguf (written by `make gguf ARGS=--lora`) instead of the merged export.
+    """
+    from psyfactory.gguf import DEFAULT_QUANT, GGUFError
+
+    out = Path(run_dir) / "gguf"
+    if lora:
+        model, adapter = out / "base-f16.gguf", out / "adapter-f16.gguf"
+    else:
+        quant = (quant or DEFAULT_QUANT).upper()
+        model, adapter = out / f"model-{'f16' if quant == 'F16' else quant}.gguf", None
+    for path in (model, adapter):
+        if path is not None and not path.is_file():
+            raise GGUFError(f"{path}: not found; export the run first with `make gguf` "
+                            f"(QUANT=..., ARGS=--lora for the adapter files)")
+    return model, adapter
+
+
+def backend_for_run(model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
+                    thinking: bool = False, choice: EvalChoice | None = None, **_: Any) -> GGUFBackend:
+    """`make_backend("gguf", base, run_dir/adapter, ...)`: the GGUF export of the run owning `adapter`.
+
+    Same arguments as the other eval backends (extra ones such as batch_size are ignored); the
+    base model path is not needed because the GGUF carries weights, tokenizer and chat template.
+    `choice` defaults to `EvalChoice.from_env()`.
+    """
+    if adapter is None:
+        raise ValueError("the gguf backend evaluates an exported run (make gguf), not a bare base model")
+    from psyfactory.gguf import setup_info
+
+    setup_info()
+    choice = choice or EvalChoice.from_env()
+    model, lora_file = gguf_path_for_run(Path(adapter).parent, choice.quant, lora=choice.lora)
+    be = GGUFBackend(model, lora_path=lora_file, enable_thinking=thinking if reasoning != "none" else False,
+                     constrained=choice.constrained)
+    be.name = f"gguf ({model.name}{' + ' + lora_file.name if lora_file else ''}" \
+              f"{', unconstrained' if not choice.constrained else ''})"
+    return be
