@@ -133,3 +133,12 @@ def test_cli_config_prints_flat_config_lf_parses(task):
 def test_lf_key_sets_are_real():
     assert {"lora_rank", "cutoff_len", "quantization_bit", "enable_thinking"} <= lf_keys("train")
     assert "export_dir" in lf_keys("infer") and "num_train_epochs" not in lf_keys("infer")
+
+
+def test_every_task_lists_registered_eval_plugins():
+    import plugins
+
+    for task in list_names("task"):
+        names = compose("tiny", task, "lora", "cpu").meta.get("eval_plugins") or []
+        assert names, f"configs/tasks/{task}.yaml lists no eval plugins"
+        assert set(names) <= set(plugins.names()), f"{task}: unknown plugins {set(names) - set(plugins.names())}"
