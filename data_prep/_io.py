@@ -1,4 +1,4 @@
-"""Atomic writes (psyfactory.io once the spine lands) and an advisory file lock."""
+"""Atomic writes (re-exported from psyfactory.io) and an advisory file lock for dataset_info.json updates."""
 
 from __future__ import annotations
 
