@@ -7,8 +7,9 @@ import importlib
 import sys
 
 from psyfactory.config import ConfigError
+from psyfactory.lf_train import PREEMPTED
 from psyfactory.preflight import PreflightError
-from psyfactory.runner import RunError
+from psyfactory.runner import Preempted, RunError
 
 COMMAND_MODULES = [
     "psyfactory.commands.run",
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return PREEMPTED
     except (ConfigError, PreflightError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,8 +29,15 @@ PREDICT_KEYS = MODEL_KEYS + QUANT_KEYS + (
 )
 
 
+PREEMPTED = 75  # exit code of psyfactory.lf_train after a checkpoint-on-SIGUSR1 stop (EX_TEMPFAIL)
+
+
 class RunError(RuntimeError):
     pass
+
+
+class Preempted(RunError):
+    """Training stopped early on SIGUSR1 after saving a checkpoint; rerunning resumes from it."""
 
 
 def lf_cli() -> str:
@@ -55,15 +63,33 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _run(args: list[str], config_file: Path, *, stdin: Any = None) -> int:
+    """Run a child in the config's directory; SIGUSR1 sent to us is passed on to it."""
+    print(f"[psyfactory] {' '.join(args)}", flush=True)
+    proc = subprocess.Popen(args, cwd=config_file.parent, env=lf_env(), stdin=stdin)
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: proc.send_signal(signum))
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def run_lf(command: str, config_file: Path, *, stdin: Any = None) -> None:
     """Run `llamafactory-cli <command> <config_file>`; the stage name in messages is the file's stem."""
-    args = [lf_cli(), command, str(config_file)]
-    print(f"[psyfactory] {' '.join(args)}", flush=True)
     t0 = time.time()
-    rc = subprocess.run(args, cwd=config_file.parent, env=lf_env(), stdin=stdin, check=False).returncode
+    rc = _run([lf_cli(), command, str(config_file)], config_file, stdin=stdin)
     if rc != 0:
         raise RunError(f"llamafactory-cli {command} {config_file} failed with exit code {rc}")
     print(f"[psyfactory] {config_file.stem} finished in {time.time() - t0:.1f}s", flush=True)
+
+
+def multi_process() -> bool:
+    """True when llamafactory-cli would launch torchrun (FORCE_TORCHRUN, or several visible GPUs)."""
+    if os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y"):
+        return True
+    import torch
+
+    return torch.cuda.device_count() > 1
 
 
 def write_config(path: Path, cfg: dict[str, Any], header: str) -> Path:
@@ -102,7 +128,18 @@ def train(c: Composed, *, dry_run: bool = False) -> Path:
         return cfg_file
     materialize(c.meta["model_ref"])
     record_stage(run_dir, "train", cfg_file, c.lf, c.meta, data_files, status="running")
-    run_lf("train", cfg_file)
+    if multi_process():  # llamafactory-cli launches torchrun; resumes rely on periodic checkpoints
+        run_lf("train", cfg_file)
+    else:  # run_exp in-process, as llamafactory-cli does on one device, plus checkpoint-on-SIGUSR1
+        t0 = time.time()
+        rc = _run([sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)], cfg_file)
+        if rc == PREEMPTED:
+            record_stage(run_dir, "train", cfg_file, c.lf, c.meta, data_files, status="preempted")
+            raise Preempted(f"training stopped on SIGUSR1 with a checkpoint in {adapter_dir(c)}; "
+                            "rerun the same command to resume from it")
+        if rc != 0:
+            raise RunError(f"training {cfg_file} failed with exit code {rc}")
+        print(f"[psyfactory] train finished in {time.time() - t0:.1f}s", flush=True)
     record_stage(run_dir, "train", cfg_file, c.lf, c.meta, data_files, status="done")
     return adapter_dir(c)
 

@@ -90,3 +90,33 @@ def test_demo_runs_prep_train_merge_predict(tmp_path, monkeypatch, tiny_model):
     eval_rows = (tmp_path / "runs" / "_demo" / "dataset" / "data" / "psydt" / "eval.jsonl").read_text().splitlines()
     assert len(preds) == len(eval_rows) > 0
     assert str(run / "predict" / "generated_predictions.jsonl") in proc.stdout
+
+
+def test_sigusr1_saves_a_checkpoint_and_a_rerun_resumes_from_it(workspace, tiny_model):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from psyfactory.runner import PREEMPTED
+
+    args = [sys.executable, "-m", "psyfactory", "train", "--model", "tiny", "--hw", "cpu",
+            "max_steps=300", "save_steps=300", "logging_steps=1", "cutoff_len=128"]
+    log = paths.run_dir("tiny", "psydt", "lora") / "adapter" / "trainer_log.jsonl"
+    proc = subprocess.Popen(args, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 3) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == PREEMPTED, out[-2000:]
+    ckpts = [int(p.name.split("-")[1]) for p in log.parent.glob("checkpoint-*")]
+    assert len(ckpts) == 1 and 3 <= ckpts[0] < 300  # saved at the signal, not by save_steps
+    manifest = json.loads((log.parent.parent / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["status"] == "preempted"
+
+    rerun = psy(*args[3:])
+    assert f"checkpoint-{ckpts[0]}" in rerun.stdout + rerun.stderr  # LF reports resuming from it
+    state = json.loads((log.parent / "trainer_state.json").read_text())
+    assert state["global_step"] == 300
+    assert json.loads((log.parent.parent / "manifest.json").read_text())["stages"]["train"]["status"] == "done"

@@ -108,30 +108,33 @@ def _wait_for(pred, timeout: float, what: str):
 
 def test_preempted_training_resumes_from_checkpoint(slurm_cluster, slurm_ws):
     steps = 120
-    args = [*RUN, *FAST, f"max_steps={steps}", "save_steps=10"]
+    # No periodic checkpoint before the end: the only one to resume from is the one saved on USR1.
+    args = [*RUN, *FAST, f"max_steps={steps}", f"save_steps={steps}"]
     # Login-node staging first: the job then finds the model and the tokenized data in place.
     staged = psy(slurm_ws, "stage", *args).stdout
     assert "model: local" in staged and "written now, once, before the ranks start" in staged, staged
     psy(slurm_ws, "sbatch", "--stages", "train", *args)
     rd = run_dir(slurm_ws)
     job = pipeline(rd)["jobs"][0]["job_id"]
-    # As at a time limit: Slurm's warning signal to the batch shell; its trap requeues the job.
-    _wait_for(lambda: list((rd / "adapter").glob("checkpoint-*")), 240, "first checkpoint")
+    trainer_log = rd / "adapter" / "trainer_log.jsonl"
+    _wait_for(lambda: trainer_log.is_file() and len(trainer_log.read_text().splitlines()) >= 3, 240, "training steps")
+    # As at a time limit: Slurm's warning signal to the batch shell; its trap asks the trainer to
+    # save a checkpoint, then requeues the job.
     slurm_cluster.run(["scancel", "--batch", f"--signal={signal.SIGUSR1.name.removeprefix('SIG')}", job])
-    _wait_for(lambda: slurm_cluster.job(job).get("Restarts", "0") != "0", 60, "requeue")
-    first_run_ckpts = sorted(int(p.name.split("-")[1]) for p in (rd / "adapter").glob("checkpoint-*"))
-    assert first_run_ckpts and first_run_ckpts[-1] < steps, "training finished before the signal"
+    _wait_for(lambda: slurm_cluster.job(job).get("Restarts", "0") != "0", 120, "requeue")
     info = wait_final(slurm_cluster, [job], timeout=300)[job]
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", info
     log = Path(info["StdOut"]).read_text()
-    assert "USR1" in log and "requeueing job" in log
+    assert "USR1" in log and "asking the trainer" in log and "requeueing job" in log
+    saved = re.search(r"SIGUSR1: saving checkpoint-(\d+) and stopping", log)
+    assert saved and 0 < int(saved.group(1)) < steps, log[-3000:]
     assert log.count(": already prepared") == 2 and "Running tokenizer" not in log  # staged once
     m = re.search(r"resuming from (\S+checkpoint-(\d+))", log)
     assert m, log[-3000:]
-    assert int(m.group(2)) >= first_run_ckpts[-1]
+    assert m.group(2) == saved.group(1)  # resumed from the checkpoint written at the signal
     state = json.loads((rd / "adapter" / "trainer_state.json").read_text())
     assert state["global_step"] == steps  # the same total steps, not steps + resumed part
-    logged = [json.loads(x)["current_steps"] for x in (rd / "adapter" / "trainer_log.jsonl").read_text().splitlines()]
+    logged = [json.loads(x)["current_steps"] for x in trainer_log.read_text().splitlines()]
     assert logged[-1] == steps
 
 
