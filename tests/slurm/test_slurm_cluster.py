@@ -50,7 +50,7 @@ def test_whole_chain_completes(slurm_cluster, slurm_ws):
     assert "psyfactory eval --limit 4 --model tiny" in (rd / "slurm" / "eval.sbatch").read_text()
     log = Path(info[ids[0]]["StdOut"]).read_text()
     assert "written now, once, before the ranks start" in log
-    training = log.split("llamafactory-cli train", 1)[1]
+    training = log.split("-m psyfactory.lf_train", 1)[1]  # single process: run_exp in-process
     assert "Loaded tokenized dataset" in training and "Running tokenizer" not in training
     assert list((rd / "slurm").glob("tokenized-*/dataset_dict.json"))
     assert not list((rd / "slurm").glob(".tokenized-*"))  # no partial copy left behind
@@ -93,7 +93,7 @@ def test_training_failure_cancels_dependents(slurm_cluster, slurm_ws):
     assert f"cancelled because its dependency train (job {ids[0]}) did not succeed" in st.stdout
     assert "merge (job" in st.stdout  # gguf names merge as the dependency that did not succeed
     tail = st.stdout.split("last 25 lines of", 1)[1]  # the failed job's log tail: LF's error and ours
-    assert "TypeError" in tail and "llamafactory-cli train" in tail and "failed with exit code 1" in tail
+    assert "TypeError" in tail and "psyfactory.lf_train" in tail and "failed with exit code 1" in tail
 
 
 def _wait_for(pred, timeout: float, what: str):
@@ -151,7 +151,7 @@ def test_two_process_data_parallel(slurm_cluster, slurm_ws):
     assert "CUDA_VISIBLE_DEVICES=0,1" in log
     assert "world size: 2" in log and "Process rank: 1" in log, log[-3000:]
     assert "written now, once, before the ranks start" in log
-    training = log.split("llamafactory-cli train", 1)[1]
+    training = log.split("-m psyfactory.lf_train", 1)[1]  # single process: run_exp in-process
     assert "Loaded tokenized dataset" in training and "Running tokenizer" not in training  # ranks only load
     assert len(list(rd.rglob("adapter_model.safetensors"))) == 2  # adapter/ + its checkpoint-4
     assert (rd / "adapter" / "adapter_model.safetensors").is_file()
