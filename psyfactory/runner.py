@@ -138,7 +138,7 @@ def train(c: Composed, *, dry_run: bool = False) -> Path:
             raise Preempted(f"training stopped on SIGUSR1 with a checkpoint in {adapter_dir(c)}; "
                             "rerun the same command to resume from it")
         if rc != 0:
-            raise RunError(f"training {cfg_file} failed with exit code {rc}")
+            raise RunError(f"python -m psyfactory.lf_train {cfg_file} failed with exit code {rc}")
         print(f"[psyfactory] train finished in {time.time() - t0:.1f}s", flush=True)
     record_stage(run_dir, "train", cfg_file, c.lf, c.meta, data_files, status="done")
     return adapter_dir(c)

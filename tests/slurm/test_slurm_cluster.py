@@ -151,7 +151,7 @@ def test_two_process_data_parallel(slurm_cluster, slurm_ws):
     assert "CUDA_VISIBLE_DEVICES=0,1" in log
     assert "world size: 2" in log and "Process rank: 1" in log, log[-3000:]
     assert "written now, once, before the ranks start" in log
-    training = log.split("-m psyfactory.lf_train", 1)[1]  # single process: run_exp in-process
+    training = log.split("llamafactory-cli train", 1)[1]  # several processes: LF launches torchrun
     assert "Loaded tokenized dataset" in training and "Running tokenizer" not in training  # ranks only load
     assert len(list(rd.rglob("adapter_model.safetensors"))) == 2  # adapter/ + its checkpoint-4
     assert (rd / "adapter" / "adapter_model.safetensors").is_file()
