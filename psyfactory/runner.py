@@ -74,13 +74,23 @@ def _run(args: list[str], config_file: Path, *, stdin: Any = None) -> int:
         signal.signal(signal.SIGUSR1, previous)
 
 
-def run_lf(command: str, config_file: Path, *, stdin: Any = None) -> None:
-    """Run `llamafactory-cli <command> <config_file>`; the stage name in messages is the file's stem."""
+def _run_checked(args: list[str], config_file: Path, what: str, *, stdin: Any = None,
+                 allowed: tuple[int, ...] = ()) -> int:
+    """Run a stage child; a nonzero exit code not in `allowed` raises a RunError naming `what`.
+    The stage name in messages is the config file's stem."""
     t0 = time.time()
-    rc = _run([lf_cli(), command, str(config_file)], config_file, stdin=stdin)
-    if rc != 0:
-        raise RunError(f"llamafactory-cli {command} {config_file} failed with exit code {rc}")
-    print(f"[psyfactory] {config_file.stem} finished in {time.time() - t0:.1f}s", flush=True)
+    rc = _run(args, config_file, stdin=stdin)
+    if rc != 0 and rc not in allowed:
+        raise RunError(f"{what} failed with exit code {rc}")
+    if rc == 0:
+        print(f"[psyfactory] {config_file.stem} finished in {time.time() - t0:.1f}s", flush=True)
+    return rc
+
+
+def run_lf(command: str, config_file: Path, *, stdin: Any = None) -> None:
+    """Run `llamafactory-cli <command> <config_file>`."""
+    _run_checked([lf_cli(), command, str(config_file)], config_file,
+                 f"llamafactory-cli {command} {config_file}", stdin=stdin)
 
 
 def multi_process() -> bool:
@@ -131,15 +141,12 @@ def train(c: Composed, *, dry_run: bool = False) -> Path:
     if multi_process():  # llamafactory-cli launches torchrun; resumes rely on periodic checkpoints
         run_lf("train", cfg_file)
     else:  # run_exp in-process, as llamafactory-cli does on one device, plus checkpoint-on-SIGUSR1
-        t0 = time.time()
-        rc = _run([sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)], cfg_file)
+        rc = _run_checked([sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)], cfg_file,
+                          f"python -m psyfactory.lf_train {cfg_file}", allowed=(PREEMPTED,))
         if rc == PREEMPTED:
             record_stage(run_dir, "train", cfg_file, c.lf, c.meta, data_files, status="preempted")
             raise Preempted(f"training stopped on SIGUSR1 with a checkpoint in {adapter_dir(c)}; "
                             "rerun the same command to resume from it")
-        if rc != 0:
-            raise RunError(f"python -m psyfactory.lf_train {cfg_file} failed with exit code {rc}")
-        print(f"[psyfactory] train finished in {time.time() - t0:.1f}s", flush=True)
     record_stage(run_dir, "train", cfg_file, c.lf, c.meta, data_files, status="done")
     return adapter_dir(c)
 
