@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_prep._io import atomic_write_json, atomic_write_jsonl, locked
+from psyfactory.core.errors import DataError
+from psyfactory.core.files import atomic_write_json, atomic_write_jsonl, locked
 
 BOM = "\ufeff"
 SPLITS = ("train", "eval")
@@ -37,10 +38,6 @@ ALPACA_INFO: dict[str, Any] = {  # formatting defaults to alpaca in LLaMA-Factor
     "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system"},
 }
 FORMATS = {"sharegpt": SHAREGPT_INFO, "alpaca": ALPACA_INFO}
-
-
-class DataError(ValueError):
-    """Unrecoverable bad input; the message names file, line/record and field."""
 
 
 @dataclass

@@ -24,9 +24,8 @@ from data_prep.common import DataError, Ledger, TaskOutput, split_of
 from data_prep.psyqa import ensure_eval
 from data_prep.teacher import LabelCache, TeacherError, ordered
 
-NO_TEACHER = ("student: no teacher configured. Set PSY_TEACHER_BASE_URL (and PSY_TEACHER_MODEL, "
-              "PSY_TEACHER_API_KEY) for an OpenAI-compatible endpoint, or pass --teacher URL; "
-              "`--teacher lexicon` selects the offline keyword heuristic (demo/tests only, NOT a real labeller).")
+NEEDS_TEACHER = True  # data_prep.prepare passes teacher= and dataset_dir= to build()
+SOURCES = "CPsyCounD+PsyQA"
 EVAL_FRACTION = 0.1
 MIN_COUNSELOR_CHARS = 80
 MAX_TURNS = 12
@@ -97,8 +96,8 @@ def dialogue_text(turns: list[tuple[str, str]], ledger: Ledger | None = None) ->
 
 
 def validate(labels: Any) -> dict[str, Any]:
-    """Schema check of one label object (psyfactory.labels); raises ValueError with reason codes."""
-    from psyfactory.labels import validate_student_labels
+    """Schema check of one label object (psyfactory.core.labels); raises ValueError with reason codes."""
+    from psyfactory.core.labels import validate_student_labels
 
     reasons = validate_student_labels(labels)
     if reasons:

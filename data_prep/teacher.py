@@ -3,7 +3,7 @@
 Choosing a teacher (`resolve_teacher`):
 - a `Teacher` object: used as is;
 - "lexicon": `HeuristicTeacher`, a deterministic keyword baseline for demos/tests, NOT a real labeller;
-- a `psyfactory.llm_client.Endpoint`, a `TeacherEndpoint` or an "http(s)://..." base URL:
+- a `psyfactory.core.llm_client.Endpoint`, a `TeacherEndpoint` or an "http(s)://..." base URL:
   `EndpointTeacher`;
 - None: an endpoint from the environment (`PSY_TEACHER_BASE_URL`, `PSY_TEACHER_MODEL`,
   `PSY_TEACHER_API_KEY`, `PSY_TEACHER_RETRIES`), else None (the caller decides: error or skip).
@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from data_prep import lexicon
+from psyfactory.core.errors import DataError
 
 PROMPT_FILE = Path(__file__).parent / "prompts" / "student_teacher.md"
+TEACHERS = ("lexicon", "http(s)://<OpenAI-compatible base URL>")
+NO_TEACHER = ("no teacher configured. Set PSY_TEACHER_BASE_URL (and PSY_TEACHER_MODEL, "
+              "PSY_TEACHER_API_KEY) for an OpenAI-compatible endpoint, or pass --teacher URL; "
+              "`--teacher lexicon` selects the offline keyword heuristic (demo/tests only, NOT a real labeller).")
 
 
 class TeacherError(RuntimeError):
@@ -40,9 +45,9 @@ def load_prompt(path: Path = PROMPT_FILE) -> tuple[str, str]:
         _, rest = text.split("## system\n", 1)
         system, user = rest.split("## user\n", 1)
     except ValueError:
-        raise ValueError(f"{path}: needs '## system' and '## user' sections") from None
+        raise DataError(f"{path}: needs '## system' and '## user' sections") from None
     if "{text}" not in user:
-        raise ValueError(f"{path}: the user section needs a {{text}} placeholder")
+        raise DataError(f"{path}: the user section needs a {{text}} placeholder")
     return system.strip(), user.strip()
 
 
@@ -51,9 +56,9 @@ def prompt_digest(path: Path = PROMPT_FILE) -> str:
 
 
 def ordered(labels: dict[str, Any]) -> dict[str, Any]:
-    from psyfactory.labels import label_keys
+    from psyfactory.core.labels import student_schema
 
-    return {k: labels[k] for k in label_keys()}
+    return {k: labels[k] for k in student_schema().keys}
 
 
 @dataclass(frozen=True)
@@ -79,13 +84,13 @@ class HeuristicTeacher:
 class EndpointTeacher:
     """A teacher LLM behind an OpenAI-compatible endpoint (vLLM, llamafactory-cli api, llama.cpp...).
 
-    Each answer is extracted and validated with `psyfactory.labels`; an invalid answer is re-asked
+    Each answer is extracted and validated with `psyfactory.core.labels`; an invalid answer is re-asked
     up to `retries` times, then `TeacherError` (-> quarantine). An unreachable endpoint is a DataError
     (stopping the run) rather than thousands of quarantined items.
     """
 
     def __init__(self, te: TeacherEndpoint, prompt_file: Path = PROMPT_FILE) -> None:
-        from psyfactory.llm_client import ChatClient
+        from psyfactory.core.llm_client import ChatClient
 
         self.te = te
         self.system, self.template = load_prompt(prompt_file)
@@ -96,8 +101,7 @@ class EndpointTeacher:
     def label(self, text: str) -> dict[str, Any]:
         import openai
 
-        from data_prep.common import DataError
-        from psyfactory.labels import parse_student_labels
+        from psyfactory.core.labels import parse_student_labels
 
         def validate(reply: str) -> tuple[Any, list[str]]:
             lp = parse_student_labels(reply)
@@ -120,7 +124,7 @@ class EndpointTeacher:
 
 
 def endpoint_from_env() -> TeacherEndpoint | None:
-    from psyfactory.llm_client import Endpoint
+    from psyfactory.core.llm_client import Endpoint
 
     ep = Endpoint.from_env("PSY_TEACHER")
     return TeacherEndpoint(ep, retries=int(os.environ.get("PSY_TEACHER_RETRIES", "3"))) if ep else None
@@ -134,13 +138,13 @@ def resolve_teacher(spec: Any) -> Any:
         if spec == "lexicon":
             return HeuristicTeacher()
         if spec.startswith(("http://", "https://")):
-            from psyfactory.llm_client import Endpoint
+            from psyfactory.core.llm_client import Endpoint
 
             env = endpoint_from_env()
             ep = Endpoint(base_url=spec, model=env.endpoint.model if env else "default",
                           api_key=env.endpoint.api_key if env else "EMPTY")
             return EndpointTeacher(TeacherEndpoint(ep, retries=env.retries if env else 3))
-        raise ValueError(f"unknown teacher {spec!r}: use 'lexicon' or an http(s):// base URL")
+        raise DataError(f"unknown teacher {spec!r}; valid: {', '.join(TEACHERS)}")
     if isinstance(spec, TeacherEndpoint):
         return EndpointTeacher(spec)
     if type(spec).__name__ == "Endpoint" and hasattr(spec, "base_url"):

@@ -13,36 +13,15 @@ import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+
+from psyfactory.core.backend import Backend, Conversation
+from psyfactory.core.errors import EvalError
+from psyfactory.core.labels import strip_think_trimmed as strip_think
 
 log = logging.getLogger(__name__)
 
-Conversation = list[dict[str, str]]
-
-def strip_think(text: str) -> tuple[str, bool]:
-    """:func:`psyfactory.labels.strip_think` plus surrounding whitespace. Returns (text, had_think)."""
-    from psyfactory.labels import strip_think as _strip
-
-    stripped, had = _strip(text)
-    return stripped.strip(), had
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """What the eval plugins need from a model."""
-
-    name: str
-
-    def generate(self, conversations: list[Conversation], *, max_new_tokens: int,
-                 json_schema: dict | None = None) -> list[str]:
-        """Greedy replies, one per conversation, in order. ``json_schema`` may be used by backends
-        that support constrained decoding (llama.cpp grammars); others ignore it."""
-        ...
-
-    def option_logprobs(self, prompts: list[Conversation], options: list[list[str]]) -> list[list[float]]:
-        """For each prompt, the total log-probability of each option string as the start of the
-        assistant reply (one list per prompt, same order as its options)."""
-        ...
+__all__ = ["Backend", "Conversation", "HFBackend", "VLLMBackend", "make_backend", "strip_think"]
 
 
 class HFBackend:
@@ -74,7 +53,7 @@ class HFBackend:
             from peft import PeftModel
 
             if not (Path(adapter) / "adapter_config.json").is_file():
-                raise FileNotFoundError(f"no PEFT adapter in {adapter} (adapter_config.json missing): train first")
+                raise EvalError(f"no PEFT adapter in {adapter} (adapter_config.json missing): train first")
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         self.model = model.to(self.device).eval()
         self.eos_ids = self._eos_ids()
@@ -249,17 +228,17 @@ def make_backend(kind: str, model_path: str | Path, adapter: str | Path | None =
     """``kind``: ``hf``, ``vllm``, ``auto`` (vLLM when usable and no loglik scoring is needed) or
     ``gguf`` (the run's `make gguf` export through llama.cpp, see psyfactory.gguf_backend)."""
     if kind == "gguf":
-        from psyfactory.gguf_backend import backend_for_run
+        from psyfactory.gguf.backend import backend_for_run
 
         return backend_for_run(model_path, adapter, **kwargs)
     if kind not in ("hf", "vllm", "auto"):
-        raise ValueError(f"unknown backend {kind!r}: use hf, vllm, auto or gguf")
+        raise EvalError(f"unknown backend {kind!r}: use hf, vllm, auto or gguf")
     reason = vllm_unavailable_reason()
     if kind == "vllm":
         if reason:
-            raise RuntimeError(f"--backend vllm: {reason}")
+            raise EvalError(f"--backend vllm: {reason}")
         if needs_loglik:
-            raise RuntimeError("--backend vllm: loglik scoring needs the hf backend")
+            raise EvalError("--backend vllm: loglik scoring needs the hf backend")
     if kind == "vllm" or (kind == "auto" and reason is None and not needs_loglik):
         return VLLMBackend(model_path, adapter, **{k: v for k, v in kwargs.items() if k in ("reasoning", "thinking")})
     if kind == "auto":

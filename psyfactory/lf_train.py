@@ -1,7 +1,7 @@
 """Single-process training entry: LLaMA-Factory's `run_exp` on a composed YAML, plus a callback that
 saves a checkpoint and stops when SIGUSR1 arrives (Slurm's warning before a time limit or preemption).
 
-    python -m psyfactory.lf_train runs/<model>/<task>/<method>/train.yaml
+    python -m psyfactory.lf_train runs/<run>/train.yaml
 
 Same code path as `llamafactory-cli train <yaml>` on one device (which calls `run_exp()` in-process);
 multi-process runs go through `llamafactory-cli` (torchrun) and rely on periodic checkpoints.
@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from transformers import TrainerCallback
 
-from psyfactory.runner import PREEMPTED
+from psyfactory.core.errors import PREEMPTED
 
 
 class CheckpointOnSignal(TrainerCallback):

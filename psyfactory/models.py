@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from psyfactory.core.errors import ConfigError
+
 BUILTIN_PREFIX = "builtin:"
 
 
@@ -18,9 +20,12 @@ def _user_map() -> dict[str, str]:
     path = user_model_map_path()
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping 'model name: /path/to/weights'")
+        raise ConfigError(f"{path}: expected a mapping 'model name: /path/to/weights'")
     return {str(k): str(v) for k, v in data.items()}
 
 
@@ -34,7 +39,7 @@ def resolve_model_path(name: str, ref: str) -> str:
     if ref.startswith(BUILTIN_PREFIX):
         builder = ref[len(BUILTIN_PREFIX):]
         if builder != "tiny":
-            raise ValueError(f"unknown builtin model '{builder}' (known: tiny)")
+            raise ConfigError(f"unknown builtin model '{builder}' (known: tiny)")
         from psyfactory.tiny import tiny_path
 
         return str(tiny_path())

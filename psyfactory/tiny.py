@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from psyfactory.paths import cache_dir
+from psyfactory.core.paths import cache_dir
 
 TINY_VERSION = 1  # bump when the recipe below changes: the cache key includes it
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]

@@ -2,23 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from psyfactory import paths
+from psyfactory.core import paths
 
 
-def psy(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess (same interpreter)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "psyfactory", *args], capture_output=True, text=True, cwd=paths.REPO_ROOT, **kw
-    )
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, check: bool = True) -> Result:
+    """Run `psyfactory ARGS` in this process (no torch import per call); stdout/stderr captured."""
+    from psyfactory.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(args))
+        except SystemExit as e:  # argparse
+            rc = int(e.code or 0)
+    res = Result(rc, out.getvalue(), err.getvalue())
+    if check and rc != 0:
+        raise AssertionError(f"psyfactory {' '.join(args)} failed ({rc}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def psy(*args: str, check: bool = True, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (same interpreter): for what needs its own process
+    (signals, a process-wide environment such as `demo`, stdin)."""
+    proc = subprocess.run([sys.executable, "-m", "psyfactory", *args], capture_output=True, text=True,
+                          cwd=paths.REPO_ROOT, env={**os.environ, **(env or {})}, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"psyfactory {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def one_error_line(res: Result | subprocess.CompletedProcess) -> str:
+    """The single `error:` line a user mistake must produce (exit code 2, no traceback)."""
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    return lines[0]
 
 
 def write_psydt_like(dataset_dir: Path, n_train: int = 16, n_eval: int = 4) -> None:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from psyfactory.io import atomic_open, atomic_write_jsonl, read_jsonl
+from psyfactory.core.errors import DataError
+from psyfactory.core.files import atomic_open, atomic_write_jsonl, read_jsonl
 
 
 def test_atomic_write_keeps_old_content_on_crash(tmp_path):
@@ -18,7 +19,7 @@ def test_atomic_write_keeps_old_content_on_crash(tmp_path):
 def test_read_jsonl_names_file_and_line(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text('{"ok": 1}\n{"broken": \n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
         read_jsonl(p)
 
 

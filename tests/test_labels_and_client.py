@@ -1,4 +1,5 @@
-"""Student label parsing/validation, and the OpenAI-compatible client against a real local server."""
+"""Label parsing/validation against a schema, and the OpenAI-compatible client: against a scripted fake
+server on loopback (retry paths) and against the session's real `llamafactory-cli api`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import json
 
 import pytest
 
-from psyfactory.labels import dump_labels, parse_student_labels, validate_student_labels
+from psyfactory.core.errors import ConfigError
+from psyfactory.core.labels import load_schema, parse_student_labels, student_schema, validate_student_labels
 
 GOOD = {"depression_level": 1, "anxiety_level": 2, "risk_flag": "none", "student_distress_score": 4}
 
@@ -41,22 +43,84 @@ def test_parse_student_labels(text, reasons, fenced, surrounded, think):
 def test_validate_non_object_and_dump_order():
     assert validate_student_labels([GOOD]) == ["not_object"]
     shuffled = dict(reversed(list(GOOD.items())))
-    assert dump_labels(shuffled) == json.dumps(GOOD, ensure_ascii=False)
+    assert student_schema().dump(shuffled) == json.dumps(GOOD, ensure_ascii=False)
+
+
+def test_label_schema_kinds_and_errors(tmp_path):
+    s = student_schema()
+    assert s.ordinal_keys() == ["depression_level", "anxiety_level", "student_distress_score"]
+    assert s.categorical_keys() == ["risk_flag"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}')
+    with pytest.raises(ConfigError, match="label 'x' needs an 'enum'"):
+        load_schema(bad)
+    with pytest.raises(ConfigError, match="label schema not found"):
+        load_schema(tmp_path / "missing.json")
+
+
+class ScriptedServer:
+    """An OpenAI-compatible /v1/chat/completions on loopback that answers from a script."""
+
+    def __init__(self, replies: list[str]) -> None:
+        import http.server
+        import threading
+
+        self.replies, self.requests = list(replies), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                text = outer.replies.pop(0)
+                data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                   "choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant", "content": text}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+
+
+def _validate(text: str):
+    p = parse_student_labels(text)
+    return p.labels, p.reasons
+
+
+def test_client_retries_an_invalid_reply_then_accepts_a_valid_one():
+    from psyfactory.core.llm_client import ChatClient, Endpoint
+
+    server = ScriptedServer(["我觉得他有点焦虑。", "```json\n" + json.dumps(GOOD) + "\n```"])
+    with server as url:
+        result = ChatClient(Endpoint(url, "teacher"), max_tokens=32).complete_json(
+            [{"role": "user", "content": "请输出标签"}], _validate, retries=2)
+    assert result.ok and result.value == GOOD and result.attempts == 2
+    assert result.reasons == [["no_json"]] and len(result.raw) == 2
+    assert [r["model"] for r in server.requests] == ["teacher", "teacher"] and server.requests[0]["max_tokens"] == 32
 
 
 @pytest.mark.slow
-def test_client_retries_then_gives_up_against_real_lf_api(tiny_model, tmp_path):
+def test_client_retries_then_gives_up_against_real_lf_api(lf_api):
     """The random-weight tiny model never answers valid labels: 1 + retries attempts, reasons kept."""
-    from psyfactory.llm_client import ChatClient, serve_lf_api
+    from psyfactory.core.llm_client import ChatClient
 
-    def validate(text: str):
-        p = parse_student_labels(text)
-        return p.labels, p.reasons
-
-    with serve_lf_api(tiny_model, "qwen3", extra={"enable_thinking": False}, log_path=tmp_path / "api.log") as ep:
-        client = ChatClient(ep, max_tokens=12)
-        result = client.complete_json([{"role": "user", "content": "请输出标签"}], validate, retries=2)
-        accepted = client.complete_json([{"role": "user", "content": "任意"}], lambda t: (t, []), retries=2)
+    client = ChatClient(lf_api, max_tokens=12)
+    result = client.complete_json([{"role": "user", "content": "请输出标签"}], _validate, retries=2)
+    accepted = client.complete_json([{"role": "user", "content": "任意"}], lambda t: (t, []), retries=2)
     assert not result.ok and result.attempts == 3 and len(result.reasons) == 3 and len(result.raw) == 3
     assert all(r and r[0] in {"empty", "no_json", "invalid_json"} for r in result.reasons)
-    assert accepted.ok and accepted.attempts == 1 and isinstance(accepted.value, str)
+    assert accepted.ok and accepted.attempts == 1 and accepted.value == accepted.raw[0]

@@ -1,7 +1,8 @@
-"""Atomic file writes (temp file in the same directory + rename) and JSONL helpers."""
+"""Atomic file writes (temp file in the same directory + rename), JSONL helpers, advisory locks."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -9,6 +10,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from psyfactory.core.errors import DataError
 
 
 def _umask() -> int:
@@ -59,7 +62,7 @@ def atomic_write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> i
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file; a malformed line raises ValueError naming file and line."""
+    """Read a JSONL file; a malformed line raises DataError naming file and line."""
     out = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -68,5 +71,20 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
     return out
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Exclusive advisory lock on `<dir>/data/.<name>.lock` (data/ is git-ignored), so that
+    concurrent read-modify-write updates of `path` don't lose entries."""
+    path = Path(path)
+    lock = path.parent / "data" / f".{path.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

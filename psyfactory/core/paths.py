@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 EVALUATION_DIR = REPO_ROOT / "evaluation"
 
@@ -28,9 +28,21 @@ def runs_root() -> Path:
     return _env_path("PSY_RUNS_DIR", REPO_ROOT / "runs")
 
 
-def run_dir(model: str, task: str, method: str) -> Path:
-    return runs_root() / model / task / method
+def run_dir(name: str) -> Path:
+    """Directory of the run named `name` (e.g. `qwen3-4b/psydt/lora`, see psyfactory.runs)."""
+    return runs_root() / name
+
+
+def raw_dir() -> Path:
+    """Folder with the original dataset files: `$PSY_RAW_DIR` or `<repo>/raw`."""
+    return _env_path("PSY_RAW_DIR", REPO_ROOT / "raw")
 
 
 def cache_dir() -> Path:
     return _env_path("PSY_CACHE_DIR", Path.home() / ".cache" / "psyfactory")
+
+
+def repo_path(value: str | Path) -> Path:
+    """A path as written in a config: absolute, `~`-relative, or relative to the repo root."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
