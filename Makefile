@@ -1,12 +1,15 @@
 # PsyFactory: every target is a thin wrapper over the `psyfactory` CLI.
 #   make help                                  list targets
 #   make train MODEL=qwen3-4b TASK=psydt       LoRA SFT through llamafactory-cli
+#   make train RUN=lr5e-5 MODEL=qwen3-4b TASK=psydt ARGS=learning_rate=5e-5   a second, named run
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-MODEL  ?= tiny
-TASK   ?= psydt
-METHOD ?= lora
+# A run is RUN=<name>, or MODEL/TASK/METHOD (default tiny/psydt/lora); once trained, RUN alone is enough.
+RUN    ?=
+MODEL  ?=
+TASK   ?=
+METHOD ?=
 HW     ?= auto
 ARGS   ?=
 VENV   ?= .venv
@@ -15,13 +18,15 @@ PYTHON ?= python3.11
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.psyfactory-setup
 PSY      := $(PY) -m psyfactory
-RUN_OPTS := --model $(MODEL) --task $(TASK) --method $(METHOD) --hw $(HW) $(ARGS)
+RUN_OPTS := $(if $(RUN),--run $(RUN)) $(if $(MODEL),--model $(MODEL)) $(if $(TASK),--task $(TASK)) \
+	$(if $(METHOD),--method $(METHOD)) --hw $(HW) $(ARGS)
+PYTEST   := OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=20
 
-.PHONY: help setup lock demo test lint config train merge predict chat list
+.PHONY: help setup lock demo test test-fast lint config train merge predict chat list
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  variables: MODEL=$(MODEL) TASK=$(TASK) METHOD=$(METHOD) HW=$(HW) ARGS='key=value ...'"
+	@echo "  variables: RUN=<name> MODEL=tiny TASK=psydt METHOD=lora HW=$(HW) ARGS='key=value ...'"
 
 $(STAMP): pyproject.toml requirements/constraints.txt scripts/setup_env.sh
 	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/setup_env.sh
@@ -32,14 +37,17 @@ lock: $(STAMP) ## rewrite requirements/constraints.txt from the current .venv
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' | sed 's/+cpu//' > requirements/constraints.txt.new
 	mv requirements/constraints.txt.new requirements/constraints.txt
 
-test: $(STAMP) ## run the test suite (what CI runs)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
+test: $(STAMP) ## the full test suite (what CI runs: bash .ci/run)
+	$(PYTEST) tests
+
+test-fast: $(STAMP) ## unit and in-process tests, no training (a few minutes)
+	$(PYTEST) -m "not slow" tests
 
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check .
 
-list: $(STAMP) ## list models, tasks, methods, hardware profiles
-	@$(PSY) list
+list: $(STAMP) ## list models, tasks, methods, hardware profiles (ARGS=--psy: the psy keys, --runs: the runs)
+	@$(PSY) list $(ARGS)
 
 config: $(STAMP) ## print the composed flat LLaMA-Factory config
 	@$(PSY) config $(RUN_OPTS)
@@ -64,14 +72,14 @@ CUTOFF ?=
 STEPS  ?= 20
 .PHONY: bench-train
 bench-train: $(STAMP) ## training speed/memory, plain vs tuned: MODEL METHOD [CUTOFF] [STEPS]
-	$(PY) benchmarks/train_bench.py --model $(MODEL) --task $(TASK) --method $(METHOD) --hw $(HW) \
+	$(PY) benchmarks/train_bench.py --model $(or $(MODEL),tiny) --task $(or $(TASK),psydt) --method $(or $(METHOD),lora) --hw $(HW) \
 		--steps $(STEPS) $(if $(CUTOFF),--cutoff $(CUTOFF))
 
 # ---- data (issue 3) ----
 RAW_DIR ?= raw/
 TEACHER ?=
 # --task only when TASK is given (make prep TASK=psydt); plain `make prep` builds every task
-DATA_TASK = $(if $(filter command line environment,$(origin TASK)),--task $(TASK))
+DATA_TASK = $(if $(TASK),--task $(TASK))
 
 .PHONY: prep data-report download
 
@@ -79,7 +87,7 @@ prep: $(STAMP) ## raw sources in RAW_DIR -> data/<task>/*.jsonl + dataset_info.j
 	$(PSY) prep --raw-dir $(RAW_DIR) $(DATA_TASK) $(if $(TEACHER),--teacher $(TEACHER)) $(ARGS)
 
 data-report: $(STAMP) ## counts, token-length histograms, truncation at cutoff_len, labels [MODEL] [TASK]
-	$(PSY) data-report --model $(MODEL) $(DATA_TASK) $(ARGS)
+	$(PSY) data-report --model $(or $(MODEL),tiny) $(DATA_TASK) $(ARGS)
 
 download: $(STAMP) ## fetch the public raw sources into RAW_DIR (ARGS='--base-url URL' for a mirror)
 	$(PSY) download --raw-dir $(RAW_DIR) $(ARGS)
@@ -93,14 +101,15 @@ EVAL_OPTS := $(if $(BASE),--base) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_
 
 .PHONY: eval compare bench-eval
 
-eval: $(STAMP) ## evaluate the run's adapter (BASE=1: base model; ADAPTER_TASK=psydt; EVAL_ARGS='--limit 50')
+eval: $(STAMP) ## evaluate the run's adapter -> runs/<run>/eval/<variant> (BASE=1; ADAPTER_TASK=psydt; EVAL_ARGS='--limit 50')
 	$(PSY) eval $(EVAL_OPTS) $(RUN_OPTS)
 
-compare: $(STAMP) ## one table of every evaluated run, base vs tuned: runs/compare.md + .csv
-	$(PSY) compare
+RUNS ?=
+compare: $(STAMP) ## every evaluation side by side, base vs tuned: runs/compare.md + .csv [RUNS="run1 run2"]
+	$(PSY) compare $(foreach r,$(RUNS),--run $(r))
 
 bench-eval: $(STAMP) ## PsychCounsel-Bench wall time, loglik vs generate scoring (MODEL)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/eval_bench.py --model $(MODEL) $(EVAL_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/eval_bench.py --model $(or $(MODEL),tiny) $(EVAL_ARGS)
 
 # ---- gguf (issue 5) ----
 QUANT ?= Q4_K_M
@@ -132,7 +141,7 @@ DS      ?=
 SLURM_OPTS := --gpus $(GPUS) --nodes $(NODES) --stages $(STAGES) $(if $(DS),--deepspeed $(DS)) \
 	$(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
 
-sbatch: $(STAMP) ## submit train->merge->gguf->eval to Slurm: MODEL TASK [METHOD GPUS NODES STAGES DS=z2|z3 DRY_RUN=1]
+sbatch: $(STAMP) ## submit train->merge->gguf->eval to Slurm: MODEL TASK [RUN METHOD GPUS NODES STAGES DS=z2|z3 DRY_RUN=1]
 	@$(PSY) sbatch $(SLURM_OPTS) $(RUN_OPTS)
 
 status: $(STAMP) ## state of each job of the run's last Slurm pipeline (+ log tail of failures)

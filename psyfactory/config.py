@@ -1,8 +1,9 @@
 """Compose layered YAML configs into the one flat LLaMA-Factory config a run executes.
 
 Layers (later wins): configs/base.yaml < hardware/<hw> < methods/<method> < models/<model>
-< tasks/<task> < command-line overrides (`key=value`). Each layer holds LLaMA-Factory keys plus an
-optional `psy:` block of PsyFactory keys, which never reaches LLaMA-Factory.
+< tasks/<task> < the overrides a run was trained with < command-line overrides (`key=value`). Each
+layer holds LLaMA-Factory keys plus an optional `psy:` block of PsyFactory keys
+(psyfactory.psyconfig.PsyConfig), which never reaches LLaMA-Factory.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from psyfactory import paths
+from psyfactory.core import paths
+from psyfactory.core.errors import ConfigError
 from psyfactory.models import resolve_model_path
+from psyfactory.psyconfig import PsyConfig
 
 LAYER_DIRS = {"hardware": "hardware", "method": "methods", "model": "models", "task": "tasks"}
 PSY_KEY = "psy"
-
-
-class ConfigError(ValueError):
-    """A configuration mistake the user can fix (unknown name, bad override, bad YAML)."""
 
 
 def list_names(kind: str) -> list[str]:
@@ -43,7 +42,7 @@ def load_layer(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -66,30 +65,47 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     try:
         return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
     except Exception as e:  # omegaconf grammar errors
-        raise ConfigError(f"cannot parse overrides {list(overrides)}: {e}") from e
+        raise ConfigError(f"cannot parse overrides {list(overrides)}: {' '.join(str(e).split())}") from None
 
 
 @dataclass
 class Composed:
+    """One run's composed config: the flat LLaMA-Factory mapping `lf` and the typed `psy` block."""
+
     model: str
     task: str
     method: str
     hw: str
     lf: dict[str, Any]
-    meta: dict[str, Any]
+    psy: PsyConfig
+    model_ref: str  # model_name_or_path as the model layer writes it (hub id or builtin:tiny)
+    run: str  # run name (psyfactory.runs)
     layers: list[Path] = field(default_factory=list)
-    overrides: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # given to this command
+    inherited: list[str] = field(default_factory=list)  # the run's training overrides, applied first
 
     @property
     def run_dir(self) -> Path:
-        return paths.run_dir(self.model, self.task, self.method)
+        return paths.run_dir(self.run)
+
+    @property
+    def all_overrides(self) -> list[str]:
+        return list(dict.fromkeys([*self.inherited, *self.overrides]))
+
+    def source(self, file: Path | str | None = None) -> str:
+        """Where a config problem comes from, for error messages."""
+        what = f"RUN={self.run} (MODEL={self.model} TASK={self.task} METHOD={self.method})"
+        return f"{file} (from {what})" if file else what
 
     def header(self) -> str:
-        rel = [str(p.relative_to(paths.REPO_ROOT)) for p in self.layers]
+        rel = [str(p.relative_to(paths.REPO_ROOT)) if p.is_relative_to(paths.REPO_ROOT) else str(p)
+               for p in self.layers]
+        over = self.all_overrides
+        run = "" if self.run == f"{self.model}/{self.task}/{self.method}" else f" RUN={self.run}"
         lines = [
-            "# Composed by psyfactory: " + " < ".join(rel) + (f" < {' '.join(self.overrides)}" if self.overrides else ""),
-            f"# Recreate: make config MODEL={self.model} TASK={self.task} METHOD={self.method} HW={self.hw}"
-            + (f' ARGS="{" ".join(self.overrides)}"' if self.overrides else ""),
+            "# Composed by psyfactory: " + " < ".join(rel) + (f" < {' '.join(over)}" if over else ""),
+            f"# Recreate: make config MODEL={self.model} TASK={self.task} METHOD={self.method} HW={self.hw}{run}"
+            + (f' ARGS="{" ".join(over)}"' if over else ""),
         ]
         return "\n".join(lines) + "\n"
 
@@ -103,7 +119,12 @@ def compose(
     method: str = "lora",
     hw: str = "auto",
     overrides: list[str] | tuple[str, ...] = (),
+    *,
+    run: str | None = None,
+    inherited: list[str] | tuple[str, ...] = (),
 ) -> Composed:
+    """Merge the layers of (model, task, method, hw) with the overrides; `run` names the run
+    (default `<model>/<task>/<method>`), `inherited` are overrides applied before `overrides`."""
     hw = os.environ.get("PSY_HW", hw) if hw == "auto" else hw
     if hw == "auto":
         hw = detect_hardware()
@@ -114,17 +135,29 @@ def compose(
         layer_path("model", model),
         layer_path("task", task),
     ]
-    merged = OmegaConf.merge(*(OmegaConf.create(load_layer(p)) for p in layers), parse_overrides(overrides))
+    merged = OmegaConf.merge(*(OmegaConf.create(load_layer(p)) for p in layers),
+                             parse_overrides(list(inherited)), parse_overrides(list(overrides)))
     lf: dict[str, Any] = OmegaConf.to_container(merged, resolve=True)  # type: ignore[assignment]
-    meta: dict[str, Any] = lf.pop(PSY_KEY, None) or {}
+    run = run or f"{model}/{task}/{method}"
+    psy = PsyConfig.parse(lf.pop(PSY_KEY, None), f"RUN={run} (MODEL={model} TASK={task} METHOD={method} HW={hw})")
 
     ref = str(lf["model_name_or_path"])
-    meta.setdefault("model_ref", ref)
     lf["model_name_or_path"] = resolve_model_path(model, ref)
     lf["dataset_dir"] = str(paths.dataset_dir())
-    lf.setdefault("output_dir", str(paths.run_dir(model, task, method) / "adapter"))
-    if meta.get("reasoning", "none") != "none":
+    lf.setdefault("output_dir", str(paths.run_dir(run) / "adapter"))
+    if psy.reasoning != "none":
         # Reasoning templates add an empty <think> block to the prompt (no loss) when thinking is off,
         # matching Qwen3's own chat template with enable_thinking=False at inference.
-        lf["enable_thinking"] = bool(meta.get("thinking", False))
-    return Composed(model, task, method, hw, lf, meta, layers, list(overrides))
+        lf["enable_thinking"] = psy.thinking
+    return Composed(model, task, method, hw, lf, psy, ref, run, layers, list(overrides), list(inherited))
+
+
+def compose_run(run: str | None, model: str | None, task: str | None, method: str | None, hw: str = "auto",
+                overrides: list[str] | tuple[str, ...] = (), *, inherit: bool = True) -> Composed:
+    """Compose the config of the run a command names (see psyfactory.runs.resolve). `inherit`: apply
+    the overrides the run was trained with (every stage after training does)."""
+    from psyfactory import runs
+
+    rid, inherited = runs.resolve(run, model, task, method)
+    return compose(rid.model, rid.task, rid.method, hw, overrides, run=rid.name,
+                   inherited=inherited if inherit else ())

@@ -11,8 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from psyfactory import paths
-from psyfactory.io import atomic_write_json
+from psyfactory.core import paths
+from psyfactory.core.files import atomic_write_json
 
 PACKAGES = (
     "psyfactory", "llamafactory", "torch", "transformers", "peft", "datasets", "trl",
@@ -81,3 +81,11 @@ def record_stage(
     }
     atomic_write_json(run_dir / "manifest.json", manifest)
     return manifest
+
+
+def record_identity(run_dir: Path, c: Any) -> None:
+    """manifest.json `run`: who the run is (psyfactory.runs reads it back for later commands)."""
+    manifest = read_manifest(run_dir)
+    manifest["run"] = {"name": c.run, "model": c.model, "task": c.task, "method": c.method, "hw": c.hw,
+                       "overrides": c.all_overrides}
+    atomic_write_json(run_dir / "manifest.json", manifest)

@@ -10,11 +10,15 @@ import difflib
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from psyfactory.core.errors import PreflightError
 
-class PreflightError(ValueError):
-    pass
+if TYPE_CHECKING:
+    from psyfactory.config import Composed
+
+__all__ = ["PreflightError", "check_datasets", "check_keys", "check_merge", "check_run", "check_template",
+           "check_train"]
 
 
 @cache
@@ -94,6 +98,34 @@ def check_model(cfg: dict[str, Any]) -> None:
     looks_local = ref.startswith(("/", "./", "../", "~")) or Path(ref).exists()
     if looks_local and not (Path(ref).expanduser() / "config.json").is_file():
         raise PreflightError(f"model_name_or_path: {ref} has no config.json (not a model directory)")
+
+
+def check_memory(c: Composed) -> None:
+    """The base weights alone must fit one GPU of the hardware profile (psy.params_b, psy.gpu_memory_gb);
+    sharding with DeepSpeed ZeRO-3 lifts the limit."""
+    params, gpu = c.psy.params_b, c.psy.gpu_memory_gb
+    if not params or not gpu or c.lf.get("deepspeed"):
+        return
+    bits = c.lf.get("quantization_bit")
+    need = params * (0.5 * 1.1 if bits == 4 else 1.1 if bits == 8 else 2.0)  # GB of weights (+ quant scales)
+    if need > 0.9 * gpu:
+        fix = "use METHOD=qlora" if bits is None else "use a smaller model"
+        raise PreflightError(f"{c.source()}: {c.model} needs ~{need:.0f} GB for its weights alone, more than 90% of "
+                             f"one {c.hw} GPU ({gpu:g} GB, psy.gpu_memory_gb); {fix}, or shard it across GPUs "
+                             "with DS=z3")
+
+
+def check_run(c: Composed, *, need_files: bool = True, source: str | None = None) -> list[Path]:
+    """Everything checkable about a composed training config before a model is loaded."""
+    source = source or c.source()
+    files = check_train(c.lf, source, need_files=need_files)
+    if not c.model_ref.startswith("builtin:"):
+        check_model(c.lf)
+    check_memory(c)
+    from psyfactory.evaluate import check_options
+
+    check_options(c)
+    return files
 
 
 def check_train(cfg: dict[str, Any], source: str, *, need_files: bool = True) -> list[Path]:

@@ -16,8 +16,9 @@ import yaml
 
 from psyfactory import preflight
 from psyfactory.config import Composed, parse_overrides
-from psyfactory.io import atomic_write_text
-from psyfactory.manifest import config_hash, read_manifest, record_stage
+from psyfactory.core.errors import PREEMPTED, Preempted, RunError
+from psyfactory.core.files import atomic_write_text
+from psyfactory.manifest import config_hash, read_manifest, record_identity, record_stage
 from psyfactory.models import materialize
 
 # Keys a derived (merge/predict/chat) config inherits from the composed training config.
@@ -28,16 +29,7 @@ PREDICT_KEYS = MODEL_KEYS + QUANT_KEYS + (
     "per_device_eval_batch_size", "bf16", "flash_attn", "seed", "overwrite_cache", "report_to",
 )
 
-
-PREEMPTED = 75  # exit code of psyfactory.lf_train after a checkpoint-on-SIGUSR1 stop (EX_TEMPFAIL)
-
-
-class RunError(RuntimeError):
-    pass
-
-
-class Preempted(RunError):
-    """Training stopped early on SIGUSR1 after saving a checkpoint; rerunning resumes from it."""
+__all__ = ["PREEMPTED", "Preempted", "RunError", "chat", "merge", "predict", "train"]
 
 
 def lf_cli() -> str:
@@ -118,9 +110,10 @@ def _has_checkpoints(path: Path) -> bool:
 def train(c: Composed, *, dry_run: bool = False) -> Path:
     run_dir = c.run_dir
     cfg_file = run_dir / "train.yaml"
-    data_files = preflight.check_train(c.lf, f"{cfg_file} (from MODEL={c.model} TASK={c.task} METHOD={c.method})")
-    if not c.meta["model_ref"].startswith("builtin:"):
-        preflight.check_model(c.lf)
+    if c.psy.eval_only:
+        raise preflight.PreflightError(f"configs/tasks/{c.task}.yaml: task '{c.task}' is eval-only (no training "
+                                       "data); train on another task and evaluate with ADAPTER_TASK or RUN")
+    data_files = preflight.check_run(c, source=c.source(cfg_file))
     previous = read_manifest(run_dir).get("stages", {}).get("train")
     if (
         previous
@@ -130,24 +123,26 @@ def train(c: Composed, *, dry_run: bool = False) -> Path:
     ):
         raise RunError(
             f"{run_dir} holds checkpoints of a run with a different config; LLaMA-Factory would resume "
-            "from them and mix two runs. Use another run (e.g. a new METHOD name is not possible: move "
-            "the directory away) or pass ARGS=overwrite_output_dir=true to start over."
+            "from them and mix two runs. Name a new run (RUN=<name>) or pass ARGS=overwrite_output_dir=true "
+            "to start this one over."
         )
     write_config(cfg_file, c.lf, c.header() + f"# Run: llamafactory-cli train {cfg_file}\n")
     if dry_run:
         return cfg_file
-    materialize(c.meta["model_ref"])
-    record_stage(run_dir, "train", cfg_file, c.lf, c.meta, data_files, status="running")
+    materialize(c.model_ref)
+    record_identity(run_dir, c)
+    meta = c.psy.model_dump(mode="json")
+    record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="running")
     if multi_process():  # llamafactory-cli launches torchrun; resumes rely on periodic checkpoints
         run_lf("train", cfg_file)
     else:  # run_exp in-process, as llamafactory-cli does on one device, plus checkpoint-on-SIGUSR1
         rc = _run_checked([sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)], cfg_file,
                           f"python -m psyfactory.lf_train {cfg_file}", allowed=(PREEMPTED,))
         if rc == PREEMPTED:
-            record_stage(run_dir, "train", cfg_file, c.lf, c.meta, data_files, status="preempted")
+            record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="preempted")
             raise Preempted(f"training stopped on SIGUSR1 with a checkpoint in {adapter_dir(c)}; "
                             "rerun the same command to resume from it")
-    record_stage(run_dir, "train", cfg_file, c.lf, c.meta, data_files, status="done")
+    record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="done")
     return adapter_dir(c)
 
 
@@ -171,16 +166,16 @@ def merge_config(c: Composed) -> dict[str, Any]:
 def merge(c: Composed) -> Path:
     cfg = merge_config(c)
     cfg_file = c.run_dir / "merge.yaml"
-    preflight.check_merge(cfg, f"{cfg_file} (from MODEL={c.model} TASK={c.task} METHOD={c.method})")
+    preflight.check_merge(cfg, c.source(cfg_file))
     write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli export {cfg_file}\n")
-    materialize(c.meta["model_ref"])
+    materialize(c.model_ref)
     run_lf("export", cfg_file)
-    record_stage(c.run_dir, "merge", cfg_file, cfg, c.meta, status="done")
+    record_stage(c.run_dir, "merge", cfg_file, cfg, c.psy.model_dump(mode="json"), status="done")
     return Path(cfg["export_dir"])
 
 
 def predict_config(c: Composed) -> dict[str, Any]:
-    eval_dataset = c.meta.get("eval_dataset")
+    eval_dataset = c.psy.eval_dataset
     if not eval_dataset:
         raise preflight.PreflightError(f"configs/tasks/{c.task}.yaml: no psy.eval_dataset to predict on")
     cfg = {k: c.lf[k] for k in PREDICT_KEYS if k in c.lf}
@@ -193,7 +188,7 @@ def predict_config(c: Composed) -> dict[str, Any]:
         output_dir=str(c.run_dir / "predict"),
         overwrite_output_dir=True,
         do_sample=False,
-        max_new_tokens=int(c.meta.get("max_new_tokens", 512)),
+        max_new_tokens=c.psy.max_new_tokens,
     )
     return cfg
 
@@ -201,7 +196,7 @@ def predict_config(c: Composed) -> dict[str, Any]:
 def _prepare_stage(c: Composed, name: str, cfg: dict[str, Any], parser: str, lf_command: str) -> Path:
     """Check a derived stage config (keys for LF's `parser` group, template) and write runs/…/<name>.yaml."""
     cfg_file = c.run_dir / f"{name}.yaml"
-    source = f"{cfg_file} (from MODEL={c.model} TASK={c.task} METHOD={c.method})"
+    source = c.source(cfg_file)
     preflight.check_keys(cfg, parser, source)
     preflight.check_template(cfg, source)
     if name == "predict" and not (Path(cfg["adapter_name_or_path"]) / "adapter_config.json").is_file():
@@ -213,10 +208,11 @@ def predict(c: Composed) -> Path:
     cfg = predict_config(c)
     data_files = preflight.check_datasets(cfg["eval_dataset"], Path(cfg["dataset_dir"]))
     cfg_file = _prepare_stage(c, "predict", cfg, "train", "train")
-    materialize(c.meta["model_ref"])
+    materialize(c.model_ref)
     run_lf("train", cfg_file)
     out = Path(cfg["output_dir"]) / "generated_predictions.jsonl"
-    record_stage(c.run_dir, "predict", cfg_file, cfg, c.meta, data_files, status="done", output=str(out))
+    record_stage(c.run_dir, "predict", cfg_file, cfg, c.psy.model_dump(mode="json"), data_files, status="done",
+                 output=str(out))
     return out
 
 
@@ -224,7 +220,7 @@ def chat_config(c: Composed) -> dict[str, Any]:
     cfg = {k: c.lf[k] for k in MODEL_KEYS + QUANT_KEYS if k in c.lf}
     if (adapter_dir(c) / "adapter_config.json").is_file():
         cfg["adapter_name_or_path"] = str(adapter_dir(c))
-    cfg.update(infer_backend="huggingface", max_new_tokens=int(c.meta.get("max_new_tokens", 512)))
+    cfg.update(infer_backend="huggingface", max_new_tokens=c.psy.max_new_tokens)
     return cfg
 
 
@@ -233,5 +229,5 @@ def chat(c: Composed) -> None:
     if "adapter_name_or_path" not in cfg:
         print(f"[psyfactory] no adapter in {adapter_dir(c)}: chatting with the base model", flush=True)
     cfg_file = _prepare_stage(c, "chat", cfg, "infer", "chat")
-    materialize(c.meta["model_ref"])
+    materialize(c.model_ref)
     run_lf("chat", cfg_file)

@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 import yaml
-from psyutil import psy
+from psyutil import cli
 
-from psyfactory import paths
 from psyfactory.config import ConfigError, compose, list_names, load_layer
+from psyfactory.core import paths
 from psyfactory.models import resolve_model_path
 from psyfactory.preflight import check_keys, check_template, lf_keys
 
@@ -47,11 +47,11 @@ def test_every_model_task_method_composes_to_valid_lf_keys(model):
         c = compose(model, task, method, "a40")
         check_keys(c.lf, "train", f"{model}/{task}/{method}")
         check_template(c.lf, f"{model}/{task}/{method}")
-        if c.meta.get("eval_only"):  # benchmark tasks (psychcounsel): nothing to train on
-            assert "dataset" not in c.lf and c.meta["eval_plugins"]
+        if c.psy.eval_only:  # benchmark tasks (psychcounsel): nothing to train on
+            assert "dataset" not in c.lf and c.psy.eval_plugins
             continue
         assert c.lf["dataset"] == f"{task}_train"
-        assert c.meta["eval_dataset"] == f"{task}_eval"
+        assert c.psy.eval_dataset == f"{task}_eval"
         assert "psy" not in c.lf
 
 
@@ -61,8 +61,10 @@ def test_layer_precedence_and_overrides():
     assert c.lf["bf16"] is True  # hardware layer
     assert c.lf["cutoff_len"] == 256  # task layer
     assert c.lf["learning_rate"] == 5e-5  # override beats task
-    assert c.meta["max_new_tokens"] == 3
-    assert c.lf["output_dir"] == str(paths.run_dir("qwen3-4b", "emotion", "qlora") / "adapter")
+    assert c.psy.max_new_tokens == 3
+    assert c.lf["output_dir"] == str(paths.runs_root() / "qwen3-4b" / "emotion" / "qlora" / "adapter")
+    named = compose("qwen3-4b", "emotion", "qlora", "a40", run="lr-5e-5")
+    assert named.lf["output_dir"] == str(paths.runs_root() / "lr-5e-5" / "adapter") and named.run_dir.name == "lr-5e-5"
     assert compose("qwen3-4b", "emotion", "lora", "cpu").lf["bf16"] is False
     assert "quantization_bit" not in compose("qwen3-4b", "emotion", "lora", "cpu").lf
 
@@ -96,7 +98,7 @@ def test_model_path_resolution(tmp_path, monkeypatch):
     mapping.write_text("qwen3-4b: /nfs/models/qwen3-4b\n")
     monkeypatch.setenv("PSY_MODEL_PATHS", str(mapping))
     assert compose("qwen3-4b", "psydt", "lora", "a40").lf["model_name_or_path"] == "/nfs/models/qwen3-4b"
-    assert compose("qwen3-4b", "psydt", "lora", "a40").meta["model_ref"] == "Qwen/Qwen3-4B"
+    assert compose("qwen3-4b", "psydt", "lora", "a40").model_ref == "Qwen/Qwen3-4B"
 
 
 def test_adding_a_model_is_one_yaml_file(tmp_path, monkeypatch):
@@ -118,7 +120,7 @@ def test_adding_a_model_is_one_yaml_file(tmp_path, monkeypatch):
 def test_cli_config_prints_flat_config_lf_parses(task):
     from llamafactory.hparams.parser import _parse_train_args
 
-    out = psy("config", "--model", "qwen3-4b", "--task", task, "--method", "qlora", "--hw", "a40").stdout
+    out = cli("config", "--model", "qwen3-4b", "--task", task, "--method", "qlora", "--hw", "a40").stdout
     assert out.startswith("# Composed by psyfactory")
     cfg = yaml.safe_load(out)
     assert cfg["model_name_or_path"] == "Qwen/Qwen3-4B" and cfg["quantization_bit"] == 4
@@ -139,6 +141,21 @@ def test_every_task_lists_registered_eval_plugins():
     import plugins
 
     for task in list_names("task"):
-        names = compose("tiny", task, "lora", "cpu").meta.get("eval_plugins") or []
+        names = compose("tiny", task, "lora", "cpu").psy.eval_plugins
         assert names, f"configs/tasks/{task}.yaml lists no eval plugins"
         assert set(names) <= set(plugins.names()), f"{task}: unknown plugins {set(names) - set(plugins.names())}"
+
+
+def test_every_psy_key_is_documented():
+    from psyfactory.psyconfig import PsyConfig, describe
+
+    doc = (paths.REPO_ROOT / "docs" / "configs.md").read_text(encoding="utf-8")
+    for key, layer, _, default, help_ in describe():
+        assert f"| `psy.{key}` | {layer} | `{default}` |" in doc, f"docs/configs.md: psy.{key} missing or out of date"
+        assert help_, key
+    assert set(PsyConfig.keys()) == {r[0] for r in describe()}
+
+
+def test_params_b_is_read():
+    assert compose("qwen3-4b", "psydt", "lora", "a40").psy.params_b == 4.0
+    assert compose("qwen3-4b", "psydt", "lora", "a40").psy.gpu_memory_gb == 48

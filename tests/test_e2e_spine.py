@@ -1,5 +1,5 @@
-"""End to end on the tiny model through the real llamafactory-cli: train -> merge -> predict,
-for LoRA and QLoRA, and the merged model's logits equal base + adapter."""
+"""End to end on the tiny model through the real LLaMA-Factory code: the session's shared run (`make demo`:
+prep -> train -> merge -> predict) and its outputs, merge parity, QLoRA, named runs, and SIGUSR1 resume."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import json
 import pytest
 import torch
 import yaml
-from psyutil import psy
+from psyutil import cli, one_error_line, psy
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from psyfactory import paths
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["老师，我最近总是睡不着。", "I am worried about my exams."]
@@ -35,61 +33,79 @@ def _check_merge_parity(run, base_path) -> None:
         assert (got - plain).abs().max() > 1e-4  # training changed the model: parity is not vacuous
 
 
-@pytest.mark.parametrize("method", ["lora", "qlora"])
-def test_train_merge_predict(workspace, tiny_model, method):
-    common = ["--model", "tiny", "--task", "psydt", "--method", method, "--hw", "cpu"]
-    psy("train", *common, "max_steps=6", "logging_steps=2", "save_steps=3", "learning_rate=5e-3")
-    run = paths.run_dir("tiny", "psydt", method)
+def test_demo_prepares_trains_merges_and_predicts(tiny_run, tiny_model):
+    run = tiny_run.dir
+    assert "demo finished" in tiny_run.stdout
+    assert str(run / "predict" / "generated_predictions.jsonl") in tiny_run.stdout
     cfg = yaml.safe_load((run / "train.yaml").read_text())
-    assert cfg["output_dir"] == str(run / "adapter")
-    assert (cfg.get("quantization_bit") == 4) == (method == "qlora")
-    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert cfg["output_dir"] == str(run / "adapter") and "quantization_bit" not in cfg
     log = [json.loads(line) for line in (run / "adapter" / "trainer_log.jsonl").read_text().splitlines()]
-    assert log[-1]["current_steps"] == 6
-
-    psy("merge", *common)
-    merge_cfg = yaml.safe_load((run / "merge.yaml").read_text())
-    assert "quantization_bit" not in merge_cfg  # QLoRA merges onto the full-precision base
+    assert log[-1]["current_steps"] == 20
+    assert sorted(p.name for p in (run / "adapter").glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
     _check_merge_parity(run, tiny_model)
 
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert {"train", "merge"} <= set(manifest["stages"])
-    train_stage = manifest["stages"]["train"]
-    assert train_stage["status"] == "done" and train_stage["versions"]["llamafactory"] == "0.9.5"
-    data_file = str(workspace / "dataset" / "data" / "psydt" / "train.jsonl")
-    assert len(train_stage["data"][data_file]) == 64  # sha256 hex
+    manifest = tiny_run.manifest()
+    identity = manifest["run"]  # what later commands read back (RUN=<name> alone is enough)
+    assert {k: identity[k] for k in ("name", "model", "task", "method", "hw")} == {
+        "name": "tiny/student/lora", "model": "tiny", "task": "student", "method": "lora", "hw": "cpu"}
+    assert "learning_rate=5e-3" in identity["overrides"]
+    train = manifest["stages"]["train"]
+    assert train["status"] == "done" and train["versions"]["llamafactory"] == "0.9.5"
+    assert train["psy"]["label_schema"] == "evaluation/schemas/student_labels.json"  # the typed psy block
+    data_file = str(tiny_run.dataset / "data" / "student" / "train.jsonl")
+    assert len(train["data"][data_file]) == 64  # sha256 hex
+    assert {"train", "merge", "predict"} <= set(manifest["stages"])
 
-    if method == "lora":
-        psy("predict", *common, "psy.max_new_tokens=8")
-        rows = [json.loads(x) for x in (run / "predict" / "generated_predictions.jsonl").read_text().splitlines()]
-        assert len(rows) == 4 and {"prompt", "predict", "label"} <= set(rows[0])
-        assert rows[0]["prompt"].endswith("<think>\n\n</think>\n\n")  # thinking disabled in the prompt
-        assert manifest["stages"]["train"]["config_hash"] != json.loads((run / "manifest.json").read_text())[
-            "stages"]["predict"]["config_hash"]
+    rows = [json.loads(x) for x in (run / "predict" / "generated_predictions.jsonl").read_text().splitlines()]
+    eval_rows = (tiny_run.dataset / "data" / "student" / "eval.jsonl").read_text().splitlines()
+    assert len(rows) == len(eval_rows) > 0 and {"prompt", "predict", "label"} <= set(rows[0])
+    assert rows[0]["prompt"].endswith("<think>\n\n</think>\n\n")  # thinking disabled in the prompt
+    assert train["config_hash"] != manifest["stages"]["predict"]["config_hash"]
 
 
-def test_changed_config_refuses_to_mix_with_existing_checkpoints(workspace, tiny_model):
-    common = ["--model", "tiny", "--task", "psydt", "--hw", "cpu"]
-    psy("train", *common, "max_steps=2", "save_steps=1")
-    proc = psy("train", *common, "max_steps=2", "save_steps=1", "learning_rate=1e-3", check=False)
-    assert proc.returncode == 2 and "different config" in proc.stderr
+@pytest.fixture
+def in_tiny_run(tiny_run, monkeypatch):
+    monkeypatch.setenv("PSY_RUNS_DIR", str(tiny_run.runs_root))
+    monkeypatch.setenv("PSY_DATASET_DIR", str(tiny_run.dataset))
+    return tiny_run
+
+
+def test_changed_config_refuses_to_mix_with_existing_checkpoints(in_tiny_run):
+    proc = cli("train", "--run", in_tiny_run.name, "--hw", "cpu", "max_steps=20", "learning_rate=1e-3", check=False)
+    assert "different config" in one_error_line(proc) and "RUN=<name>" in proc.stderr
+
+
+def test_a_second_named_run_coexists_and_later_stages_need_only_its_name(in_tiny_run):
+    tiny_run = in_tiny_run
+    cli("train", "--run", "lr-test", "--model", "tiny", "--task", "student", "--hw", "cpu", "max_steps=2",
+        "save_steps=2", "learning_rate=1e-3")
+    other = tiny_run.runs_root / "lr-test"
+    assert (other / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tiny_run.dir / "adapter" / "adapter_model.safetensors").is_file()  # the first run is untouched
+    rec = json.loads((other / "manifest.json").read_text())["run"]
+    assert (rec["model"], rec["task"], rec["overrides"]) == ("tiny", "student", ["max_steps=2", "save_steps=2",
+                                                                                 "learning_rate=1e-3"])
+    cli("merge", "--run", "lr-test", "--hw", "cpu")  # model and task come from the run
+    header = (other / "merge.yaml").read_text().splitlines()[1]
+    assert header.startswith("# Recreate: make config MODEL=tiny TASK=student METHOD=lora HW=cpu RUN=lr-test")
+    assert (other / "merged" / "model.safetensors").is_file()
+    wrong = cli("merge", "--run", "lr-test", "--task", "psydt", "--hw", "cpu", check=False)
+    assert "was trained with TASK=student, not TASK=psydt" in one_error_line(wrong)
+
+
+def test_qlora_trains_and_merges_onto_the_full_precision_base(workspace, tiny_model):
+    common = ["--model", "tiny", "--task", "psydt", "--method", "qlora", "--hw", "cpu"]
+    cli("train", *common, "max_steps=6", "logging_steps=2", "save_steps=6", "learning_rate=5e-3")
+    run = workspace / "runs" / "tiny" / "psydt" / "qlora"
+    assert yaml.safe_load((run / "train.yaml").read_text())["quantization_bit"] == 4
+    cli("merge", *common)
+    assert "quantization_bit" not in yaml.safe_load((run / "merge.yaml").read_text())
+    _check_merge_parity(run, tiny_model)
 
 
 def test_chat_reads_stdin(workspace, tiny_model):
     proc = psy("chat", "--model", "tiny", "--hw", "cpu", "psy.max_new_tokens=4", input="你好\nexit\n", timeout=300)
     assert "no adapter" in proc.stdout and "User:" in proc.stdout
-
-
-def test_demo_runs_prep_train_merge_predict(tmp_path, monkeypatch, tiny_model):
-    monkeypatch.setenv("PSY_RUNS_DIR", str(tmp_path / "runs"))
-    proc = psy("demo", timeout=900)
-    run = tmp_path / "runs" / "tiny" / "psydt" / "lora"
-    assert "demo finished" in proc.stdout
-    assert (run / "merged" / "model.safetensors").is_file()
-    preds = (run / "predict" / "generated_predictions.jsonl").read_text(encoding="utf-8").splitlines()
-    eval_rows = (tmp_path / "runs" / "_demo" / "dataset" / "data" / "psydt" / "eval.jsonl").read_text().splitlines()
-    assert len(preds) == len(eval_rows) > 0
-    assert str(run / "predict" / "generated_predictions.jsonl") in proc.stdout
 
 
 def test_sigusr1_saves_a_checkpoint_and_a_rerun_resumes_from_it(workspace, tiny_model):
@@ -98,11 +114,12 @@ def test_sigusr1_saves_a_checkpoint_and_a_rerun_resumes_from_it(workspace, tiny_
     import sys
     import time
 
-    from psyfactory.runner import PREEMPTED
+    from psyfactory.core import paths
+    from psyfactory.core.errors import PREEMPTED
 
     args = [sys.executable, "-m", "psyfactory", "train", "--model", "tiny", "--hw", "cpu",
             "max_steps=300", "save_steps=300", "logging_steps=1", "cutoff_len=128"]
-    log = paths.run_dir("tiny", "psydt", "lora") / "adapter" / "trainer_log.jsonl"
+    log = workspace / "runs" / "tiny" / "psydt" / "lora" / "adapter" / "trainer_log.jsonl"
     proc = subprocess.Popen(args, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
     while not (log.is_file() and len(log.read_text().splitlines()) >= 3) and time.time() < deadline:

@@ -6,41 +6,67 @@ import argparse
 import os
 import time
 
-from psyfactory import paths, preflight, runner
-from psyfactory.config import Composed, compose, list_names
+from psyfactory.core import paths
 
 
-def _compose(args: argparse.Namespace) -> Composed:
-    return compose(args.model, args.task, getattr(args, "method", "lora"), args.hw, args.overrides)
+def compose_args(args: argparse.Namespace, *, inherit: bool = True):  # noqa: ANN201 (Composed, imported lazily)
+    """The composed config of the run the command line names (RUN, or MODEL/TASK/METHOD)."""
+    from psyfactory.config import compose_run
+
+    return compose_run(args.run, args.model, args.task, getattr(args, "method", None), args.hw, args.overrides,
+                       inherit=inherit)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    from psyfactory.config import list_names
+
     for kind in ("model", "task", "method", "hardware"):
         print(f"{kind:9} {' '.join(list_names(kind))}")
+    if args.psy:
+        from psyfactory.psyconfig import describe
+
+        print("\npsy keys (docs/configs.md):")
+        for key, layer, typ, default, _ in describe():
+            print(f"  psy.{key:15} {layer:9} {typ:35} default {default}")
+    if args.runs:
+        from psyfactory.runs import all_runs
+
+        print("\nruns under " + str(paths.runs_root()) + ":")
+        for name in all_runs():
+            print(f"  {name}")
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    c = _compose(args)
-    source = f"MODEL={c.model} TASK={c.task} METHOD={c.method}"
-    preflight.check_train(c.lf, source, need_files=False)
+    from psyfactory import preflight
+
+    c = compose_args(args, inherit=False)
+    preflight.check_run(c, need_files=False)
     print(c.to_yaml(), end="")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    out = runner.train(_compose(args), dry_run=args.dry_run)
+    from psyfactory import runner
+
+    out = runner.train(compose_args(args, inherit=False), dry_run=args.dry_run)
     print(f"[psyfactory] {'config written' if args.dry_run else 'adapter'}: {out}")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    print(f"[psyfactory] merged model: {runner.merge(_compose(args))}")
+    from psyfactory import runner
+
+    print(f"[psyfactory] merged model: {runner.merge(compose_args(args))}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    print(f"[psyfactory] predictions: {runner.predict(_compose(args))}")
+    from psyfactory import runner
+
+    print(f"[psyfactory] predictions: {runner.predict(compose_args(args))}")
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    runner.chat(_compose(args))
+    from psyfactory import runner
+
+    runner.chat(compose_args(args))
 
 
 DEMO_SAMPLES = paths.REPO_ROOT / "data_prep" / "samples"
@@ -49,6 +75,8 @@ DEMO_SAMPLES = paths.REPO_ROOT / "data_prep" / "samples"
 def cmd_demo(args: argparse.Namespace) -> None:
     """prep (bundled sample data) -> train -> merge -> predict, on the tiny model, on CPU."""
     from data_prep import prepare
+    from psyfactory import runner
+    from psyfactory.config import compose
 
     t0 = time.time()
     demo_root = paths.runs_root() / "_demo"
@@ -71,6 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from psyfactory.cli import add_run_args
 
     p = sub.add_parser("list", help="list models, tasks, methods, hardware profiles")
+    p.add_argument("--psy", action="store_true", help="also the psy: keys with their layer, type and default")
+    p.add_argument("--runs", action="store_true", help="also the runs under the runs root")
     p.set_defaults(func=cmd_list)
     for name, func, help_ in [
         ("config", cmd_config, "print the composed flat LLaMA-Factory config"),
@@ -88,5 +118,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default="psydt")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_demo)
-
-
