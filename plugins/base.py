@@ -1,4 +1,15 @@
-"""Plugin interface and small helpers shared by the plugins (statistics, markdown, plots)."""
+"""Plugin interface and small helpers shared by the plugins (statistics, markdown, plots).
+
+A plugin is a module `plugins/<name>.py` with one :class:`EvalPlugin` subclass whose ``name`` is
+``<name>``. It declares what it is, and the core asks instead of naming plugins:
+
+- ``needs_predictions``: it scores the shared greedy generations on the task's eval set;
+- ``needs_backend``: it queries the model itself (a benchmark that brings its own items);
+- ``Options``: the keys it accepts under ``psy.eval_options.<name>`` (checked in preflight);
+- ``needs_loglik(options)``: whether it will call ``backend.option_logprobs`` (picks the backend);
+- ``check(options)``: fail on bad inputs (a missing benchmark file...) before a model is loaded;
+- ``paired(items)``: per-item outcomes that ``psyfactory compare`` can test base vs tuned.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from psyfactory.core.errors import EvalError, format_validation_error
+
 if TYPE_CHECKING:
-    from psyfactory.inference import Backend
+    from psyfactory.core.backend import Backend
+    from psyfactory.core.labels import LabelSchema
 
 Message = dict[str, str]
 
@@ -24,6 +40,12 @@ class Sample:
     reference: str
 
 
+class PluginOptions(BaseModel):
+    """Base of a plugin's options (``psy.eval_options.<plugin>``): unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 @dataclass
 class EvalContext:
     """Everything a plugin may use. ``predictions`` are the think-stripped greedy generations for
@@ -34,8 +56,10 @@ class EvalContext:
     samples: list[Sample] = field(default_factory=list)
     predictions: list[str] | None = None
     backend: Backend | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    max_new_tokens: int = 256
+    options: Any = None  # the plugin's validated Options instance
+    max_new_tokens: int = 512
+    limit: int | None = None  # evaluate the first N items only (benchmarks with their own items)
+    label_schema: LabelSchema | None = None  # the task's psy.label_schema
 
 
 @dataclass
@@ -52,45 +76,72 @@ class EvalPlugin(ABC):
     name: ClassVar[str]
     #: True when the plugin scores the shared greedy generations on the task's eval set.
     needs_predictions: ClassVar[bool] = True
+    #: True when the plugin queries the model backend itself.
+    needs_backend: ClassVar[bool] = False
+    #: the plugin's options (psy.eval_options.<name>).
+    Options: ClassVar[type[PluginOptions]] = PluginOptions
     #: metric keys (dotted paths into ``metrics``) shown in the ``compare`` table.
     headline: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def run(self, ctx: EvalContext) -> PluginResult: ...
 
+    @classmethod
+    def parse_options(cls, data: dict[str, Any] | None, source: str = "") -> PluginOptions:
+        """Validate options; a problem is one EvalError naming `psy.eval_options.<plugin>.<key>`."""
+        try:
+            return cls.Options.model_validate(dict(data or {}))
+        except ValidationError as e:
+            where = f"{source}: " if source else ""
+            raise EvalError(where + format_validation_error(
+                e, f"psy.eval_options.{cls.name}", list(cls.Options.model_fields))) from None
+
+    def needs_loglik(self, options: Any) -> bool:
+        """True when this run of the plugin scores options by log-likelihood (hf backend only)."""
+        return False
+
+    def check(self, options: Any) -> None:  # noqa: B027 (optional hook: most plugins have nothing to check)
+        """Raise a UserError for inputs that cannot work (files, endpoints), before any model loads."""
+
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
         """Metric keys for the compare table; plugins with data-dependent keys override this."""
         return list(self.headline)
+
+    def paired(self, items: list[dict[str, Any]]) -> dict[str, dict[str, bool]] | None:
+        """Per-item correctness for a paired test between two evaluations of the same items:
+        {group (e.g. prompt format): {item id: correct}}. None: the plugin's records don't allow one."""
+        return None
 
 
 # ---------------------------------------------------------------- statistics
 
 
-def wilson_ci(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson_ci(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (95% by default); (0, 0) when n == 0."""
     if n == 0:
         return (0.0, 0.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(successes, n, alpha=alpha, method="wilson")
+    return (max(0.0, float(lo)), min(1.0, float(hi)))
 
 
 def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict[str, Any]:
     """Paired comparison of two systems on the same items: exact (binomial) McNemar test.
 
-    ``b01`` = items only A got right, ``b10`` = items only B got right; ``diff`` = acc(B) - acc(A).
+    ``only_a`` = items only A got right, ``only_b`` = items only B got right; ``diff`` = acc(B) - acc(A).
     """
-    from scipy.stats import binomtest
+    from statsmodels.stats.contingency_tables import mcnemar
 
     if len(a_correct) != len(b_correct):
         raise ValueError(f"paired results differ in length: {len(a_correct)} vs {len(b_correct)}")
     n = len(a_correct)
-    only_a = sum(1 for x, y in zip(a_correct, b_correct, strict=True) if x and not y)
-    only_b = sum(1 for x, y in zip(a_correct, b_correct, strict=True) if y and not x)
-    discordant = only_a + only_b
-    p = 1.0 if discordant == 0 else float(binomtest(min(only_a, only_b), discordant, 0.5).pvalue)
+    pairs = list(zip(a_correct, b_correct, strict=True))
+    both = sum(1 for x, y in pairs if x and y)
+    only_a = sum(1 for x, y in pairs if x and not y)
+    only_b = sum(1 for x, y in pairs if y and not x)
+    neither = n - both - only_a - only_b
+    p = 1.0 if only_a + only_b == 0 else float(mcnemar([[both, only_a], [only_b, neither]], exact=True).pvalue)
     return {
         "n": n,
         "only_a": only_a,

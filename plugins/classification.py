@@ -6,11 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from plugins.base import EvalContext, EvalPlugin, PluginResult, md_table, save_confusion_png
+from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, md_table, save_confusion_png
+from psyfactory.core.errors import EvalError
 
 EMOTION_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 INVALID = "(invalid)"
 _STRIP = " \t\r\n\"'`.,!。！，:;*"
+
+
+class Options(PluginOptions):
+    labels: list[str] = list(EMOTION_LABELS)  # the allowed answers; a reply is normalised, then matched
 
 
 def normalize_label(text: str, labels: Sequence[str]) -> str | None:
@@ -30,7 +35,8 @@ def score(predictions: Sequence[str], references: Sequence[str], labels: Sequenc
     for i, r in enumerate(references):
         ref = normalize_label(r, labels)
         if ref is None:
-            raise ValueError(f"reference #{i} {r!r} is not one of the labels {labels}")
+            raise EvalError(f"reference #{i} {r!r} is not one of the labels {labels} "
+                            "(psy.eval_options.classification.labels)")
         refs.append(ref)
     preds = [normalize_label(p, labels) or INVALID for p in predictions]
     n = len(refs)
@@ -59,11 +65,15 @@ def score(predictions: Sequence[str], references: Sequence[str], labels: Sequenc
 
 class ClassificationPlugin(EvalPlugin):
     name = "classification"
+    Options = Options
     headline = ("n", "accuracy", "macro_f1", "invalid_rate")
+
+    def paired(self, items: list[dict[str, Any]]) -> dict[str, dict[str, bool]] | None:
+        return {"label": {it["id"]: bool(it["correct"]) for it in items}} if items else None
 
     def run(self, ctx: EvalContext) -> PluginResult:
         assert ctx.predictions is not None
-        labels = list(ctx.options.get("labels", EMOTION_LABELS))
+        labels = list((ctx.options or Options()).labels)
         m = score(ctx.predictions, [s.reference for s in ctx.samples], labels)
         plot = "classification_confusion.png"
         if m["n"]:
@@ -76,6 +86,7 @@ class ClassificationPlugin(EvalPlugin):
             md_table(["label", "precision", "recall", "F1", "support"], rows),
             f"![confusion matrix]({plot})" if m["n"] else "",
         ])
-        items = [{"id": s.id, "reference": s.reference, "prediction": p,
-                  "label": normalize_label(p, labels)} for s, p in zip(ctx.samples, ctx.predictions, strict=True)]
+        items = [{"id": s.id, "reference": s.reference, "prediction": p, "label": normalize_label(p, labels),
+                  "correct": normalize_label(p, labels) == normalize_label(s.reference, labels)}
+                 for s, p in zip(ctx.samples, ctx.predictions, strict=True)]
         return PluginResult(m, report, [plot] if m["n"] else [], items)

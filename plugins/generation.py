@@ -10,11 +10,15 @@ from __future__ import annotations
 import re
 import statistics
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from plugins.base import EvalContext, EvalPlugin, PluginResult, md_table, pyplot, save_fig
+from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, md_table, pyplot, save_fig
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+class Options(PluginOptions):
+    lang: Literal["auto", "zh", "en"] = "auto"  # tokenisation: jieba for zh, whitespace for en, auto per text
 
 
 def tokenize(text: str, lang: str = "auto") -> list[str]:
@@ -90,11 +94,12 @@ def score(predictions: Sequence[str], references: Sequence[str], lang: str = "au
 
 class GenerationPlugin(EvalPlugin):
     name = "generation"
+    Options = Options
     headline = ("n", "rouge-1", "rouge-2", "rouge-l", "bleu-4", "distinct-2")
 
     def run(self, ctx: EvalContext) -> PluginResult:
         assert ctx.predictions is not None
-        m = score(ctx.predictions, [s.reference for s in ctx.samples], ctx.options.get("lang", "auto"))
+        m = score(ctx.predictions, [s.reference for s in ctx.samples], (ctx.options or Options()).lang)
         per = m.pop("per_item")
         plot = "generation_lengths.png"
         plt = pyplot()

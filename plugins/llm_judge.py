@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import yaml
 
-from plugins.base import EvalContext, EvalPlugin, PluginResult, md_table
+from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, md_table
+from psyfactory.core.errors import EvalError
 
 RUBRICS_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "rubrics"
 
@@ -63,7 +64,7 @@ def load_rubric(name_or_path: str) -> Rubric:
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         path = RUBRICS_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise KeyError(f"unknown rubric {name_or_path!r}; known: {', '.join(available_rubrics())}")
+            raise EvalError(f"unknown rubric {name_or_path!r}; known: {', '.join(available_rubrics())}")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     try:
         criteria = tuple(Criterion(str(c["key"]), int(c["min"]), int(c["max"]), str(c.get("description", "")))
@@ -71,10 +72,10 @@ def load_rubric(name_or_path: str) -> Rubric:
         attributes = tuple((str(a["key"]), str(a.get("description", ""))) for a in raw.get("attributes") or [])
         system = str(raw["system"])
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: a rubric needs 'system' and 'criteria' [{{key, min, max}}] "
-                         f"(optional 'attributes' [{{key}}]): {e!r}") from e
+        raise EvalError(f"{path}: a rubric needs 'system' and 'criteria' [{{key, min, max}}] "
+                        f"(optional 'attributes' [{{key}}]): {e!r}") from None
     if not criteria or any(c.min > c.max for c in criteria):
-        raise ValueError(f"{path}: field 'criteria' must be non-empty with min <= max")
+        raise EvalError(f"{path}: field 'criteria' must be non-empty with min <= max")
     return Rubric(str(raw.get("name", path.stem)), system, criteria, attributes, str(raw.get("description", "")))
 
 
@@ -132,7 +133,7 @@ def aggregate(rubric: Rubric, replies: list[JudgeReply]) -> dict[str, Any]:
 def reply_validator(schema: dict[str, Any]) -> Any:
     """Judge reply text -> (value, reasons): tolerant JSON extraction (fences, prose around it),
     then schema reason codes (missing_key:…, out_of_range:causes.clarity, …)."""
-    from psyfactory.labels import extract_json, schema_reasons
+    from psyfactory.core.labels import extract_json, schema_reasons
 
     def validate(text: str) -> tuple[Any, list[str]]:
         ex = extract_json(text)
@@ -149,7 +150,7 @@ class OpenAIJudge:
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, retries: int = 2,
                  timeout: float = 120.0, max_tokens: int = 512) -> None:
-        from psyfactory.llm_client import ChatClient, Endpoint
+        from psyfactory.core.llm_client import ChatClient, Endpoint
 
         self.retries = retries
         self.client = ChatClient(Endpoint(base_url, model, api_key or "EMPTY", timeout), max_tokens=max_tokens)
@@ -162,39 +163,55 @@ class OpenAIJudge:
         return JudgeReply(r.value, r.attempts, None if r.ok else ",".join(r.reasons[-1]))
 
 
-def make_client(opts: dict[str, Any]) -> JudgeClient:
-    """From options (base_url/judge_url, model/judge_model, api_key, retries, timeout, max_tokens),
-    falling back to $PSY_JUDGE_BASE_URL, $PSY_JUDGE_MODEL, $PSY_JUDGE_API_KEY."""
-    from psyfactory.llm_client import Endpoint
+class Options(PluginOptions):
+    rubric: str = "cpsycoune_turn"  # evaluation/rubrics/<name>.yaml or a YAML path
+    base_url: str | None = None  # OpenAI-compatible endpoint; default $PSY_JUDGE_BASE_URL
+    model: str | None = None  # model name sent to it; default $PSY_JUDGE_MODEL
+    api_key: str | None = None  # default $PSY_JUDGE_API_KEY
+    retries: int = 2  # re-asks after an invalid reply
+    timeout: float = 120.0  # seconds per request
+    max_tokens: int = 512  # per reply
+    max_context_chars: int = 8000  # dialogue history shown to the judge (the end is kept)
+
+
+def make_client(opts: Options) -> JudgeClient:
+    """From the options, falling back to $PSY_JUDGE_BASE_URL, $PSY_JUDGE_MODEL, $PSY_JUDGE_API_KEY."""
+    from psyfactory.core.llm_client import Endpoint
 
     env = Endpoint.from_env("PSY_JUDGE")
-    base_url = opts.get("base_url") or opts.get("judge_url") or (env.base_url if env else None)
+    base_url = opts.base_url or (env.base_url if env else None)
     if not base_url:
-        raise ValueError("llm_judge: no judge endpoint; set psy.eval_options.llm_judge.base_url, --judge-url "
-                         "or PSY_JUDGE_BASE_URL")
-    model = opts.get("model") or opts.get("judge_model") or (env.model if env else "default")
-    return OpenAIJudge(base_url, model, api_key=opts.get("api_key") or (env.api_key if env else None),
-                       retries=int(opts.get("retries", 2)), timeout=float(opts.get("timeout", 120)),
-                       max_tokens=int(opts.get("max_tokens", 512)))
+        raise EvalError("llm_judge: no judge endpoint; set psy.eval_options.llm_judge.base_url, --judge-url "
+                        "or PSY_JUDGE_BASE_URL")
+    model = opts.model or (env.model if env else "default")
+    return OpenAIJudge(base_url, model, api_key=opts.api_key or (env.api_key if env else None),
+                       retries=opts.retries, timeout=opts.timeout, max_tokens=opts.max_tokens)
 
 
 class LLMJudgePlugin(EvalPlugin):
     name = "llm_judge"
+    Options = Options
+    client: JudgeClient | None = None  # set to use a judge object directly (tests, custom transports)
 
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
         return ["n", *(f"mean.{k}" for k in metrics.get("mean", {})), "failed"]
 
+    def check(self, options: Options) -> None:
+        load_rubric(options.rubric)
+        if self.client is None:
+            make_client(options)  # an endpoint must be configured
+
     def run(self, ctx: EvalContext) -> PluginResult:
         assert ctx.predictions is not None
-        opts = ctx.options
-        rubric = load_rubric(opts.get("rubric") or "cpsycoune_turn")
-        client = opts.get("client") or make_client(opts)
+        opts: Options = ctx.options or Options()
+        rubric = load_rubric(opts.rubric)
+        client = self.client or make_client(opts)
         schema = rubric.schema()
         from tqdm.auto import tqdm
 
         replies = []
         for s, p in tqdm(list(zip(ctx.samples, ctx.predictions, strict=True)), desc="judge", unit="sample"):
-            msgs = judge_messages(rubric, s.messages, s.reference, p, int(opts.get("max_context_chars", 8000)))
+            msgs = judge_messages(rubric, s.messages, s.reference, p, opts.max_context_chars)
             replies.append(client.complete_json(msgs, schema))
         m = aggregate(rubric, replies)
         rows = [(k, v) for k, v in m["mean"].items()]

@@ -21,15 +21,33 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from plugins.base import EvalContext, EvalPlugin, PluginResult, md_table, pyplot, save_fig, wilson_ci
+from plugins.base import (
+    EvalContext,
+    EvalPlugin,
+    PluginOptions,
+    PluginResult,
+    md_table,
+    pyplot,
+    save_fig,
+    wilson_ci,
+)
+from psyfactory.core.errors import EvalError
+from psyfactory.core.labels import strip_think_trimmed
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "psychcounsel" / "prompts"
 DEFAULT_FORMATS = ("professional", "bare", "chat")
 GENERATE_MAX_NEW_TOKENS = 50  # as in earlier work on this benchmark
+
+
+class Options(PluginOptions):
+    bench_file: str | None = None  # JSON array of items; `{raw_dir}` = $PSY_RAW_DIR or ./raw
+    scoring: Literal["loglik", "generate"] = "loglik"
+    formats: list[str] = list(DEFAULT_FORMATS)  # prompt format names or YAML paths; the first is the headline
+    max_new_tokens: int = GENERATE_MAX_NEW_TOKENS  # generate scoring only
 
 
 @dataclass(frozen=True)
@@ -48,29 +66,29 @@ def load_bench(path: str | Path, limit: int | None = None) -> list[BenchItem]:
     """Read and validate the benchmark file; errors name the file, the item index and the field."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"PsychCounsel-Bench file not found: {path} (set psy.eval_options "
-                                "psychcounsel_bench.bench_file or --bench-file)")
+        raise EvalError(f"PsychCounsel-Bench file not found: {path} (set psy.eval_options "
+                        "psychcounsel_bench.bench_file or --bench-file)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from e
+        raise EvalError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from None
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON array of items, got {type(data).__name__}")
+        raise EvalError(f"{path}: expected a JSON array of items, got {type(data).__name__}")
     items: list[BenchItem] = []
     for i, rec in enumerate(data):
         where = f"{path}: item #{i}"
         if not isinstance(rec, dict):
-            raise ValueError(f"{where}: expected an object")
+            raise EvalError(f"{where}: expected an object")
         for key, typ in (("question", str), ("options", dict), ("answer", str)):
             if not isinstance(rec.get(key), typ):
-                raise ValueError(f"{where} (id={rec.get('id')!r}): field {key!r} must be a {typ.__name__}")
+                raise EvalError(f"{where} (id={rec.get('id')!r}): field {key!r} must be a {typ.__name__}")
         opts = {str(k).strip().lower(): v for k, v in rec["options"].items()}
         if len(opts) < 2 or any(not re.fullmatch(r"[a-z]", k) or not isinstance(v, str) for k, v in opts.items()):
-            raise ValueError(f"{where} (id={rec.get('id')!r}): field 'options' needs >= 2 single-letter keys "
+            raise EvalError(f"{where} (id={rec.get('id')!r}): field 'options' needs >= 2 single-letter keys "
                              "with string values")
         answer = rec["answer"].strip().lower()
         if answer not in opts:
-            raise ValueError(f"{where} (id={rec.get('id')!r}): field 'answer' {rec['answer']!r} is not an option key")
+            raise EvalError(f"{where} (id={rec.get('id')!r}): field 'answer' {rec['answer']!r} is not an option key")
         items.append(BenchItem(str(rec.get("id", i)), rec["question"].strip(), tuple(sorted(opts.items())), answer))
     return items[:limit] if limit else items
 
@@ -105,17 +123,17 @@ def load_format(name_or_path: str) -> PromptFormat:
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         path = PROMPTS_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise KeyError(f"unknown prompt format {name_or_path!r}; known: {', '.join(available_formats())} "
+            raise EvalError(f"unknown prompt format {name_or_path!r}; known: {', '.join(available_formats())} "
                            f"(or pass a path to a YAML file)")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     allowed = {"name", "user", "system", "description", "option_line", "letter_case"}
     if not isinstance(raw, dict) or set(raw) - allowed:
-        raise ValueError(f"{path}: unknown fields {sorted(set(raw) - allowed) if isinstance(raw, dict) else raw!r}; "
+        raise EvalError(f"{path}: unknown fields {sorted(set(raw) - allowed) if isinstance(raw, dict) else raw!r}; "
                          f"allowed: {sorted(allowed)}")
     if not isinstance(raw.get("user"), str) or "{options}" not in raw["user"]:
-        raise ValueError(f"{path}: field 'user' must be a string containing the placeholder {{options}}")
+        raise EvalError(f"{path}: field 'user' must be a string containing the placeholder {{options}}")
     if raw.get("letter_case", "upper") not in ("upper", "lower"):
-        raise ValueError(f"{path}: field 'letter_case' must be 'upper' or 'lower'")
+        raise EvalError(f"{path}: field 'letter_case' must be 'upper' or 'lower'")
     raw.setdefault("name", path.stem)
     return PromptFormat(**raw)
 
@@ -168,47 +186,59 @@ def choose_by_loglik(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any
 
 def choose_by_generation(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any,
                          max_new_tokens: int = GENERATE_MAX_NEW_TOKENS) -> tuple[list[str | None], list[str], int]:
-    from psyfactory.inference import strip_think
-
     raw = backend.generate([fmt.conversation(it) for it in items], max_new_tokens=max_new_tokens)
-    stripped = [strip_think(r) for r in raw]
+    stripped = [strip_think_trimmed(r) for r in raw]
     chosen = [parse_letter(text, it.keys) for (text, _), it in zip(stripped, items, strict=True)]
     return chosen, [t for t, _ in stripped], sum(had for _, had in stripped)
 
 
 class PsychCounselBenchPlugin(EvalPlugin):
     name = "psychcounsel_bench"
-    needs_predictions = False  # brings its own items and queries the backend itself
+    needs_predictions = False  # brings its own items
+    needs_backend = True  # and queries the model itself
+    Options = Options
     headline = ("n_items", "primary.accuracy", "primary.unparsed")
+
+    def needs_loglik(self, options: Options) -> bool:
+        return options.scoring == "loglik"
+
+    def check(self, options: Options) -> None:
+        if not options.bench_file:
+            raise EvalError("psychcounsel_bench: option 'bench_file' is not set (psy.eval_options.psychcounsel_bench."
+                            "bench_file or --bench-file)")
+        load_bench(options.bench_file)
+        for name in options.formats:
+            load_format(name)
+        if not options.formats:
+            raise EvalError("psychcounsel_bench: option 'formats' is empty")
 
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
         return [*self.headline, *(f"formats.{f}.accuracy" for f in metrics.get("formats", {}))]
 
+    def paired(self, items: list[dict[str, Any]]) -> dict[str, dict[str, bool]] | None:
+        out: dict[str, dict[str, bool]] = {}
+        for it in items:
+            out.setdefault(it["format"], {})[it["id"]] = bool(it["correct"])
+        return out or None
+
     def run(self, ctx: EvalContext) -> PluginResult:
-        opts = ctx.options
+        opts: Options = ctx.options or Options()
         if ctx.backend is None:
             raise ValueError("psychcounsel_bench needs a model backend")
-        bench_file = opts.get("bench_file")
-        if not bench_file:
-            raise ValueError("psychcounsel_bench: option 'bench_file' is not set")
-        items = load_bench(bench_file, opts.get("limit"))
-        mode = opts.get("scoring", "loglik")
-        if mode not in ("loglik", "generate"):
-            raise ValueError(f"psychcounsel_bench: scoring must be 'loglik' or 'generate', got {mode!r}")
-        formats = opts.get("formats") or list(DEFAULT_FORMATS)
-        formats = [formats] if isinstance(formats, str) else list(formats)
+        self.check(opts)
+        items = load_bench(opts.bench_file, ctx.limit)  # type: ignore[arg-type]
+        mode = opts.scoring
+        formats = [load_format(name) for name in opts.formats]
         per_format: dict[str, Any] = {}
         records: list[dict[str, Any]] = []
-        for name in formats:
-            fmt = load_format(name)
+        for fmt in formats:
             t0 = time.perf_counter()
             outputs: list[str] | None = None
             think = 0
             if mode == "loglik":
                 chosen: list[str | None] = list(choose_by_loglik(items, fmt, ctx.backend))
             else:
-                chosen, outputs, think = choose_by_generation(
-                    items, fmt, ctx.backend, int(opts.get("max_new_tokens", GENERATE_MAX_NEW_TOKENS)))
+                chosen, outputs, think = choose_by_generation(items, fmt, ctx.backend, opts.max_new_tokens)
             m = score(items, chosen)
             m.update(seconds=time.perf_counter() - t0, think_blocks=think)
             per_format[fmt.name] = m
@@ -217,19 +247,18 @@ class PsychCounselBenchPlugin(EvalPlugin):
                 if outputs is not None:
                     rec["output"] = outputs[i]
                 records.append(rec)
-        primary = formats[0] if formats[0] in per_format else next(iter(per_format))
-        metrics = {"scoring": mode, "bench_file": str(bench_file), "n_items": len(items),
-                   "formats": per_format, "primary": {"format": load_format(primary).name,
-                                                      **per_format[load_format(primary).name]}}
+        primary = formats[0].name
+        metrics = {"scoring": mode, "bench_file": str(opts.bench_file), "n_items": len(items),
+                   "formats": per_format, "primary": {"format": primary, **per_format[primary]}}
         plot = "psychcounsel_accuracy.png"
         self._plot(per_format, ctx.out_dir / plot, mode)
         rows = [(name, m["n"], m["accuracy"], f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]", m["unparsed"],
                  m["think_blocks"], f"{m['seconds']:.1f}") for name, m in per_format.items()]
         report = "\n\n".join([
             "## psychcounsel_bench",
-            f"{len(items)} items from `{Path(bench_file).name}`, scoring **{mode}**"
+            f"{len(items)} items from `{Path(opts.bench_file).name}`, scoring **{mode}**"
             + (" (option-letter log-probabilities, nothing parsed)." if mode == "loglik"
-               else f" (greedy, max {opts.get('max_new_tokens', GENERATE_MAX_NEW_TOKENS)} new tokens, "
+               else f" (greedy, max {opts.max_new_tokens} new tokens, "
                     "strict letter extraction; unparsed answers count as wrong)."),
             md_table(["prompt format", "n", "accuracy", "95% CI", "unparsed", "<think> blocks", "seconds"], rows),
             f"![accuracy per prompt format]({plot})",

@@ -1,38 +1,36 @@
-"""`psyfactory eval` and `psyfactory compare`: run a task's eval plugins on base or tuned model.
+"""`psyfactory eval`: run a task's eval plugins on one variant of a run.
 
-eval:    runs/<model>/<task>/<method>/eval/{metrics.json, report.md, predictions.jsonl, *_items.jsonl, *.png}
-         (the base model: method ``base``; an adapter trained on another task: method ``<method>-<task>``)
-compare: runs/compare.md + runs/compare.csv, every evaluated run, base vs tuned side by side.
+A run (psyfactory.runs) is evaluated as named variants, each in its own folder:
+
+    runs/<run>/eval/<variant>/{metrics.json, report.md, predictions.jsonl, <plugin>_items.jsonl, *.png}
+
+The default variant name says what was evaluated: `tuned` (the run's adapter), `base` (its base
+model, same prompts), `gguf-Q4_K_M` (its GGUF export); evaluated on another task than the run was
+trained on, the task comes first (`psychcounsel-tuned`); with another benchmark file than the
+task's, its name comes last (`base-mybench`). `--variant NAME` picks any name. A variant that
+already holds results of a different evaluation (other adapter weights, data, options, limit...) is
+never replaced silently: the command refuses and says what differs (`--overwrite` replaces it).
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io as _io
+import hashlib
 import json
-import os
 import platform
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from plugins import EvalContext, PluginResult, Sample, get_plugin
-from plugins.base import fmt, mcnemar_exact, md_table
-from psyfactory import io, paths
+from plugins import EvalContext, EvalPlugin, PluginResult, Sample, plugin_class
+from plugins.base import fmt, md_table
+from psyfactory.config import Composed, compose
+from psyfactory.core import files, paths
+from psyfactory.core.errors import EvalError
+from psyfactory.runs import RunId, check_name
 
-BASE_METHOD = "base"
-
-
-class EvalError(ValueError):
-    """A user-fixable problem with an evaluation request (missing adapter, bad dataset...)."""
-
-
-def raw_dir() -> Path:
-    """Folder with the original dataset files: ``$PSY_RAW_DIR`` or ``<repo>/raw``."""
-    value = os.environ.get("PSY_RAW_DIR")
-    return Path(value).expanduser().resolve() if value else paths.REPO_ROOT / "raw"
+# CLI convenience flags -> the plugin option key they set, on every selected plugin that has it.
+CLI_OPTION_KEYS = {"scoring": "scoring", "prompt_format": "formats", "bench_file": "bench_file",
+                   "rubric": "rubric", "judge_url": "base_url", "judge_model": "model"}
 
 
 # ---------------------------------------------------------------------------- eval data
@@ -55,7 +53,7 @@ def load_samples(dataset: str, limit: int | None = None) -> list[Sample]:
     path = paths.dataset_dir() / entry["file_name"]
     if not path.is_file():
         raise EvalError(f"{info_path}: dataset '{dataset}' file {path} not found: run `make prep`")
-    records = io.read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
+    records = files.read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
     cols = entry.get("columns", {})
     samples: list[Sample] = []
     for n, rec in enumerate(records[:limit] if limit else records, start=1):
@@ -88,15 +86,106 @@ def load_samples(dataset: str, limit: int | None = None) -> list[Sample]:
     return samples
 
 
+def dataset_file(dataset: str) -> Path:
+    info = json.loads(paths.dataset_info_path().read_text(encoding="utf-8"))
+    return paths.dataset_dir() / info[dataset]["file_name"]
+
+
+# ---------------------------------------------------------------------------- options
+
+
+def _expand(value: Any) -> Any:
+    return value.replace("{raw_dir}", str(paths.raw_dir())) if isinstance(value, str) else value
+
+
+def plugin_options(c: Composed, plugins: list[type[EvalPlugin]], cli: dict[str, Any] | None = None,
+                   ) -> dict[str, Any]:
+    """Validated options per plugin: psy.eval_options.<plugin>, then the CLI flags (each applied to
+    the plugins that have its key; a flag no selected plugin takes is an error)."""
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    taken: set[str] = set()
+    out: dict[str, Any] = {}
+    for cls in plugins:
+        data = dict(c.psy.eval_options.get(cls.name) or {})
+        for flag, value in cli.items():
+            key = CLI_OPTION_KEYS.get(flag, flag)
+            if key in cls.Options.model_fields:
+                data[key] = value
+                taken.add(flag)
+        out[cls.name] = cls.parse_options({k: _expand(v) for k, v in data.items()}, c.source())
+    unused = sorted(set(cli) - taken)
+    if unused:
+        flags = ", ".join("--" + f.replace("_", "-") for f in unused)
+        raise EvalError(f"{flags}: none of the plugins of task '{c.task}' ({', '.join(p.name for p in plugins)}) "
+                        "takes this option")
+    return out
+
+
+def check_options(c: Composed) -> None:
+    """Preflight for psy.eval_plugins / psy.eval_options of a composed config (names, keys, types)."""
+    listed = [plugin_class(n) for n in c.psy.eval_plugins]
+    configured = [plugin_class(n) for n in c.psy.eval_options if n not in c.psy.eval_plugins]
+    plugin_options(c, listed + configured)
+
+
+# ---------------------------------------------------------------------------- variants
+
+
+def variant_name(c: Composed, rid: RunId, *, base: bool, backend: str, bench_file: str | None = None) -> str:
+    if base:
+        kind = "base"
+    elif backend == "gguf":
+        from psyfactory.gguf.backend import EvalChoice
+
+        kind = EvalChoice.from_env().variant()
+    else:
+        kind = "tuned"
+    name = kind if c.task == rid.task else f"{c.task}-{kind}"
+    if bench_file:  # another benchmark file than the task's is another evaluation
+        configured = {Path(_expand(o["bench_file"])).resolve() for o in c.psy.eval_options.values()
+                      if isinstance(o, dict) and o.get("bench_file")}
+        if Path(_expand(bench_file)).resolve() not in configured:
+            name += f"-{Path(bench_file).stem}"
+    return name
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def adapter_digest(adapter: Path | None) -> str | None:
+    """sha256 of the adapter weights: a retrained adapter is another evaluation."""
+    if adapter is None:
+        return None
+    weights = sorted(p for p in adapter.glob("adapter_model.*") if p.suffix in (".safetensors", ".bin"))
+    return _sha256(weights[0]) if weights else None
+
+
+def guard_variant(out_dir: Path, fingerprint: dict[str, Any], *, overwrite: bool) -> None:
+    """Refuse to replace the results of a different evaluation unless told to."""
+    old_file = out_dir / "metrics.json"
+    if not old_file.is_file():
+        return
+    try:
+        old = json.loads(old_file.read_text(encoding="utf-8")).get("fingerprint") or {}
+    except json.JSONDecodeError:
+        old = {}
+    differs = sorted(k for k in {*old, *fingerprint} if old.get(k) != fingerprint.get(k))
+    if not differs:
+        print(f"[psyfactory] re-running the same evaluation: replacing {out_dir}", flush=True)
+        return
+    if overwrite:
+        print(f"[psyfactory] --overwrite: replacing {out_dir} (it differed in {', '.join(differs)})", flush=True)
+        return
+    raise EvalError(f"{out_dir} holds results of a different evaluation (differs in: {', '.join(differs)}); "
+                    "pass --variant NAME to keep both, or --overwrite to replace it")
+
+
 # ---------------------------------------------------------------------------- eval
-
-
-def _plugin_options(meta: dict[str, Any], name: str, cli: dict[str, Any]) -> dict[str, Any]:
-    opts = dict((meta.get("eval_options") or {}).get(name) or {})
-    opts.update({k: v for k, v in cli.items() if v is not None})
-    if isinstance(opts.get("bench_file"), str):
-        opts["bench_file"] = opts["bench_file"].replace("{raw_dir}", str(raw_dir()))
-    return opts
 
 
 def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
@@ -108,107 +197,130 @@ def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
     return cur
 
 
-def run_eval(model: str, task: str, method: str = "lora", *, base: bool = False, hw: str = "auto",
-             overrides: list[str] | tuple[str, ...] = (), backend: str = "hf", adapter_task: str | None = None,
-             limit: int | None = None, batch_size: int = 8, plugin_options: dict[str, Any] | None = None,
-             plugins_only: list[str] | None = None) -> Path:
-    """Evaluate one run; returns its eval directory."""
-    from psyfactory.config import compose
+def headline(plugins: list[EvalPlugin], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {f"{p.name}.{k}": _lookup(results[p.name], k) for p in plugins for k in p.headline_keys(results[p.name])}
+
+
+def run_eval(rid: RunId, task: str, *, base: bool = False, hw: str = "auto", overrides: list[str] | tuple[str, ...] = (),
+             inherited: list[str] | tuple[str, ...] = (), backend: str = "hf", limit: int | None = None,
+             batch_size: int = 8, cli_options: dict[str, Any] | None = None, plugins_only: list[str] | None = None,
+             variant: str | None = None, overwrite: bool = False) -> Path:
+    """Evaluate run `rid` (its adapter, or its base model) on `task`; returns the variant's folder."""
+    c = compose(rid.model, task, rid.method, hw, overrides, run=rid.name,
+                inherited=inherited if task == rid.task else ())
+    psy = c.psy
+    if base and backend == "gguf":
+        raise EvalError("the gguf backend evaluates a run's export (make gguf), not its base model: drop BASE=1")
+    if base:
+        adapter = None
+    else:
+        if psy.eval_only and task == rid.task:
+            raise EvalError(f"task '{task}' is eval-only (no training data): pass BASE=1, or ADAPTER_TASK=<task> / "
+                            f"RUN=<a trained run> to evaluate a trained adapter on it")
+        adapter = rid.dir / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            raise EvalError(f"no adapter at {adapter}: run `make train MODEL={rid.model} TASK={rid.task} "
+                            f"METHOD={rid.method}` first (or RUN=<name> of a trained run), or BASE=1 for the base model")
+    names = plugins_only or list(psy.eval_plugins)
+    if not names:
+        raise EvalError(f"task '{task}' lists no eval plugins (psy.eval_plugins in configs/tasks/{task}.yaml)")
+    classes = [plugin_class(n) for n in names]
+    options = plugin_options(c, classes, cli_options)
+    plugins = [cls() for cls in classes]
+    for p in plugins:  # bad inputs fail here, before a model is loaded
+        p.check(options[p.name])
+    name = check_name(variant) if variant else variant_name(
+        c, rid, base=base, backend=backend, bench_file=(cli_options or {}).get("bench_file"))
+    if "/" in name:
+        raise EvalError(f"--variant {name!r}: a variant name is one folder name")
+    out_dir = rid.dir / "eval" / name
+
+    needs_samples = any(p.needs_predictions for p in plugins)
+    samples = load_samples(psy.eval_dataset or f"{task}_eval", limit) if needs_samples else []
+    data_files = [Path(str(o.bench_file)) for o in options.values() if getattr(o, "bench_file", None)]
+    if needs_samples:
+        data_files.append(dataset_file(psy.eval_dataset or f"{task}_eval"))
+    fingerprint = {
+        "model": c.lf["model_name_or_path"], "adapter_sha256": adapter_digest(adapter), "backend": backend,
+        "eval_task": task, "plugins": names, "limit": limit, "max_new_tokens": psy.max_new_tokens,
+        "options": {n: o.model_dump(mode="json") for n, o in options.items()},
+        "data_sha256": {str(p): _sha256(p) for p in data_files if p.is_file()},
+    }
+    guard_variant(out_dir, fingerprint, overwrite=overwrite)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _evaluate(c, rid, out_dir, plugins, options, samples, data_files, fingerprint, adapter=adapter,
+                         base=base, backend=backend, batch_size=batch_size, limit=limit, names=names)
+    except BaseException:
+        if created and not (out_dir / "metrics.json").exists():  # leave no half-written variant behind
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _evaluate(c: Composed, rid: RunId, out_dir: Path, plugins: list[EvalPlugin], options: dict[str, Any],
+              samples: list[Sample], data_files: list[Path], fingerprint: dict[str, Any], *, adapter: Path | None,
+              base: bool, backend: str, batch_size: int, limit: int | None, names: list[str]) -> Path:
     from psyfactory.inference import make_backend, strip_think
     from psyfactory.manifest import record_stage
     from psyfactory.models import materialize
 
-    c = compose(model, task, method, hw, overrides)
-    meta = c.meta
-    if base:
-        label, adapter = BASE_METHOD, None
-    else:
-        src_task = adapter_task or task
-        if meta.get("eval_only") and not adapter_task:
-            raise EvalError(f"task '{task}' is eval-only (no training data): pass BASE=1, or ADAPTER_TASK=<task> "
-                            f"to evaluate the adapter trained on that task")
-        label = method if src_task == task else f"{method}-{src_task}"
-        if backend == "gguf":  # GGUF results live next to the HF ones: <method>-gguf-<QUANT>[-free]
-            from psyfactory.gguf_backend import eval_method_label
+    psy, task, name = c.psy, c.task, out_dir.name
+    schema = None
+    if psy.label_schema:
+        from psyfactory.core.labels import load_schema
 
-            label = eval_method_label(label)
-        adapter = paths.run_dir(model, src_task, method) / "adapter"
-        if not (adapter / "adapter_config.json").is_file():
-            raise EvalError(f"no adapter at {adapter}: run `make train MODEL={model} TASK={src_task} "
-                            f"METHOD={method}` first, or BASE=1 for the base model")
-    out_dir = paths.run_dir(model, task, label) / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = plugins_only or list(meta.get("eval_plugins") or [])
-    if not names:
-        raise EvalError(f"task '{task}' lists no eval plugins (psy.eval_plugins in configs/tasks/{task}.yaml)")
-    plugins = [get_plugin(n) for n in names]
-    cli_opts = plugin_options or {}
-    needs_loglik = any(p.name == "psychcounsel_bench" and _plugin_options(meta, p.name, cli_opts)
-                       .get("scoring", "loglik") == "loglik" for p in plugins)
+        schema = load_schema(psy.label_schema)
 
-    materialize(str(meta.get("model_ref", c.lf["model_name_or_path"])))
+    materialize(c.model_ref)
     t0 = time.perf_counter()
-    be = make_backend(backend, c.lf["model_name_or_path"], adapter, needs_loglik=needs_loglik,
-                      reasoning=meta.get("reasoning", "none"), thinking=bool(meta.get("thinking", False)),
-                      batch_size=batch_size)
+    be = make_backend(backend, c.lf["model_name_or_path"], adapter,
+                      needs_loglik=any(p.needs_loglik(options[p.name]) for p in plugins),
+                      reasoning=psy.reasoning, thinking=psy.thinking, batch_size=batch_size)
     load_s = time.perf_counter() - t0
     summary: dict[str, Any] = {
-        "model": model, "task": task, "method": label, "base_model": c.lf["model_name_or_path"],
+        "run": rid.name, "run_task": rid.task, "model": rid.model, "method": rid.method, "task": task,
+        "variant": name, "kind": "base" if base else "tuned", "base_model": c.lf["model_name_or_path"],
         "adapter": str(adapter) if adapter else None, "backend": be.name, "hw": c.hw,
-        "overrides": list(overrides), "load_seconds": load_s, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "python": platform.python_version(),
+        "overrides": c.all_overrides, "fingerprint": fingerprint, "load_seconds": load_s,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
     }
-    samples: list[Sample] = []
     predictions: list[str] | None = None
-    if any(p.needs_predictions for p in plugins):
-        samples = load_samples(meta.get("eval_dataset", f"{task}_eval"), limit)
-        max_new = int(meta.get("max_new_tokens", 256))
-        schema = _json_schema() if "json_labels" in names else None
+    if samples:
         t0 = time.perf_counter()
-        raw = be.generate([s.messages for s in samples], max_new_tokens=max_new, json_schema=schema)
+        raw = be.generate([s.messages for s in samples], max_new_tokens=psy.max_new_tokens,
+                          json_schema=schema.schema if schema else None)
         stripped = [strip_think(r) for r in raw]
         predictions = [t for t, _ in stripped]
-        summary.update(n=len(samples), max_new_tokens=max_new, generate_seconds=time.perf_counter() - t0,
+        summary.update(n=len(samples), max_new_tokens=psy.max_new_tokens, generate_seconds=time.perf_counter() - t0,
                        think_blocks=sum(h for _, h in stripped))
-        io.atomic_write_jsonl(out_dir / "predictions.jsonl", [
+        files.atomic_write_jsonl(out_dir / "predictions.jsonl", [
             {"id": s.id, "prompt": s.messages, "reference": s.reference, "raw": r, "prediction": p}
             for s, r, p in zip(samples, raw, predictions, strict=True)])
     results: dict[str, PluginResult] = {}
     for p in plugins:
-        opts = _plugin_options(meta, p.name, cli_opts)
-        if limit and not p.needs_predictions:
-            opts.setdefault("limit", limit)
-        ctx = EvalContext(task, out_dir, samples, predictions, be, opts, int(meta.get("max_new_tokens", 256)))
+        ctx = EvalContext(task, out_dir, samples, predictions, be, options[p.name], psy.max_new_tokens,
+                          limit=limit, label_schema=schema)
         results[p.name] = res = p.run(ctx)
         if res.items:
-            io.atomic_write_jsonl(out_dir / f"{p.name}_items.jsonl", res.items)
+            files.atomic_write_jsonl(out_dir / f"{p.name}_items.jsonl", res.items)
     summary["plugins"] = {n: r.metrics for n, r in results.items()}
-    summary["headline"] = {f"{p.name}.{k}": _lookup(results[p.name].metrics, k)
-                           for p in plugins for k in p.headline_keys(results[p.name].metrics)}
-    io.atomic_write_json(out_dir / "metrics.json", summary)
-    io.atomic_write_text(out_dir / "report.md", _report(summary, results))
-    eval_cfg = {"model_name_or_path": c.lf["model_name_or_path"], "adapter": summary["adapter"], "backend": be.name,
-                "plugins": names, "options": {n: _plugin_options(meta, n, cli_opts) for n in names}, "limit": limit}
-    data_files = [Path(str(o["bench_file"])) for o in eval_cfg["options"].values() if o.get("bench_file")]
-    if samples:
-        data_files.append(_dataset_file(meta.get("eval_dataset", f"{task}_eval")))
-    record_stage(out_dir.parent, "eval", out_dir / "metrics.json", eval_cfg, meta, data_files,
+    summary["headline"] = headline(plugins, summary["plugins"])
+    files.atomic_write_json(out_dir / "metrics.json", summary)
+    files.atomic_write_text(out_dir / "report.md", _report(summary, results))
+    eval_cfg = {k: fingerprint[k] for k in ("model", "backend", "plugins", "options", "limit")}
+    record_stage(rid.dir, f"eval/{name}", out_dir / "metrics.json", eval_cfg, psy.model_dump(mode="json"), data_files,
                  status="done", headline=summary["headline"])
+    close = getattr(be, "close", None)
+    if callable(close):
+        close()
     return out_dir
 
 
-def _dataset_file(dataset: str) -> Path:
-    info = json.loads(paths.dataset_info_path().read_text(encoding="utf-8"))
-    return paths.dataset_dir() / info[dataset]["file_name"]
-
-
-def _json_schema() -> dict[str, Any] | None:
-    path = paths.REPO_ROOT / "evaluation" / "schemas" / "student_labels.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def _report(s: dict[str, Any], results: dict[str, PluginResult]) -> str:
-    head = [f"# Evaluation: {s['model']} / {s['task']} / {s['method']}", "",
+    head = [f"# Evaluation: {s['run']} · {s['task']} · {s['variant']}", "",
             f"- base model: `{s['base_model']}`", f"- adapter: `{s['adapter'] or 'none (base model)'}`",
             f"- backend: {s['backend']} (hw {s['hw']}), model load {s['load_seconds']:.1f}s"]
     if "n" in s:
@@ -218,152 +330,3 @@ def _report(s: dict[str, Any], results: dict[str, PluginResult]) -> str:
         head.append(f"- overrides: `{' '.join(s['overrides'])}`")
     head += ["", md_table(["headline metric", "value"], [(k, fmt(v)) for k, v in s["headline"].items()])]
     return "\n".join(head) + "\n\n" + "\n\n".join(r.report for r in results.values()) + "\n"
-
-
-# ---------------------------------------------------------------------------- compare
-
-
-def _headline(run: dict[str, Any]) -> dict[str, Any]:
-    """Headline metrics recomputed from the stored plugin metrics (so older runs get new keys too)."""
-    out: dict[str, Any] = {}
-    for name, metrics in (run.get("plugins") or {}).items():
-        try:
-            keys = get_plugin(name).headline_keys(metrics)
-        except KeyError:  # a plugin no longer registered: keep what was stored
-            out.update({k: v for k, v in run.get("headline", {}).items() if k.startswith(f"{name}.")})
-            continue
-        out.update({f"{name}.{k}": _lookup(metrics, k) for k in keys})
-    return out
-
-
-def collect_runs(root: Path | None = None) -> list[dict[str, Any]]:
-    root = root or paths.runs_root()
-    runs = []
-    for path in sorted(root.glob("*/*/*/eval/metrics.json")):
-        try:
-            m = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise EvalError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from e
-        m["_dir"] = path.parent
-        m["headline"] = _headline(m)
-        runs.append(m)
-    return runs
-
-
-def _paired_psychcounsel(base_dir: Path, tuned_dir: Path) -> list[dict[str, Any]]:
-    """Per prompt format: McNemar on the items both runs answered."""
-    def load(d: Path) -> dict[tuple[str, str], bool]:
-        f = d / "psychcounsel_bench_items.jsonl"
-        return {(r["format"], r["id"]): bool(r["correct"]) for r in io.read_jsonl(f)} if f.is_file() else {}
-
-    a, b = load(base_dir), load(tuned_dir)
-    rows = []
-    for fmt_name in sorted({k[0] for k in a} & {k[0] for k in b}):
-        keys = sorted(k for k in a.keys() & b.keys() if k[0] == fmt_name)
-        r = mcnemar_exact([a[k] for k in keys], [b[k] for k in keys])
-        rows.append({"format": fmt_name, **r})
-    return rows
-
-
-def compare(root: Path | None = None) -> tuple[Path, Path]:
-    """Write compare.md and compare.csv under the runs root; returns their paths."""
-    root = root or paths.runs_root()
-    runs = collect_runs(root)
-    if not runs:
-        raise EvalError(f"no evaluated runs under {root} (run `make eval` first)")
-    groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
-    for r in runs:
-        groups[(r["model"], r["task"])][r["method"]] = r
-    tuned_methods = sorted({r["method"] for r in runs} - {BASE_METHOD})
-    header = ["model", "task", "metric", BASE_METHOD, *tuned_methods, *(f"Δ {m}" for m in tuned_methods)]
-    rows: list[list[Any]] = []
-    tests: list[list[Any]] = []
-    notes: list[str] = []
-    for (model, task), by_method in sorted(groups.items()):
-        keys = list(dict.fromkeys(k for r in by_method.values() for k in r.get("headline", {})))
-        for key in keys:
-            vals = [by_method.get(m, {}).get("headline", {}).get(key) for m in (BASE_METHOD, *tuned_methods)]
-            deltas = [(v - vals[0]) if isinstance(v, int | float) and isinstance(vals[0], int | float) else None
-                      for v in vals[1:]]
-            rows.append([model, task, key, *vals, *deltas])
-            present = {v for v in vals if v is not None}
-            if key.endswith((".n", ".n_items")) and len(present) > 1:
-                notes.append(f"{model}/{task}: runs differ in `{key}` ({', '.join(map(str, sorted(present)))}); "
-                             "the Δ columns compare different sample sets, the paired test does not.")
-        if BASE_METHOD in by_method:
-            for m in tuned_methods:
-                if m in by_method:
-                    for t in _paired_psychcounsel(by_method[BASE_METHOD]["_dir"], by_method[m]["_dir"]):
-                        tests.append([model, task, m, t["format"], t["n"], t["diff"], t["only_a"], t["only_b"],
-                                      t["p_value"]])
-    md = ["# Base vs tuned", "", f"{len(runs)} evaluated runs under `{root}`. Δ = tuned − base.", "",
-          md_table(header, [[fmt(x) if x is not None else "" for x in row] for row in rows])]
-    md += [""] + [f"> Note: {n}" for n in notes] if notes else []
-    if tests:
-        md += ["", "## PsychCounsel-Bench: paired base vs tuned (exact McNemar)", "",
-               md_table(["model", "task", "tuned", "prompt format", "n", "Δ accuracy", "only base right",
-                         "only tuned right", "p"], tests)]
-    md_path, csv_path = root / "compare.md", root / "compare.csv"
-    io.atomic_write_text(md_path, "\n".join(md) + "\n")
-    buf = _io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows([["" if x is None else x for x in row] for row in rows])
-    io.atomic_write_text(csv_path, buf.getvalue())
-    return md_path, csv_path
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def cmd_eval(args: argparse.Namespace) -> None:
-    if args.raw_dir:
-        os.environ["PSY_RAW_DIR"] = str(Path(args.raw_dir).resolve())
-    cli_opts = {"scoring": args.scoring, "formats": args.prompt_format, "bench_file": args.bench_file,
-                "rubric": args.rubric, "judge_url": args.judge_url, "judge_model": args.judge_model}
-    try:
-        out = run_eval(args.model, args.task, args.method, base=args.base, hw=args.hw, overrides=args.overrides,
-                       backend=args.backend, adapter_task=args.adapter_task, limit=args.limit,
-                       batch_size=args.batch_size, plugin_options=cli_opts,
-                       plugins_only=args.plugins)
-    except (EvalError, FileNotFoundError, KeyError) as e:
-        raise SystemExit(f"error: {e}") from e
-    print(f"[psyfactory] eval: {out / 'metrics.json'}\n[psyfactory] report: {out / 'report.md'}")
-
-
-def cmd_compare(args: argparse.Namespace) -> None:
-    try:
-        md, csv_path = compare(Path(args.runs) if args.runs else None)
-    except EvalError as e:
-        raise SystemExit(f"error: {e}") from e
-    print(md.read_text(encoding="utf-8"))
-    print(f"[psyfactory] written: {md}, {csv_path}")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    from psyfactory.cli import add_run_args
-
-    p = sub.add_parser("eval", help="run the task's eval plugins on the tuned adapter (or --base)")
-    add_run_args(p)
-    p.add_argument("--base", action="store_true", help="evaluate the base model (results under method 'base')")
-    p.add_argument("--backend", default="auto", choices=["hf", "vllm", "auto", "gguf"],
-                   help="inference backend (auto: vLLM when installed with a GPU and no loglik scoring; "
-                   "gguf: the run's `make gguf` export, env PSY_GGUF_QUANT/PSY_GGUF_LORA/PSY_GGUF_CONSTRAINED)")
-    p.add_argument("--adapter-task", default=None,
-                   help="use the adapter trained on this task (for eval-only tasks such as psychcounsel)")
-    p.add_argument("--plugins", nargs="+", default=None, help="run only these plugins (default: the task's list)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples/items only")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--scoring", choices=["loglik", "generate"], default=None, help="psychcounsel_bench scoring")
-    p.add_argument("--prompt-format", nargs="+", default=None,
-                   help="psychcounsel_bench prompt format names or YAML paths (first = headline)")
-    p.add_argument("--bench-file", default=None, help="psychcounsel_bench JSON file")
-    p.add_argument("--raw-dir", default=None,
-                   help="raw sources folder for {raw_dir} in benchmark paths (default $PSY_RAW_DIR or ./raw)")
-    p.add_argument("--rubric", default=None, help="llm_judge rubric name or YAML path")
-    p.add_argument("--judge-url", default=None, help="llm_judge OpenAI-compatible base URL")
-    p.add_argument("--judge-model", default=None, help="llm_judge model name")
-    p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("compare", help="table of every evaluated run, base vs tuned (markdown + CSV)")
-    p.add_argument("--runs", default=None, help="runs root (default: $PSY_RUNS_DIR or ./runs)")
-    p.set_defaults(func=cmd_compare)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from psyfactory import paths
+from psyfactory.core import paths
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

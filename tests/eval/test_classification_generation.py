@@ -9,6 +9,7 @@ from plugins.classification import INVALID, normalize_label
 from plugins.classification import score as cls_score
 from plugins.generation import distinct_n, tokenize
 from plugins.generation import score as gen_score
+from psyfactory.core.errors import EvalError
 
 REFS = ["sadness", "joy", "joy", "anger", "fear", "surprise"]
 PREDS = ["Sadness.", "joy", "I feel joy", "", "fear", "love"]
@@ -39,7 +40,7 @@ def test_classification_metrics_exact() -> None:
 
 
 def test_classification_rejects_bad_reference_and_length_mismatch() -> None:
-    with pytest.raises(ValueError, match="reference #1 'boredom'"):
+    with pytest.raises(EvalError, match="reference #1 'boredom'"):
         cls_score(["joy", "joy"], ["joy", "boredom"])
     with pytest.raises(ValueError, match="2 predictions for 1 references"):
         cls_score(["joy", "joy"], ["joy"])
@@ -54,6 +55,8 @@ def test_classification_plugin_writes_png_and_report(tmp_path) -> None:
     assert "accuracy **0.5000**" in res.report and "2 (33.33%)" in res.report
     assert [it["label"] for it in res.items] == ["sadness", "joy", None, None, "fear", "love"]
     assert INVALID not in [it["label"] for it in res.items]
+    paired = get_plugin("classification").paired(res.items)["label"]
+    assert sum(paired.values()) == 3 and list(paired) == [str(i) for i in range(len(REFS))]  # 3 of 6 right
 
 
 def test_tokenize_chinese_and_english() -> None:

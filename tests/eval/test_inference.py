@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from psyfactory.core.errors import EvalError
 from psyfactory.inference import HFBackend, make_backend, strip_think, vllm_unavailable_reason
 
 CONVS = [
@@ -78,7 +79,7 @@ def test_adapter_is_applied(tiny_model, backend, tmp_path) -> None:
     base_lp = backend.option_logprobs(CONVS[:1], [["A", "B"]])[0]
     tuned_lp = tuned.option_logprobs(CONVS[:1], [["A", "B"]])[0]
     assert tuned_lp != pytest.approx(base_lp, abs=1e-4)
-    with pytest.raises(FileNotFoundError, match="adapter_config.json missing"):
+    with pytest.raises(EvalError, match="adapter_config.json missing"):
         HFBackend(tiny_model, tmp_path / "nowhere", progress=False)
 
 
@@ -87,7 +88,7 @@ def test_backend_choice_without_vllm(tiny_model) -> None:
     if reason is None:
         pytest.skip("vLLM is usable here; this test covers machines without it")
     assert make_backend("auto", tiny_model, progress=False).name == "hf"
-    with pytest.raises(RuntimeError, match=f"--backend vllm: {reason}"):
+    with pytest.raises(EvalError, match=f"--backend vllm: {reason}"):
         make_backend("vllm", tiny_model)
 
 

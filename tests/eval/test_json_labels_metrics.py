@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.json_labels import Parsed, score
+from plugins.json_labels import Parsed
+from plugins.json_labels import score as _score
+
+
+def score(parsed, refs):
+    return _score(parsed, refs, None, "risk_flag", ["suicidal", "self_harm"])
 
 
 def lab(d: int, a: int, r: str, s: int) -> dict:
@@ -38,11 +43,11 @@ def test_json_label_metrics_exact() -> None:
     assert m["ordinal"]["student_distress_score"]["qwk"] == pytest.approx(1 - 1 / 33)
     # safety recall: suicidal 1 of 2 found, self_harm 0 of 1 (its output was invalid)
     assert m["safety_recall"] == {"suicidal": 0.5, "self_harm": 0.0}
-    pc = m["risk_flag"]["per_class"]
+    pc = m["classes"]["risk_flag"]["per_class"]
     assert pc["none"] == {"precision": 0.5, "recall": 0.5, "support": 2}  # idx 4 invalid, idx 3 false alarm
     assert pc["suicidal"] == {"precision": 1.0, "recall": 0.5, "support": 2}
-    assert m["risk_flag"]["confusion_labels"][-1] == "(invalid)"
-    assert m["risk_flag"]["confusion"] == [[1, 0, 0, 0, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]
+    assert m["classes"]["risk_flag"]["confusion_labels"][-1] == "(invalid)"
+    assert m["classes"]["risk_flag"]["confusion"] == [[1, 0, 0, 0, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]
 
 
 def test_json_label_edge_cases() -> None:

@@ -7,6 +7,11 @@ import json
 import pytest
 
 from plugins import EvalContext, Sample, get_plugin
+from plugins.json_labels import Options
+from psyfactory.core.errors import EvalError
+from psyfactory.core.labels import student_schema
+
+SAFETY = Options(safety_field="risk_flag", safety_classes=["suicidal", "self_harm"])
 
 
 def lab(d, a, r, s) -> dict:
@@ -26,7 +31,8 @@ CASES = [  # (reference, raw model output)
 
 def test_json_labels_plugin_on_raw_outputs(tmp_path) -> None:
     samples = [Sample(str(i), [{"role": "user", "content": "x"}], json.dumps(r)) for i, (r, _) in enumerate(CASES)]
-    res = get_plugin("json_labels").run(EvalContext("student", tmp_path, samples, [o for _, o in CASES]))
+    res = get_plugin("json_labels").run(EvalContext("student", tmp_path, samples, [o for _, o in CASES], options=SAFETY,
+                                                    label_schema=student_schema()))
     m = res.metrics
     assert (m["n"], m["valid"], m["fenced"], m["surrounding_text"]) == (7, 4, 1, 1)
     assert m["failure_reasons"] == {"empty": 1, "extra_key:mood": 1, "out_of_range:anxiety_level": 1}
@@ -37,14 +43,41 @@ def test_json_labels_plugin_on_raw_outputs(tmp_path) -> None:
     assert m["field_accuracy"]["anxiety_level"] == pytest.approx(3 / 7)  # items 0, 1, 6
     assert m["ordinal"]["anxiety_level"]["mae"] == pytest.approx(1 / 4)  # valid: 0, 1, 2, 6
     assert m["safety_recall"] == {"suicidal": 0.5, "self_harm": 1.0}
-    assert m["risk_flag"]["per_class"]["violence"] == {"precision": 0.0, "recall": 0.0, "support": 1}
+    assert m["classes"]["risk_flag"]["per_class"]["violence"] == {"precision": 0.0, "recall": 0.0, "support": 1}
     assert (tmp_path / "risk_flag_confusion.png").is_file()
     r = res.report
     assert r.index("on `suicidal` = **0.5000**, on `self_harm` = **1.0000**") < r.index("valid JSON labels: 4 (57.14%)")
     assert [it["valid"] for it in res.items] == [True, True, True, False, False, False, True]
+    paired = get_plugin("json_labels").paired(res.items)
+    assert set(paired) == set(student_schema().keys)
+    assert [paired["risk_flag"][str(i)] for i in range(7)] == [True, True, True, False, False, False, False]
 
 
 def test_json_labels_rejects_bad_reference(tmp_path) -> None:
     samples = [Sample("s1", [], '{"depression_level": 1}')]
-    with pytest.raises(ValueError, match=r"sample s1: reference lacks fields \['anxiety_level'"):
-        get_plugin("json_labels").run(EvalContext("student", tmp_path, samples, ["{}"]))
+    with pytest.raises(EvalError, match=r"sample s1: reference lacks fields \['anxiety_level'"):
+        get_plugin("json_labels").run(EvalContext("student", tmp_path, samples, ["{}"], label_schema=student_schema()))
+
+
+def test_json_labels_works_for_any_flat_label_schema(tmp_path) -> None:
+    """A new label task needs only its schema file: fields, ordinal/categorical kinds come from it."""
+    from psyfactory.core.labels import load_schema
+
+    path = tmp_path / "crisis.json"
+    path.write_text(json.dumps({"type": "object", "additionalProperties": False, "required": ["crisis", "urgency"],
+                                "properties": {"crisis": {"type": "string", "enum": ["no", "yes"]},
+                                               "urgency": {"type": "integer", "enum": [0, 1, 2]}}}))
+    schema = load_schema(path)
+    refs = [{"crisis": "yes", "urgency": 2}, {"crisis": "no", "urgency": 0}, {"crisis": "yes", "urgency": 1}]
+    outs = ['{"crisis": "yes", "urgency": 2}', '{"crisis": "yes", "urgency": 0}', "not json"]
+    samples = [Sample(str(i), [], json.dumps(r)) for i, r in enumerate(refs)]
+    res = get_plugin("json_labels").run(EvalContext("crisis", tmp_path, samples, outs, label_schema=schema,
+                                                    options=Options(safety_field="crisis", safety_classes=["yes"])))
+    m = res.metrics
+    assert m["valid"] == 2 and m["safety_recall"] == {"yes": 0.5}
+    assert m["field_accuracy"] == pytest.approx({"crisis": 1 / 3, "urgency": 2 / 3})
+    assert set(m["ordinal"]) == {"urgency"} and set(m["classes"]) == {"crisis"}
+    assert (tmp_path / "crisis_confusion.png").is_file()
+    with pytest.raises(EvalError, match="safety_field 'risk_flag' is not a categorical field"):
+        get_plugin("json_labels").run(EvalContext("crisis", tmp_path, samples, outs, label_schema=schema,
+                                                  options=SAFETY))

@@ -6,6 +6,7 @@ import jsonschema
 import pytest
 
 from plugins.llm_judge import JudgeReply, aggregate, available_rubrics, judge_messages, load_rubric
+from psyfactory.core.errors import EvalError
 
 
 def valid(schema, obj) -> bool:
@@ -78,8 +79,8 @@ def test_aggregate_per_attribute() -> None:
 def test_bad_rubric_file(tmp_path) -> None:
     p = tmp_path / "r.yaml"
     p.write_text("system: s\ncriteria: [{key: a, min: 3, max: 1}]\n")
-    with pytest.raises(ValueError, match="r.yaml: field 'criteria'"):
+    with pytest.raises(EvalError, match="r.yaml: field 'criteria'"):
         load_rubric(str(p))
     p.write_text("criteria: []\n")
-    with pytest.raises(ValueError, match="a rubric needs 'system'"):
+    with pytest.raises(EvalError, match="a rubric needs 'system'"):
         load_rubric(str(p))

@@ -1,4 +1,4 @@
-"""llm_judge against a real OpenAI-compatible server on loopback (`llamafactory-cli api`, tiny model).
+"""llm_judge against a real OpenAI-compatible server on loopback (the session's `llamafactory-cli api`).
 
 The random-weight tiny model never writes a valid rubric JSON, which is exactly what exercises the
 failure path: every sample is retried, then reported as failed with its reason, and never scored.
@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 
 from plugins import EvalContext, Sample, get_plugin
-from plugins.llm_judge import OpenAIJudge, load_rubric
-from psyfactory.llm_client import free_port
+from plugins.llm_judge import LLMJudgePlugin, OpenAIJudge, Options, load_rubric
+from psyfactory.core.errors import EvalError
+from psyfactory.core.llm_client import free_port
 
 SAMPLES = [
     Sample("t1", [{"role": "user", "content": "我最近总是失眠。"}], "失眠让你很困扰吧。", ),
@@ -19,17 +20,17 @@ SAMPLES = [
 
 
 @pytest.mark.slow
-def test_judge_plumbing_and_failure_accounting(tiny_model, tmp_path) -> None:
-    from psyfactory.llm_client import serve_lf_api
-
-    with serve_lf_api(tiny_model, "qwen3", extra={"enable_thinking": False}, log_path=tmp_path / "api.log") as ep:
-        judge = OpenAIJudge(ep.base_url, ep.model, retries=1, max_tokens=16)
-        res = get_plugin("llm_judge").run(EvalContext(
-            "cpsycoun", tmp_path, SAMPLES, ["听起来你很累。", ""], options={"rubric": "cpsycoune_turn", "client": judge}))
-        # the same request through the client directly: the server answers (plumbing works)
-        raw = judge.client.complete([{"role": "user", "content": "hi"}], max_tokens=4)
+def test_judge_plumbing_and_failure_accounting(lf_api, tmp_path) -> None:
+    judge = OpenAIJudge(lf_api.base_url, lf_api.model, retries=1, max_tokens=16)
+    plugin = LLMJudgePlugin()
+    plugin.client = judge
+    res = plugin.run(EvalContext("cpsycoun", tmp_path, SAMPLES, ["听起来你很累。", ""],
+                                 options=Options(rubric="cpsycoune_turn")))
+    # the same kind of request straight through the OpenAI client: the server really answered
+    resp = judge.client._client.chat.completions.create(
+        model=lf_api.model, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert resp.usage.completion_tokens >= 1 and resp.choices[0].finish_reason in ("stop", "length")
     m = res.metrics
-    assert isinstance(raw, str)
     assert (m["n"], m["judged"], m["failed"], m["attempts"]) == (2, 0, 2, 4)  # 1 try + 1 retry each
     assert sum(m["failure_reasons"].values()) == 2
     assert all(reason.split(",")[0].split(":")[0] in {"empty", "no_json", "invalid_json", "not_object",
@@ -49,5 +50,5 @@ def test_unreachable_judge_is_a_reported_failure(tmp_path) -> None:
 
 def test_judge_needs_an_endpoint(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("PSY_JUDGE_BASE_URL", raising=False)
-    with pytest.raises(ValueError, match="no judge endpoint"):
+    with pytest.raises(EvalError, match="no judge endpoint"):
         get_plugin("llm_judge").run(EvalContext("psyqa", tmp_path, SAMPLES, ["a", "b"]))

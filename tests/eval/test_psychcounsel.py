@@ -10,12 +10,14 @@ from plugins import EvalContext, get_plugin
 from plugins.base import mcnemar_exact, wilson_ci
 from plugins.psychcounsel_bench import (
     BenchItem,
+    Options,
     available_formats,
     load_bench,
     load_format,
     parse_letter,
     score,
 )
+from psyfactory.core.errors import EvalError
 
 ITEMS = [
     {"id": 1, "question": "Which one?", "options": {"b": "second", "a": "first", "d": "fourth", "c": "third"},
@@ -70,14 +72,14 @@ def test_load_bench_sorts_keys_and_keeps_empty_and_two_option_items(bench_file) 
 def test_load_bench_errors_name_file_item_and_field(tmp_path, record, message) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps([ITEMS[0], record]), encoding="utf-8")
-    with pytest.raises(ValueError, match=rf"bad.json: item #1 \(id=9\): {message}"):
+    with pytest.raises(EvalError, match=rf"bad.json: item #1 \(id=9\): {message}"):
         load_bench(path)
 
 
 def test_load_bench_reports_json_line(tmp_path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('[\n{"id": 1,\n}', encoding="utf-8")
-    with pytest.raises(ValueError, match="broken.json: line 3: invalid JSON"):
+    with pytest.raises(EvalError, match="broken.json: line 3: invalid JSON"):
         load_bench(path)
 
 
@@ -100,12 +102,12 @@ def test_user_prompt_format_file_and_errors(tmp_path, bench_file) -> None:
     assert fmt.conversation(load_bench(bench_file)[2])[0]["content"] == "Q: Yes or no? (a) Yes.\n(b) No."
     bad = tmp_path / "bad.yaml"
     bad.write_text("user: '{question}'\n")
-    with pytest.raises(ValueError, match="bad.yaml: field 'user' must .* {options}"):
+    with pytest.raises(EvalError, match="bad.yaml: field 'user' must .* {options}"):
         load_format(str(bad))
     bad.write_text("user: '{options}'\ntemperature: 0\n")
-    with pytest.raises(ValueError, match=r"bad.yaml: unknown fields \['temperature'\]"):
+    with pytest.raises(EvalError, match=r"bad.yaml: unknown fields \['temperature'\]"):
         load_format(str(bad))
-    with pytest.raises(KeyError, match="unknown prompt format 'nope'"):
+    with pytest.raises(EvalError, match="unknown prompt format 'nope'"):
         load_format("nope")
 
 
@@ -150,7 +152,7 @@ def test_plugin_loglik_and_generate(tmp_path, bench_file) -> None:
         logps={"first": [-3, -2, -0.1, -5], "x": [-1, -1, -1, -1, -0.5], "Yes.": [-0.2, -0.9]},
         replies={"first": "C", "x": "<think>\nhmm\n</think>\n\nThe answer is F", "Yes.": "b."},
     )
-    opts = {"bench_file": str(bench_file), "formats": ["chat", "bare"]}
+    opts = Options(bench_file=str(bench_file), formats=["chat", "bare"])
     res = get_plugin("psychcounsel_bench").run(EvalContext("psychcounsel", tmp_path, backend=backend, options=opts))
     chat = res.metrics["formats"]["chat"]
     assert (chat["correct"], chat["unparsed"], chat["n"]) == (2, 0, 3)  # loglik picks c, e, a
@@ -161,18 +163,43 @@ def test_plugin_loglik_and_generate(tmp_path, bench_file) -> None:
     assert "| chat | 3 | 0.6667 |" in res.report
 
     res = get_plugin("psychcounsel_bench").run(EvalContext(
-        "psychcounsel", tmp_path, backend=backend, options={**opts, "scoring": "generate", "formats": "bare"}))
+        "psychcounsel", tmp_path, backend=backend, options=Options(bench_file=str(bench_file), scoring="generate",
+                                                                   formats=["bare"])))
     bare = res.metrics["formats"]["bare"]
     # "F" is not an option -> unparsed and wrong; "b." is the 2-option item's right answer
     assert (bare["correct"], bare["unparsed"], bare["think_blocks"]) == (2, 1, 1)
     assert backend.calls[-1] == ("generate", 50)
     assert [r["output"] for r in res.items] == ["C", "The answer is F", "b."]
+    assert get_plugin("psychcounsel_bench").paired(res.items) == {"bare": {"1": True, "2": False, "3": True}}
+
+
+def test_a_prompt_format_given_by_path_can_come_first(tmp_path, bench_file) -> None:
+    mine = tmp_path / "my-format.yaml"
+    mine.write_text("name: terse\nuser: '{question} {options}'\n")
+    backend = ScriptedBackend(logps={"first": [-3, -2, -0.1, -5], "x": [-1, -1, -1, -1, -0.5],
+                                     "Yes.": [-0.2, -0.9]}, replies={})
+    res = get_plugin("psychcounsel_bench").run(EvalContext(
+        "psychcounsel", tmp_path, backend=backend, options=Options(bench_file=str(bench_file),
+                                                                   formats=[str(mine), "bare"])))
+    assert res.metrics["primary"]["format"] == "terse" and set(res.metrics["formats"]) == {"terse", "bare"}
+
+
+def test_options_are_typed() -> None:
+    from plugins.psychcounsel_bench import PsychCounselBenchPlugin
+
+    with pytest.raises(EvalError, match=r"psy.eval_options.psychcounsel_bench.scoring: Input should be 'loglik' or "):
+        PsychCounselBenchPlugin.parse_options({"scoring": "logprob"})
+    with pytest.raises(EvalError, match=r"unknown key 'psy.eval_options.psychcounsel_bench.formt' \(did you mean"):
+        PsychCounselBenchPlugin.parse_options({"formt": ["bare"]})
+    plugin = PsychCounselBenchPlugin()
+    assert plugin.needs_backend and not plugin.needs_predictions
+    assert plugin.needs_loglik(Options()) and not plugin.needs_loglik(Options(scoring="generate"))
 
 
 def test_plugin_needs_bench_file(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="PsychCounsel-Bench file not found"):
+    with pytest.raises(EvalError, match="PsychCounsel-Bench file not found"):
         get_plugin("psychcounsel_bench").run(EvalContext(
-            "psychcounsel", tmp_path, backend=ScriptedBackend({}, {}), options={"bench_file": str(tmp_path / "x")}))
+            "psychcounsel", tmp_path, backend=ScriptedBackend({}, {}), options=Options(bench_file=str(tmp_path / "x"))))
 
 
 def test_bench_item_keys() -> None:

@@ -1,0 +1,164 @@
+"""`psyfactory compare`: every evaluation of the named runs side by side, base vs the other variants.
+
+Writes `<runs root>/compare.md` (one table per model and eval task: a row per run and variant,
+headline metrics with Δ against the base) and `compare.csv` (long format: one row per run, variant
+and metric). Paired tests use the per-item records of each plugin that declares them
+(`EvalPlugin.paired`): exact McNemar on the items both evaluations answered.
+
+The reference for Δ is the base variant of the same run on the same task and data; a run without
+one is compared with a base evaluation of the same model, task and data from another run (marked `*`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from plugins import plugin_class
+from plugins.base import fmt, mcnemar_exact, md_table
+from psyfactory.core import files, paths
+from psyfactory.core.errors import EvalError, UserError
+from psyfactory.runs import check_name
+
+
+def _headline(entry: dict[str, Any]) -> dict[str, Any]:
+    """Headline metrics recomputed from the stored plugin metrics (so older results get new keys too)."""
+    from psyfactory.evaluate import _lookup
+
+    out: dict[str, Any] = {}
+    for name, metrics in (entry.get("plugins") or {}).items():
+        try:
+            keys = plugin_class(name)().headline_keys(metrics)
+        except UserError:  # a plugin no longer available: keep what was stored
+            out.update({k: v for k, v in entry.get("headline", {}).items() if k.startswith(f"{name}.")})
+            continue
+        out.update({f"{name}.{k}": _lookup(metrics, k) for k in keys})
+    return out
+
+
+def collect(root: Path | None = None, runs: list[str] | None = None) -> list[dict[str, Any]]:
+    """The evaluations (metrics.json) of the given runs, or of every run under the root."""
+    root = root or paths.runs_root()
+    wanted = {check_name(r) for r in runs} if runs else None
+    entries = []
+    for path in sorted(root.glob("**/eval/*/metrics.json")):
+        run = path.parents[2].relative_to(root).as_posix()
+        if wanted is not None and run not in wanted:
+            continue
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise EvalError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from None
+        m.setdefault("run", run)
+        m.setdefault("variant", path.parent.name)
+        m["_dir"] = path.parent
+        m["headline"] = _headline(m)
+        entries.append(m)
+    if wanted:
+        missing = sorted(wanted - {e["run"] for e in entries})
+        if missing:
+            raise EvalError(f"no evaluations of run(s) {', '.join(missing)} under {root} (run `make eval RUN=...`)")
+    return entries
+
+
+def _paired(base: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
+    """McNemar per plugin and group on the items both evaluations share."""
+    rows = []
+    for name in sorted(set(base.get("plugins") or {}) & set(other.get("plugins") or {})):
+        try:
+            plugin = plugin_class(name)()
+        except UserError:
+            continue
+        a_file, b_file = base["_dir"] / f"{name}_items.jsonl", other["_dir"] / f"{name}_items.jsonl"
+        if not (a_file.is_file() and b_file.is_file()):
+            continue
+        a, b = plugin.paired(files.read_jsonl(a_file)), plugin.paired(files.read_jsonl(b_file))
+        if not a or not b:
+            continue
+        for group in sorted(set(a) & set(b)):
+            ids = sorted(set(a[group]) & set(b[group]))
+            if ids:
+                r = mcnemar_exact([a[group][i] for i in ids], [b[group][i] for i in ids])
+                rows.append({"plugin": name, "group": group, **r})
+    return rows
+
+
+def comparable(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same eval data (file hashes) and plugin options: the items and prompts are the same."""
+    fa, fb = a.get("fingerprint") or {}, b.get("fingerprint") or {}
+    return all(fa.get(k) == fb.get(k) for k in ("data_sha256", "options", "max_new_tokens"))
+
+
+def _reference(entry: dict[str, Any], bases: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
+    """(the base to compare with: the same run's if there is one, else another run's; whether it is
+    another run's). Only a base evaluated on the same data with the same options qualifies."""
+    ok = [b for b in bases if comparable(b, entry)]
+    same = [b for b in ok if b["run"] == entry["run"]]
+    if same:
+        return same[0], False
+    return (ok[0], True) if ok else (None, False)
+
+
+def compare(root: Path | None = None, runs: list[str] | None = None) -> tuple[Path, Path]:
+    """Write compare.md and compare.csv under the runs root; returns their paths."""
+    root = root or paths.runs_root()
+    entries = collect(root, runs)
+    if not entries:
+        raise EvalError(f"no evaluated runs under {root} (run `make eval` first)")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for e in entries:
+        groups[(e["model"], e["task"])].append(e)
+    md = ["# Base vs tuned", "",
+          f"{len(entries)} evaluations of {len({e['run'] for e in entries})} run(s) under `{root}`. "
+          "Δ = variant − base of the same run (`*`: the base of the same model and task from another run).", ""]
+    csv_rows: list[list[Any]] = []
+    tests: list[list[Any]] = []
+    notes: list[str] = []
+    for (model, task), group in sorted(groups.items()):
+        group.sort(key=lambda e: (e["run"], e.get("kind") != "base", e["variant"]))
+        bases = [e for e in group if e.get("kind") == "base"]
+        keys = list(dict.fromkeys(k for e in group for k in e["headline"]))
+        table = []
+        for e in group:
+            ref, borrowed = (None, False) if e in bases else _reference(e, bases)
+            cells = []
+            for k in keys:
+                v = e["headline"].get(k)
+                b = ref["headline"].get(k) if ref else None
+                delta = v - b if isinstance(v, int | float) and isinstance(b, int | float) and not isinstance(v, bool) \
+                    else None
+                cells.append(fmt(v) + (f" ({delta:+.4f})" if delta is not None and not k.endswith((".n", "n_items"))
+                                       else ""))
+                csv_rows.append([model, task, e["run"], e["variant"], k, v, ref["run"] if ref else "",
+                                 ref["variant"] if ref else "", b, delta])
+            label = e["variant"] + (f" (vs {ref['run']} · {ref['variant']}*)" if borrowed and ref else "")
+            table.append([e["run"], label, *cells])
+            if ref is not None:
+                for t in _paired(ref, e):
+                    tests.append([model, task, e["run"], e["variant"], f"{ref['run']} · {ref['variant']}",
+                                  t["plugin"], t["group"], t["n"], t["diff"], t["only_a"], t["only_b"], t["p_value"]])
+        md += [f"## {model} · {task}", "", md_table(["run", "variant", *keys], table), ""]
+        for k in keys:
+            if k.endswith((".n", ".n_items")):
+                present = {e["headline"].get(k) for e in group} - {None}
+                if len(present) > 1:
+                    notes.append(f"{model}/{task}: evaluations differ in `{k}` ({', '.join(map(str, sorted(present)))}); "
+                                 "Δ compares different sample sets, the paired test only the shared items.")
+    md += [f"> Note: {n}" for n in notes]
+    if tests:
+        md += ["", "## Paired tests (exact McNemar on the shared items)", "",
+               md_table(["model", "task", "run", "variant", "vs", "plugin", "group", "n", "Δ accuracy",
+                         "only base right", "only variant right", "p"], tests)]
+    md_path, csv_path = root / "compare.md", root / "compare.csv"
+    files.atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["model", "task", "run", "variant", "metric", "value", "base_run", "base_variant", "base_value",
+                     "delta"])
+    writer.writerows([["" if x is None else x for x in row] for row in csv_rows])
+    files.atomic_write_text(csv_path, buf.getvalue())
+    return md_path, csv_path

@@ -1,0 +1,74 @@
+"""The worked examples of docs/evaluation.md, run as written: "Add a plugin" (one file) and "Add a task"
+(a schema file + a task YAML, evaluated through the real CLI on the tiny base model)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+
+import pytest
+from psyutil import cli
+
+import plugins
+from plugins import EvalContext, Sample, get_plugin
+from psyfactory.core import paths
+
+DOC = (paths.REPO_ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
+
+
+def block(first_line: str, lang: str) -> str:
+    """The fenced code block of docs/evaluation.md whose first line (or the line before it) says `first_line`."""
+    for m in re.finditer(rf"```{lang}\n(.*?)```", DOC, re.DOTALL):
+        body = m.group(1)
+        before = "\n".join(DOC[: m.start()].rstrip().splitlines()[-3:])
+        if first_line in body.splitlines()[0] or first_line in before:
+            return "\n".join(line.removeprefix("   ") for line in body.splitlines()) + "\n"
+    raise AssertionError(f"no ```{lang} block for {first_line!r} in docs/evaluation.md")
+
+
+def test_add_a_plugin_worked_example(tmp_path, monkeypatch):
+    (tmp_path / "exact_match_example.py").write_text(block("# plugins/exact_match.py", "python"), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(plugins._EXTRA, "exact_match", "exact_match_example:ExactMatchPlugin")
+    assert "exact_match" in plugins.names()
+    cls = plugins.plugin_class("exact_match")
+    samples = [Sample(str(i), [{"role": "user", "content": "q"}], r) for i, r in enumerate(["joy", "fear", "love"])]
+    res = get_plugin("exact_match").run(EvalContext("emotion", tmp_path, samples, [" joy", "fear", "anger"],
+                                                    options=cls.parse_options({})))
+    assert res.metrics["accuracy"] == pytest.approx(2 / 3)
+    assert get_plugin("exact_match").paired(res.items) == {"exact": {"0": True, "1": True, "2": False}}
+    sys.modules.pop("exact_match_example", None)
+
+
+def test_add_a_task_worked_example(tmp_path, monkeypatch, tiny_model):
+    configs = tmp_path / "configs"
+    shutil.copytree(paths.CONFIG_DIR, configs)
+    schema = tmp_path / "crisis.json"
+    schema.write_text(block("evaluation/schemas/crisis.json", "json"), encoding="utf-8")
+    task_yaml = block("# Task crisis", "yaml").replace("evaluation/schemas/crisis.json", str(schema))
+    (configs / "tasks" / "crisis.yaml").write_text(task_yaml, encoding="utf-8")
+    monkeypatch.setattr(paths, "CONFIG_DIR", configs)
+    # the prepared data, as data_prep/crisis.py would write it
+    ds = tmp_path / "dataset"
+    rows = [("我不想活了，今晚就结束", {"crisis": "yes", "urgency": 2}), ("考试没考好，有点难过", {"crisis": "no", "urgency": 0}),
+            ("最近总想伤害自己", {"crisis": "yes", "urgency": 1})]
+    (ds / "data" / "crisis").mkdir(parents=True)
+    for split in ("train", "eval"):
+        (ds / "data" / "crisis" / f"{split}.jsonl").write_text("".join(
+            json.dumps({"instruction": "判断是否存在危机，只输出JSON。", "input": t, "output": json.dumps(lab)},
+                       ensure_ascii=False) + "\n" for t, lab in rows), encoding="utf-8")
+    (ds / "dataset_info.json").write_text(json.dumps({f"crisis_{s}": {"file_name": f"data/crisis/{s}.jsonl"}
+                                                      for s in ("train", "eval")}))
+    monkeypatch.setenv("PSY_DATASET_DIR", str(ds))
+    monkeypatch.setenv("PSY_RUNS_DIR", str(tmp_path / "runs"))
+
+    cli("config", "--task", "crisis", "--hw", "cpu")  # preflight accepts the new task and its plugin options
+    cli("eval", "--task", "crisis", "--hw", "cpu", "--base", "psy.max_new_tokens=8")
+    m = json.loads((tmp_path / "runs" / "tiny" / "crisis" / "lora" / "eval" / "base" / "metrics.json").read_text())
+    jl = m["plugins"]["json_labels"]
+    assert jl["n"] == 3 and set(jl["field_accuracy"]) == {"crisis", "urgency"}
+    assert set(jl["safety_recall"]) == {"yes"} and set(jl["ordinal"]) == {"urgency"}
+    assert "json_labels.safety_recall.yes" in m["headline"]
+    assert (tmp_path / "runs" / "tiny" / "crisis" / "lora" / "eval" / "base" / "crisis_confusion.png").is_file()
