@@ -4,37 +4,55 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from psyfactory import paths, slurm
+STAGES = ("train", "merge", "gguf", "eval")  # psyfactory.slurm.STAGES (imported lazily)
 
 
-def _request(args: argparse.Namespace) -> slurm.Request:
+def _request(args: argparse.Namespace) -> Any:
+    from psyfactory import runs, slurm
+
+    rid, _ = runs.resolve(args.run, args.model, args.task, args.method)
     return slurm.Request(
-        model=args.model, task=args.task, method=args.method, hw=args.hw, overrides=list(args.overrides),
+        model=rid.model, task=rid.task, method=rid.method, hw=args.hw, overrides=list(args.overrides),
         gpus=getattr(args, "gpus", 1), nodes=getattr(args, "nodes", 1),
-        stages=slurm.parse_stages(getattr(args, "stages", ",".join(slurm.STAGES))),
-        deepspeed=getattr(args, "deepspeed", None),
+        stages=slurm.parse_stages(getattr(args, "stages", ",".join(STAGES))),
+        deepspeed=getattr(args, "deepspeed", None), run=rid.name,
     )
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
-    profile = slurm.load_profile(args.set or [])
-    slurm.submit(_request(args), profile, dry_run=args.dry_run, restart=args.restart)
+    from psyfactory import slurm
+
+    req = _request(args)
+    slurm.submit(req, slurm.load_profile(args.set or []), dry_run=args.dry_run, restart=args.restart)
     if not args.dry_run:
-        print(f"[psy] follow with: make status MODEL={args.model} TASK={args.task} METHOD={args.method}")
+        print(f"[psy] follow with: make status RUN={req.run}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    return slurm.status(paths.run_dir(args.model, args.task, args.method), lines=args.lines)
+    from psyfactory import slurm
+
+    return slurm.status(_run_dir(args), lines=args.lines)
+
+
+def _run_dir(args: argparse.Namespace) -> Any:
+    from psyfactory import runs
+
+    return runs.resolve(args.run, args.model, args.task, args.method)[0].dir
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from psyfactory import slurm
+
     slurm.stage_offline(_request(args), slurm.load_profile(args.set or []))
     return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from psyfactory import slurm
+
     info = slurm.prepare(_request(args), list(args.overrides))
     resume = info["resume_from"]
     print(f"[psy] run dir {info['run_dir']} config hash {info['config_hash']}: "
@@ -45,41 +63,30 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wrap(func):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except slurm.SlurmError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     from psyfactory.cli import add_run_args
 
     p = sub.add_parser("sbatch", help="submit train -> merge -> gguf -> eval as dependent Slurm jobs")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per node for training (default 1)")
     p.add_argument("--nodes", type=int, default=1, help="nodes for training (default 1)")
-    p.add_argument("--stages", default=",".join(slurm.STAGES), help="comma list, e.g. train,merge")
+    p.add_argument("--stages", default=",".join(STAGES), help="comma list, e.g. train,merge")
     p.add_argument("--deepspeed", default=None, help="z2 | z3 (configs/deepspeed/ds_<x>.json) | a JSON path")
     p.add_argument("--restart", action="store_true", help="move the run's old adapter dir aside, start over")
     p.add_argument("--dry-run", action="store_true", help="print the scripts and sbatch commands only")
     p.add_argument("--set", action="append", metavar="key=value", help="override a profile key (repeatable)")
     add_run_args(p)
-    p.set_defaults(func=_wrap(cmd_sbatch))
+    p.set_defaults(func=cmd_sbatch)
 
     p = sub.add_parser("status", help="state of each job of the run's last Slurm pipeline")
     p.add_argument("--lines", type=int, default=25, help="log lines shown for a failed job")
     add_run_args(p)
-    p.set_defaults(func=_wrap(cmd_status))
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("stage", help="login node: download model + check data + tokenize for offline jobs")
     p.add_argument("--set", action="append", metavar="key=value", help="override a profile key (repeatable)")
     add_run_args(p)
-    p.set_defaults(func=_wrap(cmd_stage))
+    p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("slurm-prepare", help="(inside a training job) guard the run dir, tokenize once")
     add_run_args(p)
-    p.set_defaults(func=_wrap(cmd_prepare))
+    p.set_defaults(func=cmd_prepare)

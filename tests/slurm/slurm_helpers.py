@@ -10,7 +10,7 @@ from pathlib import Path
 
 from localcluster import LocalSlurm
 
-from psyfactory import paths
+from psyfactory.core import paths
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 

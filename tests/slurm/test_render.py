@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from psyfactory import paths, slurm
+from psyfactory import slurm
+from psyfactory.core import paths
 
 REPO = paths.REPO_ROOT
 
@@ -46,12 +47,15 @@ def test_one_gpu(clean_env):
     assert "export NODE_RANK=0" in s["train"] and "export NPROC_PER_NODE=1" in s["train"]
     assert "export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" in s["train"]
     assert f"export HF_HOME={REPO}/.cache/huggingface" in s["train"]
-    assert re.search(r"psyfactory train --model qwen3-4b --task psydt --method lora --hw a40 tokenized_path=\S+/tokenized-[0-9a-f]{16}", s["train"])
+    assert re.search(r"psyfactory train --run qwen3-4b/psydt/lora --model qwen3-4b --task psydt --method lora --hw a40 "
+                     r"tokenized_path=\S+/tokenized-[0-9a-f]{16}", s["train"])
+    assert "psyfactory slurm-prepare --run qwen3-4b/psydt/lora --model qwen3-4b" in s["train"]
     assert "trap on_usr1 USR1" in s["train"] and "trap on_usr1" not in s["merge"]
     # non-training stages: their own resources, no requeue, rendered as the CLI calls they are
     assert "--no-requeue" in sbatch_lines(s["merge"]) and "--mem=98304M" in sbatch_lines(s["merge"])
-    assert "psy_run psyfactory gguf --model qwen3-4b --task psydt --method lora --hw a40" in s["gguf"]
-    assert "psy_run psyfactory eval --model qwen3-4b --task psydt --method lora --hw a40" in s["eval"]
+    assert "psy_run psyfactory gguf --run qwen3-4b/psydt/lora --model qwen3-4b --task psydt --method lora --hw a40" in s["gguf"]
+    assert "psy_run psyfactory eval --run qwen3-4b/psydt/lora --model qwen3-4b --task psydt --method lora --hw a40" in s["eval"]
+    assert "--job-name=psy-train-qwen3-4b-psydt-lora" in opts
     assert "--gres=gpu:a40:1" in sbatch_lines(s["eval"]) and not any("gres" in o for o in sbatch_lines(s["gguf"]))
 
 
@@ -105,8 +109,33 @@ def test_stage_args(clean_env, monkeypatch):
     cfg.write_text("stages:\n  gguf: {args: --quant Q8_0 --lora}\n")
     monkeypatch.setenv(slurm.PROFILE_ENV, str(cfg))
     s = scripts()
-    assert "psy_run psyfactory gguf --quant Q8_0 --lora --model qwen3-4b --task psydt" in s["gguf"]
-    assert "psy_run psyfactory eval --model qwen3-4b" in s["eval"]
+    assert "psy_run psyfactory gguf --quant Q8_0 --lora --run qwen3-4b/psydt/lora --model qwen3-4b --task psydt" in s["gguf"]
+    assert "psy_run psyfactory eval --run qwen3-4b/psydt/lora --model qwen3-4b" in s["eval"]
+
+
+def test_a_named_run_names_its_jobs_and_commands(clean_env):
+    s = scripts(run="exp/lr-5e-5")
+    assert "--job-name=psy-merge-exp-lr-5e-5" in sbatch_lines(s["merge"])
+    assert "psy_run psyfactory merge --run exp/lr-5e-5 --model qwen3-4b" in s["merge"]
+    assert re.search(r"tokenized_path=\S+/runs/exp/lr-5e-5/slurm/tokenized-", s["train"])
+
+
+def test_the_scripts_come_from_the_templates(clean_env, monkeypatch, tmp_path):
+    """The shell logic lives in slurm/*.sh and job.sbatch, not in Python: a changed template shows up."""
+    import shutil
+
+    from psyfactory.slurm import batch, profiles
+
+    tpl = tmp_path / "tpl"
+    shutil.copytree(paths.REPO_ROOT / "slurm", tpl)
+    (tpl / "train.sh").write_text((tpl / "train.sh").read_text() + "echo custom-train-step\n")
+    monkeypatch.setattr(batch, "SLURM_DIR", tpl)
+    monkeypatch.setattr(profiles, "SLURM_DIR", tpl)
+    s = scripts()
+    assert "echo custom-train-step" in s["train"] and "custom-train-step" not in s["merge"]
+    (tpl / "job.sbatch").write_text("{{ undefined_value }}")
+    with pytest.raises(slurm.SlurmError, match="job.sbatch: UndefinedError"):
+        scripts()
 
 
 def test_profile_layers_and_errors(clean_env, monkeypatch):

@@ -44,10 +44,10 @@ def test_whole_chain_completes(slurm_cluster, slurm_ws):
     assert (rd / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((rd / "adapter" / "trainer_state.json").read_text())["global_step"] == 4
     assert (rd / "merged" / "config.json").is_file() and list((rd / "merged").glob("*.safetensors"))
-    assert json.loads((rd / "eval" / "metrics.json").read_text())  # `psyfactory eval --limit 4` ran
+    assert json.loads((rd / "eval" / "tuned" / "metrics.json").read_text())  # `psyfactory eval --limit 4` ran
     if "gguf" in stages:
         assert list((rd / "gguf").glob("*.gguf"))
-    assert "psyfactory eval --limit 4 --model tiny" in (rd / "slurm" / "eval.sbatch").read_text()
+    assert "psyfactory eval --limit 4 --run tiny/psydt/lora --model tiny" in (rd / "slurm" / "eval.sbatch").read_text()
     log = Path(info[ids[0]]["StdOut"]).read_text()
     assert "written now, once, before the ranks start" in log
     training = log.split("-m psyfactory.lf_train", 1)[1]  # single process: run_exp in-process

@@ -1,0 +1,18 @@
+# --- preemption / time limit ---
+# Slurm sends USR1 to this shell before the time limit (--signal=B:USR1@secs). A single-process
+# training run gets the signal passed on: it saves a checkpoint at the current step and exits (75).
+# Then we requeue the job: the next attempt resumes from the last checkpoint of the run directory
+# (LLaMA-Factory resumes from output_dir/checkpoint-* when overwrite_output_dir is false;
+# `psyfactory slurm-prepare` refuses checkpoints written under another config). Multi-process
+# (torchrun) runs are requeued directly and resume from their last periodic checkpoint.
+on_usr1() {
+  echo "[psy] USR1 at $(date -Is)"
+  if [ "${PSY_FORWARD_USR1:-0}" = 1 ] && [ -n "${PSY_CHILD:-}" ] && kill -0 "$PSY_CHILD" 2>/dev/null; then
+    echo "[psy] asking the trainer (pid $PSY_CHILD) to save a checkpoint"
+    kill -USR1 "$PSY_CHILD"
+    wait "$PSY_CHILD" || true
+  fi
+  echo "[psy] requeueing job $SLURM_JOB_ID to resume from its last checkpoint"
+  scontrol requeue "$SLURM_JOB_ID"
+}
+trap on_usr1 USR1

@@ -1,0 +1,25 @@
+# --- distributed: LLaMA-Factory starts torchrun on each node from these variables ---
+export NNODES="${SLURM_JOB_NUM_NODES:-1}"
+export NPROC_PER_NODE={{ nproc }}
+export MASTER_ADDR="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" | head -n 1)"
+export MASTER_PORT=$(( {{ master_port }} + ${SLURM_JOB_ID:-0} % 1000 ))
+{% if multiprocess %}
+export FORCE_TORCHRUN=1  # LF would only auto-launch torchrun for >1 visible CUDA device
+{% else %}
+export PSY_FORWARD_USR1=1  # one process: on USR1 the trainer saves a checkpoint, then we requeue
+{% endif %}
+
+# --- once, before the ranks start: refuse a run dir whose checkpoints come from another config,
+# report the checkpoint to resume from, tokenize the data into tokenized_path ---
+{{ prepare }}
+
+# --- train ---
+{% if use_srun %}
+# One task per node; NODE_RANK (what LF reads) from the node's index in the allocation.
+psy_run srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
+  bash -c 'export NODE_RANK="${SLURM_NODEID:-$SLURM_PROCID}"; exec "$@"' node-rank \
+  {{ train }}
+{% else %}
+export NODE_RANK=0
+psy_run {{ train }}
+{% endif %}
