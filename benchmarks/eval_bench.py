@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from psyfactory.models import materialize
 
     c = compose(args.model, "psychcounsel", "lora", "auto")
-    materialize(str(c.meta.get("model_ref", c.lf["model_name_or_path"])))
-    backend = HFBackend(c.lf["model_name_or_path"], args.adapter, reasoning=c.meta.get("reasoning", "none"),
+    materialize(c.model_ref)
+    backend = HFBackend(c.lf["model_name_or_path"], args.adapter, reasoning=c.psy.reasoning,
                         batch_size=args.batch_size)
     items = load_bench(args.bench_file, args.limit)
     fmt = load_format(args.format)

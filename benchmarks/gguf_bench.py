@@ -33,8 +33,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from psyfactory import gguf  # noqa: E402
-from psyfactory.paths import cache_dir  # noqa: E402
+from psyfactory.core.paths import cache_dir  # noqa: E402
+from psyfactory.gguf import common as gguf_common  # noqa: E402
+from psyfactory.gguf import convert as gguf  # noqa: E402
 
 PROMPTS = [
     [{"role": "user", "content": "最近总是失眠，白天也没精神，我该怎么办？"}],
@@ -220,7 +221,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    gguf.setup_info()
+    gguf_common.setup_info()
     from psyfactory.tiny import ensure_tiny
 
     results = []

@@ -32,8 +32,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from psyfactory import paths  # noqa: E402
-from psyfactory.io import atomic_write_json  # noqa: E402
+from psyfactory.core import paths  # noqa: E402
+from psyfactory.core.files import atomic_write_json  # noqa: E402
 
 ARCH_DIR = Path(__file__).parent / "archs"
 # Dense bf16 tensor-core peak (no sparsity), from the vendors' datasheets.
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from psyfactory.models import materialize
 
-        materialize(base.meta["model_ref"])
+        materialize(base.model_ref)
     n = n_params(base.lf["model_name_or_path"])
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="psy-bench-") as tmp:

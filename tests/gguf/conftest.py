@@ -1,10 +1,5 @@
-"""Fixtures for the GGUF tests: a tiny `student` run with a real LoRA adapter and its merge.
-
-The run directory mirrors what `make train` + `make merge` leave behind (adapter/ with a PEFT LoRA
-adapter, merged/ with the merged HF model), built directly with peft on `ensure_tiny()` so these
-tests don't depend on a training run. The LoRA weights are random and non-zero, so the adapter
-really changes the model and the adapter-vs-merged check is meaningful.
-"""
+"""Fixtures for the GGUF tests: the session's tiny `student` run (tests/conftest.py `tiny_run`: a real
+LoRA adapter trained at a high learning rate, and its merge) exported once with `make gguf`."""
 
 from __future__ import annotations
 
@@ -16,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from psyfactory import paths
+from psyfactory.core import paths
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -57,30 +52,15 @@ def tiny_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def runs_root(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
-    """PSY_RUNS_DIR with runs/tiny/student/lora/{adapter,merged}."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    root = tmp_path_factory.mktemp("runs")
-    run = root / "tiny" / "student" / "lora"
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM",
-                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    peft_model = get_peft_model(model, cfg)
-    peft_model.save_pretrained(run / "adapter")
-    merged = peft_model.merge_and_unload()
-    merged.save_pretrained(run / "merged")
-    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(run / "merged")
-    return root
+def runs_root(tiny_run) -> Path:
+    """PSY_RUNS_DIR of the session's tiny run (runs/tiny/student/lora with adapter/ and merged/)."""
+    return tiny_run.runs_root
 
 
 @pytest.fixture(scope="session")
 def exported(runs_root: Path) -> dict:
-    """`make gguf MODEL=tiny TASK=student HW=cpu ARGS=--lora`, once per session."""
-    proc = run_make("gguf", "MODEL=tiny", "TASK=student", "HW=cpu", "ARGS=--lora", env={"PSY_RUNS_DIR": str(runs_root)})
+    """`make gguf RUN=tiny/student/lora HW=cpu ARGS=--lora`, once per session."""
+    proc = run_make("gguf", "RUN=tiny/student/lora", "HW=cpu", "ARGS=--lora", env={"PSY_RUNS_DIR": str(runs_root)})
     run = runs_root / "tiny" / "student" / "lora"
     report = json.loads((run / "gguf" / "export.json").read_text(encoding="utf-8"))
     return {"run": run, "report": report, "stderr": proc.stderr, "stdout": proc.stdout}
@@ -88,6 +68,6 @@ def exported(runs_root: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def student_schema() -> dict:
-    from psyfactory.labels import student_schema as schema
+    from psyfactory.core.labels import student_schema
 
-    return schema()
+    return student_schema().schema

@@ -1,4 +1,4 @@
-"""GGUF export / verification / inference on the tiny model (CPU, ~1-2 min in total)."""
+"""GGUF export / verification / inference on the session's tiny run (CPU, ~1-2 min in total)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from psyutil import one_error_line
 
 from psyfactory import gguf
+from psyfactory.gguf.convert import convert as gguf_convert
+from psyfactory.gguf.convert import quantize
+from psyfactory.gguf.modelfile import ChatLayout, write_modelfile
+from psyfactory.gguf.verify import F16_MAX_REL_LOGIT_ERROR, F16_MIN_AGREEMENT, generate, verify
 
-requires_gguf = pytest.mark.skipif(not gguf.available(), reason="GGUF stack not installed: run `make setup-gguf`")
+# Tests that run llama.cpp (convert, quantize, load) are slow; the rest runs in `make test-fast`.
+GGUF_SKIP = "GGUF stack not installed: run `make setup-gguf`"
 
 STUDENT_DIALOGUES = [
     "最近考试压力很大，每天晚上都睡不着。",
@@ -75,7 +81,7 @@ def test_ollama_layout_reproduces_hf_template(tiny_dir: Path) -> None:
     convo = [{"role": "system", "content": "你是咨询师。"}, {"role": "user", "content": "你好"},
              {"role": "assistant", "content": "你好，请说。"}, {"role": "user", "content": "我睡不着。"}]
     for thinking in (False, True):
-        layout = gguf.ChatLayout.from_tokenizer(tok, enable_thinking=thinking)
+        layout = ChatLayout.from_tokenizer(tok, enable_thinking=thinking)
         expected = tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
         assert layout.render(convo) == expected
         assert ("<think>" in layout.generation_prompt) is (not thinking)  # empty think block only when off
@@ -100,7 +106,7 @@ def test_ollama_layout_bos_once_and_unsupported_system(tiny_dir: Path) -> None:
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     tok.bos_token = "<|endoftext|>"
     tok.chat_template = BOS_TEMPLATE
-    layout = gguf.ChatLayout.from_tokenizer(tok, enable_thinking=False)
+    layout = ChatLayout.from_tokenizer(tok, enable_thinking=False)
     assert layout.prefix == "<|endoftext|>" and "system" not in layout.wrappers
     assert layout.matches(tok, enable_thinking=False)
     assert layout.ollama_template().startswith("<|endoftext|>{{- range .Messages }}")
@@ -113,14 +119,15 @@ def test_modelfile_without_template_when_layout_cannot_reproduce(tiny_dir: Path,
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     tok.chat_template = DEFAULT_SYSTEM_TEMPLATE  # injects a system turn when there is none
     tok.save_pretrained(tmp_path / "tok")
-    path = gguf.write_modelfile(tmp_path, "m.gguf", tmp_path / "tok", enable_thinking=False, label_task=False)
+    path = write_modelfile(tmp_path, "m.gguf", tmp_path / "tok", enable_thinking=False, label_task=False)
     text = path.read_text(encoding="utf-8")
     assert "FROM ./m.gguf" in text and "TEMPLATE" not in text
     assert "not a plain per-role layout" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ export (make gguf) on tiny
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_export_writes_sizes_and_modelfile(exported: dict) -> None:
     report, out = exported["report"], exported["run"] / "gguf"
     f16, q4 = report["files"]["F16"], report["files"]["Q4_K_M"]
@@ -139,12 +146,14 @@ def test_export_writes_sizes_and_modelfile(exported: dict) -> None:
     assert "FROM ./base-f16.gguf\nADAPTER ./adapter-f16.gguf\n" in lora_modelfile
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_tiny_tokenizer_notice_is_visible(exported: dict) -> None:
     assert "NOTICE" in exported["stderr"] and "locally trained tiny tokenizer" in exported["stderr"]
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_chat_prompt_tokenization_matches_hf(exported: dict) -> None:
     for name in ("F16", "Q4_K_M", "LORA"):
         v = exported["report"]["verification"][name]
@@ -152,46 +161,51 @@ def test_chat_prompt_tokenization_matches_hf(exported: dict) -> None:
         assert all(p["n_prompt_tokens"] > 5 for p in v["prompts"])
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_f16_logits_match_hf(exported: dict) -> None:
     v = exported["report"]["verification"]["F16"]
     assert exported["report"]["f16_ok"]
-    assert v["greedy_agreement"] >= gguf.F16_MIN_AGREEMENT
-    assert v["max_rel_logit_error"] <= gguf.F16_MAX_REL_LOGIT_ERROR
+    assert v["greedy_agreement"] >= F16_MIN_AGREEMENT
+    assert v["max_rel_logit_error"] <= F16_MAX_REL_LOGIT_ERROR
     assert v["max_logit_error"] <= 0.01  # tiny: fp32 weights, logits of order 1
     assert sum(p["positions"] for p in v["prompts"]) >= 3 * 8
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_lora_adapter_gguf_matches_merged_model(exported: dict) -> None:
     v = exported["report"]["verification"]["LORA"]
     assert v["lora"].endswith("adapter-f16.gguf")
-    assert v["greedy_agreement"] >= gguf.F16_MIN_AGREEMENT
-    assert v["max_rel_logit_error"] <= gguf.F16_MAX_REL_LOGIT_ERROR  # f16 base + f16 adapter vs fp32 merge
+    assert v["greedy_agreement"] >= F16_MIN_AGREEMENT
+    assert v["max_rel_logit_error"] <= F16_MAX_REL_LOGIT_ERROR  # f16 base + f16 adapter vs fp32 merge
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_q8_0_is_closer_to_hf_than_q4_k_m(exported: dict, tmp_path: Path) -> None:
     out = exported["run"] / "gguf"
-    q8 = gguf.quantize(out / "model-f16.gguf", tmp_path / "model-Q8_0.gguf", "Q8_0")
-    v8 = gguf.verify(q8, exported["run"] / "merged")
+    q8 = quantize(out / "model-f16.gguf", tmp_path / "model-Q8_0.gguf", "Q8_0")
+    v8 = verify(q8, exported["run"] / "merged")
     v4 = exported["report"]["verification"]["Q4_K_M"]
     assert v8.tokens_equal
     assert v8.max_logit_error < v4["max_logit_error"]
     assert 0.0 <= v4["greedy_agreement"] <= 1.0
     assert q8.stat().st_size < (out / "model-f16.gguf").stat().st_size
-    replies = gguf.generate(q8, [[{"role": "user", "content": "你好"}]], max_new_tokens=8)  # load -> chat
+    replies = generate(q8, [[{"role": "user", "content": "你好"}]], max_new_tokens=8)  # load -> chat
     assert len(replies) == 1 and isinstance(replies[0], str)
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_chat_gguf_answers(exported: dict, runs_root: Path, cli, make, student_schema: dict, tmp_path: Path) -> None:
     schema_file = tmp_path / "schema.json"
     schema_file.write_text(json.dumps(student_schema), encoding="utf-8")
     proc = cli("chat-gguf", "--model", "tiny", "--task", "psydt", "--method", "lora", "--hw", "cpu",
-                   "--message", "你好", "--max-new-tokens", "8", env={"PSY_RUNS_DIR": str(runs_root)}, check=False)
-    assert proc.returncode == 2 and "not found; export the run first with `make gguf`" in proc.stderr  # psydt has no export: clear error
-    proc = make("chat-gguf", "MODEL=tiny", "TASK=student", "HW=cpu",
+               "--message", "你好", "--max-new-tokens", "8", env={"PSY_RUNS_DIR": str(runs_root)}, check=False)
+    assert one_error_line(proc).endswith("not found; export the run first with `make gguf` "
+                                         "(QUANT=..., ARGS=--lora for the adapter files)")  # psydt has no export
+    proc = make("chat-gguf", "RUN=tiny/student/lora", "HW=cpu",
                 f"ARGS=--message '{STUDENT_DIALOGUES[0]}' --message '{STUDENT_DIALOGUES[1]}' --schema {schema_file}",
                 env={"PSY_RUNS_DIR": str(runs_root)})
     turns = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -200,31 +214,33 @@ def test_chat_gguf_answers(exported: dict, runs_root: Path, cli, make, student_s
         jsonschema.validate(json.loads(t["assistant"]), student_schema)
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_constrained_decoding_always_schema_valid(exported: dict, student_schema: dict) -> None:
-    from psyfactory.labels import parse_student_labels, validate_student_labels
+    from psyfactory.core.labels import parse_student_labels, validate_student_labels
 
     convs = student_conversations(16)
     path = exported["run"] / "gguf" / "model-Q4_K_M.gguf"
-    constrained = gguf.generate(path, convs, max_new_tokens=96, json_schema=student_schema)
+    constrained = generate(path, convs, max_new_tokens=96, json_schema=student_schema)
     assert len(constrained) == len(convs)
     for text in constrained:  # 100%: every output is plain JSON (no extraction needed) and valid
         value = json.loads(text)
         assert validate_student_labels(value) == [], text
         jsonschema.validate(value, student_schema)
-    free = gguf.generate(path, convs, max_new_tokens=32)
+    free = generate(path, convs, max_new_tokens=32)
     assert len(free) == len(convs)
     valid = sum(parse_student_labels(text).labels is not None for text in free)
     assert valid < len(convs)  # the random-weight model cannot produce the labels unconstrained
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_backend_option_logprobs_match_hf(exported: dict) -> None:
     """GGUFBackend.option_logprobs (Backend protocol) against the same computation in transformers."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from psyfactory.gguf_backend import GGUFBackend
+    from psyfactory.gguf.backend import GGUFBackend
 
     merged = exported["run"] / "merged"
     backend = GGUFBackend(exported["run"] / "gguf" / "model-f16.gguf", progress=False)
@@ -244,9 +260,10 @@ def test_backend_option_logprobs_match_hf(exported: dict) -> None:
             assert value == pytest.approx(ref, abs=0.05)
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_backend_for_run_is_the_eval_integration_point(exported: dict, tiny_dir: Path) -> None:
-    from psyfactory.gguf_backend import EvalChoice, backend_for_run
+    from psyfactory.gguf.backend import EvalChoice, backend_for_run
 
     adapter = exported["run"] / "adapter"
     with backend_for_run(tiny_dir, adapter, reasoning="hybrid", thinking=False, batch_size=8) as be:
@@ -256,18 +273,19 @@ def test_backend_for_run_is_the_eval_integration_point(exported: dict, tiny_dir:
     lora = EvalChoice("Q4_K_M", lora=True, constrained=False)
     with backend_for_run(tiny_dir, adapter, choice=lora) as be:  # base-f16 + adapter-f16
         assert be.llm.lora_path.endswith("adapter-f16.gguf") and not be.constrained
-    assert lora.method_label("lora") == "lora-gguf-lora-free"
+    assert lora.variant() == "gguf-lora-free"
     with pytest.raises(gguf.GGUFError, match="model-Q6_K.gguf: not found"):
         backend_for_run(tiny_dir, adapter, choice=EvalChoice("Q6_K", lora=False, constrained=True))
 
 
 # ------------------------------------------------------------------ failure modes
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_setup_gguf_reuses_the_cached_wheel() -> None:
     """A second `make setup-gguf` installs the cached wheel instead of compiling llama.cpp again."""
     import subprocess
 
-    from psyfactory.paths import REPO_ROOT
+    from psyfactory.core.paths import REPO_ROOT
 
     info = gguf.setup_info()
     assert Path(info["wheel"]).is_file() and Path(info["converter_dir"], "conversion").is_dir()
@@ -277,32 +295,35 @@ def test_setup_gguf_reuses_the_cached_wheel() -> None:
     assert "reusing cached wheel" in proc.stdout and "compiling" not in proc.stdout
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_prompt_longer_than_context_fails_before_generating(exported: dict) -> None:
-    from psyfactory.gguf_backend import GGUFBackend
+    from psyfactory.gguf.backend import GGUFBackend
 
     long_conv = [{"role": "user", "content": "我很难过。" * 200}]
     msg = r"1 prompt\(s\) .* exceed the GGUF context of 256 tokens.*PSY_GGUF_CTX"
     with GGUFBackend(exported["run"] / "gguf" / "model-Q4_K_M.gguf", n_ctx=256, progress=False) as be, \
-            pytest.raises(ValueError, match=msg):
+            pytest.raises(gguf.GGUFError, match=msg):
         be.generate([student_conversations(1)[0], long_conv], max_new_tokens=16)
 
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_corrupt_gguf_is_a_clear_error_not_a_crash(exported: dict, tmp_path: Path) -> None:
     f16 = exported["run"] / "gguf" / "model-f16.gguf"
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(f16.read_bytes()[: 200_000])  # valid header, tensor data cut off
     with pytest.raises(gguf.GGUFError, match="generate with truncated.gguf failed"):
-        gguf.generate(truncated, student_conversations(1), max_new_tokens=4)
+        generate(truncated, student_conversations(1), max_new_tokens=4)
     with pytest.raises(gguf.GGUFError, match="not found"):
-        gguf.verify(tmp_path / "missing.gguf", exported["run"] / "merged")
+        verify(tmp_path / "missing.gguf", exported["run"] / "merged")
     with pytest.raises(gguf.GGUFError, match="quantization"):
-        gguf.quantize(f16, tmp_path / "x.gguf", "Q3_BOGUS")
+        quantize(f16, tmp_path / "x.gguf", "Q3_BOGUS")
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_unknown_tokenizers_are_still_rejected(exported: dict, tiny_dir: Path, tmp_path: Path) -> None:
     """The tiny-tokenizer exception must not leak to other unrecognized tokenizers."""
     other = tmp_path / "other"
@@ -312,7 +333,7 @@ def test_unknown_tokenizers_are_still_rejected(exported: dict, tiny_dir: Path, t
     data["model"]["merges"] = data["model"]["merges"][:-200]  # a different BPE => different hash
     tok_file.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     with pytest.raises(gguf.GGUFError, match="pre-tokenizer was not recognized"):
-        gguf.convert(other, tmp_path / "other.gguf", local_tokenizer=tiny_dir)
+        gguf_convert(other, tmp_path / "other.gguf", local_tokenizer=tiny_dir)
     assert not (tmp_path / "other.gguf").exists() and not list(tmp_path.glob(".*.tmp.gguf"))
 
 
@@ -341,30 +362,43 @@ def write_student_eval(root: Path) -> Path:
     return root
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_make_eval_with_gguf_backend(exported: dict, runs_root: Path, make, tmp_path: Path) -> None:
     env = {"PSY_RUNS_DIR": str(runs_root), "PSY_DATASET_DIR": str(write_student_eval(tmp_path / "ds"))}
-    make("eval", "MODEL=tiny", "TASK=student", "HW=cpu", "EVAL_ARGS=--backend gguf", env=env)
-    make("eval", "MODEL=tiny", "TASK=student", "HW=cpu", "EVAL_ARGS=--backend gguf",
-         env={**env, "PSY_GGUF_CONSTRAINED": "0"})
-    run = runs_root / "tiny" / "student"
-    constrained = json.loads((run / "lora-gguf-Q4_K_M" / "eval" / "metrics.json").read_text(encoding="utf-8"))
-    free = json.loads((run / "lora-gguf-Q4_K_M-free" / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    make("eval", "RUN=tiny/student/lora", "HW=cpu", "EVAL_ARGS=--backend gguf", env=env)
+    make("eval", "RUN=tiny/student/lora", "HW=cpu", "EVAL_ARGS=--backend gguf", env={**env, "PSY_GGUF_CONSTRAINED": "0"})
+    evals = exported["run"] / "eval"
+    constrained = json.loads((evals / "gguf-Q4_K_M" / "metrics.json").read_text(encoding="utf-8"))
+    free = json.loads((evals / "gguf-Q4_K_M-free" / "metrics.json").read_text(encoding="utf-8"))
     assert constrained["backend"] == "gguf (model-Q4_K_M.gguf)"
     assert free["backend"] == "gguf (model-Q4_K_M.gguf, unconstrained)"
     assert constrained["n"] == free["n"] == len(STUDENT_EVAL)
     assert constrained["plugins"]["json_labels"]["validity_rate"] == 1.0  # the random model, constrained
     assert free["plugins"]["json_labels"]["validity_rate"] < 1.0
+    base = subprocess_make_error(make, "eval", "RUN=tiny/student/lora", "HW=cpu", "BASE=1",
+                                 "EVAL_ARGS=--backend gguf", env=env)
+    assert "the gguf backend evaluates a run's export" in base
 
 
-@requires_gguf
+@pytest.mark.slow
+@pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_make_predict_gguf_writes_llamafactory_format(exported: dict, runs_root: Path, make, tmp_path: Path) -> None:
-    from psyfactory.labels import parse_student_labels
+    from psyfactory.core.labels import parse_student_labels
 
     env = {"PSY_RUNS_DIR": str(runs_root), "PSY_DATASET_DIR": str(write_student_eval(tmp_path / "ds"))}
-    make("predict-gguf", "MODEL=tiny", "TASK=student", "HW=cpu", env=env)
+    make("predict-gguf", "RUN=tiny/student/lora", "HW=cpu", env=env)
     rows = [json.loads(line) for line in (exported["run"] / "gguf" / "predict-Q4_K_M" / "generated_predictions.jsonl")
             .read_text(encoding="utf-8").splitlines()]
     assert [json.loads(r["label"])["risk_flag"] for r in rows] == [lab[2] for _, lab in STUDENT_EVAL]
     assert all(r["prompt"].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") for r in rows)
     assert all(parse_student_labels(r["predict"]).labels is not None for r in rows)
+
+
+def subprocess_make_error(make, *args: str, env: dict[str, str]) -> str:
+    """A `make` call that must fail with one `error:` line (no traceback); returns that line."""
+    with pytest.raises(AssertionError) as exc:
+        make(*args, env=env)
+    text = str(exc.value)
+    assert "Traceback" not in text, text
+    return next(line for line in text.splitlines() if line.startswith("error: "))

@@ -20,20 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from psyfactory.labels import SCHEMA_PATH as STUDENT_SCHEMA
+from psyfactory.core.errors import GGUFError
+from psyfactory.gguf.common import DEFAULT_QUANT, check_gguf_file, setup_info
 
-_MAX_ENUM_RANGE = 64
-DEFAULT_CTX = 8192  # KV cache size in tokens ($PSY_GGUF_CTX); prompt + max_new_tokens must fit  # integer ranges up to this size become enums in the grammar
+_MAX_ENUM_RANGE = 64  # integer ranges up to this size become enums in the grammar
+DEFAULT_CTX = 8192  # KV cache size in tokens ($PSY_GGUF_CTX); prompt + max_new_tokens must fit
 
 
-def load_schema(path: str | Path = STUDENT_SCHEMA) -> dict[str, Any]:
+def load_schema(path: str | Path) -> dict[str, Any]:
+    """A JSON Schema file to constrain generation with (--schema)."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{path}: JSON schema not found") from e
+    except FileNotFoundError:
+        raise GGUFError(f"{path}: JSON schema not found") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON schema ({e.msg})") from e
+        raise GGUFError(f"{path}:{e.lineno}: invalid JSON schema ({e.msg})") from None
 
 
 def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -82,8 +84,6 @@ def render_prompt(template: str, conversation: list[dict[str, str]], *, enable_t
 def load_llama(path: str | Path, *, lora: str | Path | None = None, logits_all: bool = False,
                n_ctx: int | None = None) -> Any:
     """llama_cpp.Llama after a header check (a non-GGUF file raises instead of aborting)."""
-    from psyfactory.gguf import check_gguf_file, setup_info
-
     setup_info()
     check_gguf_file(path)
     if lora:
@@ -106,7 +106,7 @@ def special_tokens(llm: Any) -> tuple[str, str]:
 class GGUFBackend:
     """Greedy chat generation from a GGUF model (optionally + a GGUF LoRA adapter).
 
-    Implements the `psyfactory.inference.Backend` protocol (generate, option_logprobs). Prompts are
+    Implements the `psyfactory.core.backend.Backend` protocol (generate, option_logprobs). Prompts are
     processed one at a time (llama.cpp's high-level API has no multi-sequence batching); on CPU
     that is still several times faster than transformers (benchmarks/gguf_bench.py).
     """
@@ -118,7 +118,7 @@ class GGUFBackend:
         self.llm = load_llama(model_path, lora=lora_path, n_ctx=n_ctx)
         self.template = self.llm.metadata.get("tokenizer.chat_template")
         if not self.template:
-            raise ValueError(f"{model_path}: GGUF has no embedded chat template (tokenizer.chat_template)")
+            raise GGUFError(f"{model_path}: GGUF has no embedded chat template (tokenizer.chat_template)")
         self.bos, self.eos = special_tokens(self.llm)
         self.add_bos = self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
         self.enable_thinking = enable_thinking
@@ -159,7 +159,7 @@ class GGUFBackend:
         too_long = [(i, len(p)) for i, p in enumerate(prompts) if len(p) + max_new_tokens > n_ctx]
         if too_long:  # fail before generating anything, not after an hour
             i, n = max(too_long, key=lambda t: t[1])
-            raise ValueError(f"{len(too_long)} prompt(s) + max_new_tokens={max_new_tokens} exceed the GGUF context of "
+            raise GGUFError(f"{len(too_long)} prompt(s) + max_new_tokens={max_new_tokens} exceed the GGUF context of "
                              f"{n_ctx} tokens (longest: conversation {i}, {n} tokens); set PSY_GGUF_CTX higher")
         outputs = []
         for ids in tqdm(prompts, desc="gguf generate", unit="conv", disable=not self.progress):
@@ -221,8 +221,6 @@ class EvalChoice:
 
     @classmethod
     def from_env(cls) -> EvalChoice:
-        from psyfactory.gguf import DEFAULT_QUANT
-
         def flag(var: str, default: bool) -> bool:
             value = os.environ.get(var, "").strip().lower()
             return default if not value else value not in ("0", "false", "no", "off")
@@ -230,13 +228,9 @@ class EvalChoice:
         return cls((os.environ.get("PSY_GGUF_QUANT") or DEFAULT_QUANT).upper(), flag("PSY_GGUF_LORA", False),
                    flag("PSY_GGUF_CONSTRAINED", True))
 
-    def method_label(self, method: str) -> str:
-        """Eval results go to runs/<model>/<task>/<method>-gguf-<QUANT>[-free]/eval, next to the HF ones."""
-        return f"{method}-gguf-{'lora' if self.lora else self.quant}" + ("" if self.constrained else "-free")
-
-
-def eval_method_label(method: str) -> str:
-    return EvalChoice.from_env().method_label(method)
+    def variant(self) -> str:
+        """Eval variant name: runs/<run>/eval/gguf-<QUANT>[-free], next to `tuned` and `base`."""
+        return f"gguf-{'lora' if self.lora else self.quant}" + ("" if self.constrained else "-free")
 
 
 def gguf_path_for_run(run_dir: str | Path, quant: str | None = None, *, lora: bool = False) -> tuple[Path, Path | None]:
@@ -245,8 +239,6 @@ def gguf_path_for_run(run_dir: str | Path, quant: str | None = None, *, lora: bo
     quant: Q4_K_M (default), Q8_0, Q5_K_M, Q6_K, F16. lora=True: base-f16.gguf +
     adapter-f16.gguf (written by `make gguf ARGS=--lora`) instead of the merged export.
     """
-    from psyfactory.gguf import DEFAULT_QUANT, GGUFError
-
     out = Path(run_dir) / "gguf"
     if lora:
         model, adapter = out / "base-f16.gguf", out / "adapter-f16.gguf"
@@ -269,9 +261,7 @@ def backend_for_run(model_path: str | Path, adapter: str | Path | None = None, *
     `choice` defaults to `EvalChoice.from_env()`.
     """
     if adapter is None:
-        raise ValueError("the gguf backend evaluates an exported run (make gguf), not a bare base model")
-    from psyfactory.gguf import setup_info
-
+        raise GGUFError("the gguf backend evaluates a run's export (make gguf), not its base model: drop BASE=1")
     setup_info()
     choice = choice or EvalChoice.from_env()
     model, lora_file = gguf_path_for_run(Path(adapter).parent, choice.quant, lora=choice.lora)

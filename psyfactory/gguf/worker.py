@@ -1,7 +1,7 @@
 """Subprocess side of the GGUF tools: everything that loads llama.cpp or runs its converter.
 
 llama.cpp can abort() the whole process (a broken vocab, a truncated file), so `psyfactory.gguf`
-never calls it in-process: it runs `python -m psyfactory._gguf_worker <command> ...` and reads
+never calls it in-process: it runs `python -m psyfactory.gguf.worker <command> ...` and reads
 a JSON result file. Commands:
 
   convert  CONVERTER_DIR MODEL_DIR OUTFILE [--lora-base DIR] [--local-tokenizer REF_DIR]
@@ -116,7 +116,7 @@ def _verify(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from psyfactory.gguf_backend import load_llama, render_prompt, special_tokens
+    from psyfactory.gguf.backend import load_llama, render_prompt, special_tokens
 
     conversations = json.loads(Path(args.conversations).read_text(encoding="utf-8"))
     tok = AutoTokenizer.from_pretrained(args.hf_dir)
@@ -162,7 +162,7 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from psyfactory.gguf_backend import GGUFBackend
+    from psyfactory.gguf.backend import GGUFBackend
 
     conversations = json.loads(Path(args.conversations).read_text(encoding="utf-8"))
     schema = json.loads(Path(args.schema).read_text(encoding="utf-8")) if args.schema else None
@@ -178,7 +178,7 @@ def _write_json(path: str, obj: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m psyfactory._gguf_worker")
+    parser = argparse.ArgumentParser(prog="python -m psyfactory.gguf.worker")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("convert")
     p.add_argument("converter_dir")
