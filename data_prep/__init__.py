@@ -1,28 +1,49 @@
 """Raw dataset parsers: raw files -> data/<task>/<split>.jsonl + dataset_info.json.
 
-Public API: `prepare(tasks, raw_dir, dataset_dir, teacher=..., seed=...)`.
+A task is a module `data_prep/<task>.py` with `build(raw_dir, seed) -> TaskOutput` (a module that
+also sets `NEEDS_TEACHER = True` gets `teacher=` and `dataset_dir=` too); adding a task is adding
+that file. Public API: `tasks()`, `prepare(tasks, raw_dir, dataset_dir, teacher=..., seed=...)`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-from collections.abc import Callable
+import pkgutil
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from data_prep.common import Accounting, DataError, TaskOutput, info_entries, update_dataset_info, write_task
 
-__all__ = ["TASKS", "Accounting", "DataError", "prepare", "format_table"]
+__all__ = ["Accounting", "DataError", "format_table", "prepare", "tasks"]
 
-TASKS = ("psydt", "cpsycoun", "psyqa", "es", "emotion", "student")
 DEFAULT_SEED = 20240601
 
 
-def _builder(task: str) -> Callable[..., TaskOutput]:
-    from data_prep import cpsycoun, emotion, es, psydt, psyqa, student
+@cache
+def _modules() -> dict[str, ModuleType]:
+    found = {}
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"data_prep.{info.name}")
+        if callable(getattr(module, "build", None)):
+            found[info.name] = module
+    return found
 
-    return {"psydt": psydt.build, "cpsycoun": cpsycoun.build, "psyqa": psyqa.build, "es": es.build,
-            "emotion": emotion.build, "student": student.build}[task]
+
+def tasks() -> tuple[str, ...]:
+    """Every task data_prep can build (the modules that define `build`), in name order."""
+    return tuple(sorted(_modules()))
+
+
+def _build(task: str, raw_dir: Path, seed: int, teacher: Any, dataset_dir: Path) -> TaskOutput:
+    module = _modules()[task]
+    if getattr(module, "NEEDS_TEACHER", False):
+        return module.build(raw_dir, seed, teacher=teacher, dataset_dir=dataset_dir)
+    return module.build(raw_dir, seed)
 
 
 def prepare(
@@ -36,39 +57,39 @@ def prepare(
 ) -> dict[str, list[Accounting]]:
     """Build the given tasks (all when None); returns task -> per-source accounting.
 
-    `teacher` only matters for `student`: a `data_prep.teacher.Teacher`, the string "lexicon"
-    (offline heuristic, NOT a real labeller), a `TeacherEndpoint`, or None = endpoint from the
-    environment (`PSY_TEACHER_BASE_URL`...). With None and no endpoint configured, `student` raises
-    DataError when named explicitly and is skipped (with a reason in the accounting) when `tasks` is None.
+    `teacher` only matters for tasks that need one (`student`): a `data_prep.teacher.Teacher`, the
+    string "lexicon" (offline heuristic, NOT a real labeller), a `TeacherEndpoint`, or None = endpoint
+    from the environment (`PSY_TEACHER_BASE_URL`...). With None and no endpoint configured, such a task
+    raises DataError when named explicitly and is skipped (with a reason in the accounting) when
+    `tasks` is None.
     """
-    from data_prep import student
-    from data_prep.teacher import resolve_teacher
+    from data_prep.teacher import NO_TEACHER, resolve_teacher
 
     raw_dir, dataset_dir = Path(raw_dir).resolve(), Path(dataset_dir).resolve()
     if not raw_dir.is_dir():
         raise DataError(f"{raw_dir}: raw-data folder not found (RAW_DIR=...; `make download` fetches public sources)")
-    names = list(TASKS) if not tasks else list(dict.fromkeys(tasks))
-    unknown = [t for t in names if t not in TASKS]
+    tasks_available = tuple(sorted(_modules()))
+    names = list(tasks_available) if not tasks else list(dict.fromkeys(tasks))
+    unknown = [t for t in names if t not in tasks_available]
     if unknown:
-        raise DataError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+        raise DataError(f"unknown task(s) {unknown}; choose from {list(tasks_available)}")
     result: dict[str, list[Accounting]] = {}
     for task in names:
-        if task == "student":
+        t = None
+        if getattr(_modules()[task], "NEEDS_TEACHER", False):
             t = resolve_teacher(teacher)
             if t is None:
                 if tasks:
-                    raise DataError(student.NO_TEACHER)
-                acc = Accounting("student", "CPsyCounD+PsyQA", skipped=student.NO_TEACHER)
-                result[task] = [acc]
+                    raise DataError(f"{task}: {NO_TEACHER}")
+                result[task] = [Accounting(task, getattr(_modules()[task], "SOURCES", task),
+                                           skipped=f"{task}: {NO_TEACHER}")]
                 continue
-            out = student.build(raw_dir, seed, teacher=t, dataset_dir=dataset_dir)
-        else:
-            out = _builder(task)(raw_dir, seed)
+        out = _build(task, raw_dir, seed, t, dataset_dir)
         write_task(out, dataset_dir)
         update_dataset_info(dataset_dir, info_entries(task, out.fmt, out.splits))
         result[task] = out.accounting
     summary = {t: [a.as_dict() for a in accs] for t, accs in result.items()}
-    from data_prep._io import atomic_write_json
+    from psyfactory.core.files import atomic_write_json
 
     report = dataset_dir / "data" / "prep_accounting.json"
     if report.exists():  # keep other tasks from earlier runs

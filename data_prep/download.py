@@ -1,16 +1,20 @@
 """`make download`: fetch the public raw sources into RAW_DIR (same layout as ../shared/datasets).
 
-Default: upstream URLs (GitHub raw files at pinned commits, Hugging Face `resolve` URLs). With
-`--base-url` every file is fetched from `<base>/<path in raw dir>` instead (a mirror, or a local
-`python -m http.server` serving a raw folder). PsyQA's full data needs a signed agreement: only the
-public example file is fetched and the way to obtain the rest is printed.
+Default: upstream URLs (GitHub files at pinned commits, Hugging Face `resolve` URLs); CPsyCoun comes
+as ONE archive of the repository at its pinned commit (GitHub's codeload tarball), of which only the
+CPsyCounD dialogues and CPsyCounE cases are unpacked. With `--base-url` every file is fetched from
+`<base>/<path in raw dir>` instead (a mirror, or a local `python -m http.server` serving a raw folder;
+the CPsyCoun archive as `<base>/CPsyCoun/CPsyCoun-<commit>.tar.gz`). PsyQA's full data needs a signed
+agreement: only the public example file is fetched and the way to obtain the rest is printed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 import sys
+import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,15 +25,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep._io import atomic_write_text
+from psyfactory.core.errors import DataError
+from psyfactory.core.files import atomic_write_text
 
-CPSYCOUN = "https://raw.githubusercontent.com/CAS-SIAT-XinHai/CPsyCoun/1954f2e2d01d3b0f568e1673a525a6d3d9a34c03"
+CPSYCOUN_COMMIT = "1954f2e2d01d3b0f568e1673a525a6d3d9a34c03"
+CPSYCOUN_ARCHIVE = f"https://codeload.github.com/CAS-SIAT-XinHai/CPsyCoun/tar.gz/{CPSYCOUN_COMMIT}"
+# archive members we keep: <top folder>/CPsyCounD/Data/case_N.txt and <top>/CPsyCounE/<topic>/<k>.json
+CPSYCOUN_MEMBER = re.compile(r"^[^/]+/(CPsyCounD/Data/case_\d+\.txt|CPsyCounE/[^/.][^/]*/\d+\.json)$")
 PSYQA = "https://raw.githubusercontent.com/thu-coai/PsyQA/e224c7e518c98a0c3df11e2fc5e6698044d8e156"
 LONGEMOTION = "https://raw.githubusercontent.com/LongEmotion/LongEmotion/7149110920c83589e979a0f1615d2661af884594/data"
 PSYDT = "https://huggingface.co/datasets/YIRONGCHEN/PsyDTCorpus/resolve/main"
 EMOTION_HF = "https://huggingface.co/datasets/dair-ai/emotion/resolve/main/split"
-E_TOPICS = ("Career", "Education", "Emotion&Stress", "Family Relationship", "Love&Marriage", "Mental Disease",
-            "Self-growth", "Sex", "Social Relationship")
 EMOTION_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 MD5 = {  # known checksums of upstream files
     "emotion/train.txt": "501eca548aa1ef8d5dbd85662c709831",
@@ -47,10 +53,36 @@ PSYQA_AGREEMENT = (
 
 @dataclass(frozen=True)
 class Item:
-    rel: str  # path inside the raw dir
+    rel: str  # path inside the raw dir (for an archive: where a mirror serves it)
     url: str  # upstream URL
     convert: Callable[[bytes], bytes] | None = None  # upstream format -> raw format
-    optional: bool = False  # absence is expected (e.g. CPsyCounD ids 1900-1949)
+    optional: bool = False  # absence is expected
+    unpack: str | None = None  # an archive: the raw-dir folder its wanted members are written to
+
+    def present(self, raw_dir: Path) -> bool:
+        if self.unpack:
+            folder = raw_dir / self.unpack
+            return any((folder / "CPsyCounD" / "Data").glob("case_*.txt")) and (folder / "CPsyCounE").is_dir()
+        return (raw_dir / self.rel).exists()
+
+
+def unpack_cpsycoun(data: bytes, target: Path) -> int:
+    """Write the archive's CPsyCounD/CPsyCounE files under `target` (atomically, one by one); the
+    member names are checked against CPSYCOUN_MEMBER, so nothing lands outside `target`."""
+    n = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            for member in tar:
+                m = CPSYCOUN_MEMBER.match(member.name)
+                if not (m and member.isfile()):
+                    continue
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    _write_bytes(target / m.group(1), fh.read())
+                    n += 1
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f"CPsyCoun archive: not a readable tar.gz ({type(e).__name__}: {e})") from None
+    return n
 
 
 def _parquet_to_txt(data: bytes) -> bytes:
@@ -62,12 +94,8 @@ def _parquet_to_txt(data: bytes) -> bytes:
 
 
 def manifest() -> dict[str, list[Item]]:
-    cps = [Item(f"CPsyCoun/CPsyCounD/Data/case_{n}.txt", f"{CPSYCOUN}/CPsyCounD/Data/case_{n}.txt",
-                optional=True) for n in range(3134) if not 1900 <= n < 1950]
-    cps += [Item(f"CPsyCoun/CPsyCounE/{t}/{k}.json", f"{CPSYCOUN}/CPsyCounE/{urllib.parse.quote(t)}/{k}.json")
-            for t in E_TOPICS for k in range(1, 6)]
     return {
-        "cpsycoun": cps,
+        "cpsycoun": [Item(f"CPsyCoun/CPsyCoun-{CPSYCOUN_COMMIT}.tar.gz", CPSYCOUN_ARCHIVE, unpack="CPsyCoun")],
         "psydt": [Item(f"PsyDTCorpus/{n}", f"{PSYDT}/{n}") for n in
                   ("PsyDTCorpus_train_mulit_turn_packing.json", "PsyDTCorpus_test_single_turn_split.json")],
         "psyqa": [Item("PsyQA/PsyQA_example.json", f"{PSYQA}/PsyQA_example.json")],
@@ -105,9 +133,9 @@ def download(raw_dir: Path, sources: list[str] | None = None, base_url: str | No
     names = sources or list(plan)
     unknown = [s for s in names if s not in plan]
     if unknown:
-        raise SystemExit(f"error: unknown source(s) {unknown}; choose from {', '.join(plan)}")
+        raise DataError(f"unknown source(s) {unknown}; choose from {', '.join(plan)}")
     items = [it for s in names for it in plan[s]]
-    todo = [it for it in items if force or not (raw_dir / it.rel).exists()]
+    todo = [it for it in items if force or not it.present(raw_dir)]
     failures: list[str] = []
     missing_optional = 0
 
@@ -127,6 +155,12 @@ def download(raw_dir: Path, sources: list[str] | None = None, base_url: str | No
         want = MD5.get(it.rel) if convert is None else None  # a converted file need not be byte-identical
         if want and hashlib.md5(data).hexdigest() != want:
             return it, f"md5 mismatch (got {hashlib.md5(data).hexdigest()}, want {want})"
+        if it.unpack:
+            try:
+                n = unpack_cpsycoun(data, raw_dir / it.unpack)
+            except DataError as e:
+                return it, str(e)
+            return it, "" if n else "the archive holds no CPsyCounD/CPsyCounE files"
         _write_bytes(raw_dir / it.rel, data)
         return it, ""
 
@@ -140,7 +174,8 @@ def download(raw_dir: Path, sources: list[str] | None = None, base_url: str | No
                 failures.append(f"{it.rel}: {err}")
     done = len(todo) - len(failures) - missing_optional
     print(f"download: {done} fetched, {len(items) - len(todo)} already present, "
-          f"{missing_optional} optional files absent upstream (404), {len(failures)} failed -> {raw_dir}")
+          + (f"{missing_optional} optional files absent upstream (404), " if missing_optional else "")
+          + f"{len(failures)} failed -> {raw_dir}")
     for f in failures[:20]:
         print(f"  FAILED {f}", file=sys.stderr)
     if len(failures) > 20:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data_prep import TASKS
-from data_prep._io import atomic_write_json, atomic_write_text, read_jsonl
-from data_prep.common import DataError
+from data_prep import tasks as all_tasks
+from psyfactory.core.errors import DataError
+from psyfactory.core.files import atomic_write_json, atomic_write_text, read_jsonl
+
+# task -> (tokenizer path, cutoff_len or None, task kind "label" | "generation"); supplied by the caller
+TaskInfo = Callable[[str], tuple[str, int | None, str]]
 
 DEFAULT_CUTOFF = 2048
 
@@ -25,19 +29,6 @@ def to_messages(rec: dict[str, Any]) -> list[dict[str, str]]:
     user = rec["instruction"] + ("\n" + rec["input"] if rec.get("input") else "")
     msgs = [{"role": "system", "content": rec["system"]}] if rec.get("system") else []
     return [*msgs, {"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}]
-
-
-def resolve_model(model: str, task: str) -> tuple[str, int | None]:
-    """(tokenizer path, cutoff_len) from the composed config of model x task (the spine's compose)."""
-    from psyfactory.config import compose
-
-    lf = compose(model, task).lf
-    path = str(lf["model_name_or_path"])
-    if path.startswith("builtin:"):
-        from psyfactory.tiny import ensure_tiny
-
-        path = str(ensure_tiny())
-    return path, lf.get("cutoff_len")
 
 
 def token_lengths(tokenizer: Any, records: list[dict[str, Any]]) -> list[int]:
@@ -56,15 +47,26 @@ def token_lengths(tokenizer: Any, records: list[dict[str, Any]]) -> list[int]:
     return out
 
 
-def labels_of(task: str, records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    if task == "emotion":
-        return {"label": dict(Counter(r["output"] for r in records).most_common())}
-    if task == "student":
-        dist: dict[str, Counter] = {}
-        for r in records:
-            for k, v in json.loads(r["output"]).items():
-                dist.setdefault(k, Counter())[str(v)] += 1
-        return {k: dict(sorted(c.items())) for k, c in dist.items()}
+def _json_object(text: Any) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def labels_of(kind: str, records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Label tasks: the distribution of each JSON label field, or of the answer itself; other tasks:
+    of the records' `topic`, when they have one."""
+    if kind == "label" and records and all("output" in r for r in records):
+        objects = [_json_object(r["output"]) for r in records]
+        if all(o is not None for o in objects):
+            dist: dict[str, Counter] = {}
+            for o in objects:
+                for k, v in o.items():  # type: ignore[union-attr]
+                    dist.setdefault(k, Counter())[str(v)] += 1
+            return {k: dict(sorted(c.items())) for k, c in dist.items()}
+        return {"label": dict(Counter(str(r["output"]) for r in records).most_common())}
     topics = Counter(r["topic"] for r in records if "topic" in r)
     return {"topic": dict(topics.most_common())} if topics else {}
 
@@ -96,21 +98,22 @@ def _plot(task: str, lengths: dict[str, list[int]], cutoff: int, path: Path, tok
     tmp.replace(path)
 
 
-def data_report(tasks: list[str] | None, dataset_dir: Path, *, model: str = "tiny", tokenizer: str | None = None,
+def data_report(tasks: list[str] | None, dataset_dir: Path, task_info: TaskInfo, *, label: str = "tiny",
                 cutoff_len: int | None = None) -> dict[str, Any]:
+    """`label` names the tokenizer in the report and the histogram file (lengths_<label>.png)."""
     from transformers import AutoTokenizer
 
-    names = tasks or [t for t in TASKS if (dataset_dir / "data" / t / "train.jsonl").exists()]
+    names = tasks or [t for t in all_tasks() if (dataset_dir / "data" / t / "train.jsonl").exists()]
     if not names:
         raise DataError(f"{dataset_dir / 'data'}: no prepared task found; run `make prep` first")
     out: dict[str, Any] = {}
-    lines = [f"# Data report (tokenizer: {tokenizer or model})", "",
+    lines = [f"# Data report (tokenizer: {label})", "",
              "| task | split | n | tokens p50 | p95 | max | cutoff_len | truncated |", "|---|---|---|---|---|---|---|---|"]
     for task in names:
         folder = dataset_dir / "data" / task
         if not (folder / "train.jsonl").exists():
             raise DataError(f"{folder / 'train.jsonl'}: not found; run `make prep TASK={task}` first")
-        tok_path, cfg_cutoff = (tokenizer, None) if tokenizer else resolve_model(model, task)
+        tok_path, cfg_cutoff, kind = task_info(task)
         cutoff = cutoff_len or cfg_cutoff or DEFAULT_CUTOFF
         tok = AutoTokenizer.from_pretrained(tok_path)
         splits = sorted(p.stem for p in folder.glob("*.jsonl") if p.stem in ("train", "eval", "val"))
@@ -124,11 +127,11 @@ def data_report(tasks: list[str] | None, dataset_dir: Path, *, model: str = "tin
             trunc = sum(x > cutoff for x in ls) / len(ls) if ls else 0.0
             info["splits"][split] = {"n": len(recs), "tokens_p50": _pct(srt, 0.5), "tokens_p95": _pct(srt, 0.95),
                                      "tokens_max": srt[-1] if srt else 0, "truncated_share": round(trunc, 4),
-                                     "labels": labels_of(task, recs)}
+                                     "labels": labels_of(kind, recs)}
             s = info["splits"][split]
             lines.append(f"| {task} | {split} | {s['n']} | {s['tokens_p50']} | {s['tokens_p95']} | {s['tokens_max']} "
                          f"| {cutoff} | {trunc:.1%} |")
-        png = folder / "report" / f"lengths_{model if not tokenizer else 'custom'}.png"
+        png = folder / "report" / f"lengths_{label}.png"
         _plot(task, lengths, cutoff, png, Path(str(tok_path)).name)
         info["histogram"] = str(png.relative_to(dataset_dir))
         atomic_write_json(folder / "report" / "report.json", info)

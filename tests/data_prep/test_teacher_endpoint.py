@@ -13,12 +13,11 @@ from data_prep.teacher import TeacherEndpoint
 
 
 @pytest.mark.slow
-def test_invalid_teacher_answers_are_retried_then_quarantined(tiny_model, tmp_path):
-    from psyfactory.llm_client import Endpoint, serve_lf_api
+def test_invalid_teacher_answers_are_retried_then_quarantined(lf_api, tmp_path):
+    from psyfactory.core.llm_client import Endpoint, free_port
 
-    with serve_lf_api(tiny_model, "qwen3", extra={"enable_thinking": False}, log_path=tmp_path / "api.log") as ep:
-        te = TeacherEndpoint(ep, retries=1, workers=2, max_tokens=16)
-        res = prepare(["student"], SAMPLES, tmp_path / "ds", teacher=te, quiet=True)
+    te = TeacherEndpoint(lf_api, retries=1, workers=2, max_tokens=16)
+    res = prepare(["student"], SAMPLES, tmp_path / "ds", teacher=te, quiet=True)
     accs = res["student"]
     assert sum(a.written for a in accs) == 0
     q = [x for x in quarantine(tmp_path / "ds", "student") if x["reason"] == "teacher_invalid"]
@@ -28,7 +27,8 @@ def test_invalid_teacher_answers_are_retried_then_quarantined(tiny_model, tmp_pa
     assert not (tmp_path / "ds" / "data" / "student" / "labels_cache.jsonl").exists()
     info = json.loads((tmp_path / "ds" / "dataset_info.json").read_text(encoding="utf-8"))
     assert info["student_train"]["file_name"] == "data/student/train.jsonl"
-    # after the server is gone: a clear error instead of quarantining everything
-    dead = TeacherEndpoint(Endpoint(base_url=ep.base_url, model=ep.model, timeout=5), retries=0, workers=1)
+    # no server listening: a clear error instead of quarantining everything
+    dead = TeacherEndpoint(Endpoint(base_url=f"http://127.0.0.1:{free_port()}/v1", model="x", timeout=5), retries=0,
+                           workers=1)
     with pytest.raises(DataError, match="teacher endpoint http://127.0.0.1:.*APIConnectionError"):
         prepare(["student"], SAMPLES, tmp_path / "ds2", teacher=dead, quiet=True)

@@ -1,37 +1,41 @@
-"""`psyfactory prep | data-report | download` subcommands (also: `python -m data_prep.cli ...`)."""
+"""`psyfactory prep | data-report | download`: the data_prep package on the command line."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+from typing import Any
 
-from data_prep import DEFAULT_SEED, TASKS
+from psyfactory.core.errors import ConfigError
+
+DEFAULT_SEED = 20240601  # data_prep.DEFAULT_SEED (not imported here: `--help` stays light)
 
 
 def _dataset_dir_default() -> Path:
-    from psyfactory.paths import dataset_dir
+    from psyfactory.core.paths import dataset_dir
 
     return dataset_dir()
 
 
 def _tasks(values: list[str] | None) -> list[str] | None:
     """--task may repeat or be comma-separated; 'all' (or nothing) means every task."""
+    from data_prep import tasks
+
     names = [t.strip() for v in values or [] for t in v.split(",") if t.strip()]
     if not names or "all" in names:
         return None
-    bad = [t for t in names if t not in TASKS]
+    bad = [t for t in names if t not in tasks()]
     if bad:
-        raise SystemExit(f"error: unknown task(s) {bad}; choose from {', '.join(TASKS)} or all")
+        raise ConfigError(f"unknown task(s) {bad}; choose from {', '.join(tasks())} or all")
     return names
 
 
-def _teacher(args: argparse.Namespace):
+def _teacher(args: argparse.Namespace) -> Any:
     if not args.teacher:
         return None
     if args.teacher.startswith(("http://", "https://")):
         from data_prep.teacher import TeacherEndpoint, endpoint_from_env
-        from psyfactory.llm_client import Endpoint
+        from psyfactory.core.llm_client import Endpoint
 
         env = endpoint_from_env()
         ep = Endpoint(base_url=args.teacher, model=args.teacher_model or (env.endpoint.model if env else "default"),
@@ -41,27 +45,33 @@ def _teacher(args: argparse.Namespace):
 
 
 def cmd_prep(args: argparse.Namespace) -> int:
-    from data_prep import DataError, prepare
+    from data_prep import prepare
 
-    try:
-        prepare(_tasks(args.task), Path(args.raw_dir), Path(args.dataset_dir or _dataset_dir_default()),
-                teacher=_teacher(args), seed=args.seed)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    prepare(_tasks(args.task), Path(args.raw_dir), Path(args.dataset_dir or _dataset_dir_default()),
+            teacher=_teacher(args), seed=args.seed)
     return 0
 
 
+def task_info(model: str, tokenizer: str | None) -> Any:
+    """data_report's view of a task under `model`: (tokenizer path, cutoff_len, psy.kind)."""
+    from psyfactory.config import compose
+    from psyfactory.models import materialize
+
+    def info(task: str) -> tuple[str, int | None, str]:
+        c = compose(model, task)
+        if tokenizer:
+            return tokenizer, c.lf.get("cutoff_len"), c.psy.kind
+        materialize(c.model_ref)
+        return str(c.lf["model_name_or_path"]), c.lf.get("cutoff_len"), c.psy.kind
+
+    return info
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from data_prep import DataError
     from data_prep.report import data_report
 
-    try:
-        data_report(_tasks(args.task), Path(args.dataset_dir or _dataset_dir_default()), model=args.model,
-                    tokenizer=args.tokenizer, cutoff_len=args.cutoff_len)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    data_report(_tasks(args.task), Path(args.dataset_dir or _dataset_dir_default()), task_info(args.model, args.tokenizer),
+                label=args.model if not args.tokenizer else "custom", cutoff_len=args.cutoff_len)
     return 0
 
 
@@ -74,7 +84,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prep", help="raw sources -> data/<task>/{train,eval}.jsonl + dataset_info.json")
-    p.add_argument("--task", action="append", help=f"task(s): {', '.join(TASKS)} or all (default: all)")
+    p.add_argument("--task", action="append", help="task(s) (data_prep/<task>.py) or all (default: all)")
     p.add_argument("--raw-dir", default="raw/", help="raw data folder laid out like ../shared/datasets (default raw/)")
     p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR or the repo)")
     p.add_argument("--teacher", default=None,
@@ -102,13 +112,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--force", action="store_true", help="re-download files that exist")
     d.set_defaults(func=cmd_download)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="data_prep")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
