@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from psyfactory import paths
+from psyfactory.core import paths
 
 pytestmark = pytest.mark.slow
 
