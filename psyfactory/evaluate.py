@@ -43,6 +43,9 @@ def load_samples(dataset: str, limit: int | None = None) -> list[Sample]:
     which is the reference. alpaca entries: ``instruction`` + ``input`` (joined by a newline) as the
     user turn, optional ``system``, reference ``output``.
     """
+    from data_prep.commit import check_not_mid_commit
+
+    check_not_mid_commit(paths.dataset_dir())
     info_path = paths.dataset_info_path()
     if not info_path.is_file():
         raise EvalError(f"{info_path} not found: run `make prep` first (or set PSY_DATASET_DIR)")
@@ -204,7 +207,7 @@ def headline(plugins: list[EvalPlugin], results: dict[str, dict[str, Any]]) -> d
 def run_eval(rid: RunId, task: str, *, base: bool = False, hw: str = "auto", overrides: list[str] | tuple[str, ...] = (),
              inherited: list[str] | tuple[str, ...] = (), backend: str = "hf", limit: int | None = None,
              batch_size: int = 8, cli_options: dict[str, Any] | None = None, plugins_only: list[str] | None = None,
-             variant: str | None = None, overwrite: bool = False) -> Path:
+             variant: str | None = None, overwrite: bool = False, allow_unfinished: bool = False) -> Path:
     """Evaluate run `rid` (its adapter, or its base model) on `task`; returns the variant's folder."""
     c = compose(rid.model, task, rid.method, hw, overrides, run=rid.name,
                 inherited=inherited if task == rid.task else ())
@@ -221,6 +224,9 @@ def run_eval(rid: RunId, task: str, *, base: bool = False, hw: str = "auto", ove
         if not (adapter / "adapter_config.json").is_file():
             raise EvalError(f"no adapter at {adapter}: run `make train MODEL={rid.model} TASK={rid.task} "
                             f"METHOD={rid.method}` first (or RUN=<name> of a trained run), or BASE=1 for the base model")
+        from psyfactory.runner import finished_training
+
+        finished_training(c, allow_unfinished=allow_unfinished)
     names = plugins_only or list(psy.eval_plugins)
     if not names:
         raise EvalError(f"task '{task}' lists no eval plugins (psy.eval_plugins in configs/tasks/{task}.yaml)")

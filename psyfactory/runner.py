@@ -18,7 +18,7 @@ from psyfactory import preflight
 from psyfactory.config import Composed, parse_overrides
 from psyfactory.core.errors import PREEMPTED, Preempted, RunError
 from psyfactory.core.files import atomic_write_text
-from psyfactory.manifest import config_hash, read_manifest, record_identity, record_stage
+from psyfactory.manifest import read_manifest, record_identity, record_stage
 from psyfactory.models import materialize
 
 # Keys a derived (merge/predict/chat) config inherits from the composed training config.
@@ -103,47 +103,77 @@ def adapter_dir(c: Composed) -> Path:
     return Path(c.lf["output_dir"])
 
 
-def _has_checkpoints(path: Path) -> bool:
-    return path.is_dir() and any(path.glob("checkpoint-*"))
+def train(c: Composed, *, dry_run: bool = False, accept_data_change: bool = False) -> Path:
+    """Preflight, the resume guard (psyfactory.resume), then LLaMA-Factory; the manifest records
+    `running`, then `done`, `preempted` or `failed`."""
+    from psyfactory import resume
 
-
-def train(c: Composed, *, dry_run: bool = False) -> Path:
     run_dir = c.run_dir
     cfg_file = run_dir / "train.yaml"
     if c.psy.eval_only:
         raise preflight.PreflightError(f"configs/tasks/{c.task}.yaml: task '{c.task}' is eval-only (no training "
                                        "data); train on another task and evaluate with ADAPTER_TASK or RUN")
     data_files = preflight.check_run(c, source=c.source(cfg_file))
-    previous = read_manifest(run_dir).get("stages", {}).get("train")
-    if (
-        previous
-        and previous["config_hash"] != config_hash(c.lf)
-        and _has_checkpoints(adapter_dir(c))
-        and not c.lf.get("overwrite_output_dir")
-    ):
-        raise RunError(
-            f"{run_dir} holds checkpoints of a run with a different config; LLaMA-Factory would resume "
-            "from them and mix two runs. Name a new run (RUN=<name>) or pass ARGS=overwrite_output_dir=true "
-            "to start this one over."
-        )
+    resume_from, accepted = resume.check(c, data_hashes(data_files), accept_data_change=accept_data_change)
     write_config(cfg_file, c.lf, c.header() + f"# Run: llamafactory-cli train {cfg_file}\n")
     if dry_run:
         return cfg_file
     materialize(c.model_ref)
     record_identity(run_dir, c)
     meta = c.psy.model_dump(mode="json")
-    record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="running")
-    if multi_process():  # llamafactory-cli launches torchrun; resumes rely on periodic checkpoints
-        run_lf("train", cfg_file)
-    else:  # run_exp in-process, as llamafactory-cli does on one device, plus checkpoint-on-SIGUSR1
-        rc = _run_checked([sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)], cfg_file,
-                          f"python -m psyfactory.lf_train {cfg_file}", allowed=(PREEMPTED,))
-        if rc == PREEMPTED:
-            record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="preempted")
-            raise Preempted(f"training stopped on SIGUSR1 with a checkpoint in {adapter_dir(c)}; "
-                            "rerun the same command to resume from it")
-    record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="done")
+    extra: dict[str, Any] = {"resumed_from": str(resume_from) if resume_from else None}
+    if accepted:
+        extra["data_change_accepted"] = accepted
+        print(f"[psyfactory] --accept-data-change: continuing {resume_from} on changed data: {'; '.join(accepted)}",
+              flush=True)
+    record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="running", **extra)
+    try:
+        if multi_process():  # llamafactory-cli launches torchrun; resumes rely on periodic checkpoints
+            run_lf("train", cfg_file)
+        else:  # run_exp in-process, as llamafactory-cli does on one device, plus checkpoint-on-SIGUSR1
+            rc = _run_checked([sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)], cfg_file,
+                              f"python -m psyfactory.lf_train {cfg_file}", allowed=(PREEMPTED,))
+            if rc == PREEMPTED:
+                record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="preempted", **extra)
+                raise Preempted(f"training stopped on SIGUSR1 with a checkpoint in {adapter_dir(c)}; "
+                                "rerun the same command to resume from it")
+    except RunError:
+        record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="failed", **extra)
+        raise
+    record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="done", **extra)
     return adapter_dir(c)
+
+
+def data_hashes(files: list[Path]) -> dict[str, str]:
+    from psyfactory.manifest import sha256_file
+
+    return {str(p): sha256_file(p) for p in files if Path(p).is_file()}
+
+
+def finished_training(c: Composed, *, allow_unfinished: bool = False) -> None:
+    """Refuse to use an adapter whose training did not finish (a stopped run leaves a complete-looking
+    adapter), saying where it stopped; `allow_unfinished` uses it anyway."""
+    stage = read_manifest(c.run_dir).get("stages", {}).get("train")
+    if not stage or stage.get("status") == "done":
+        return
+    state = adapter_dir(c) / "trainer_state.json"
+    step = ""
+    if state.is_file():
+        import json
+
+        st = json.loads(state.read_text(encoding="utf-8"))
+        step = f" at step {st.get('global_step')} of {st.get('max_steps')}"
+    else:
+        ckpts = sorted(adapter_dir(c).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+                       if p.name.split("-")[-1].isdigit() else -1)
+        if ckpts:
+            step = f" (last checkpoint {ckpts[-1].name})"
+    if allow_unfinished:
+        print(f"[psyfactory] --allow-unfinished: using the adapter of {c.run}, whose training is "
+              f"'{stage.get('status')}'{step}", flush=True)
+        return
+    raise RunError(f"run {c.run}: training did not finish (manifest status '{stage.get('status')}'{step}); rerun "
+                   f"`make train RUN={c.run}` to complete it, or pass --allow-unfinished to use the adapter as it is")
 
 
 def merge_config(c: Composed) -> dict[str, Any]:
@@ -163,10 +193,11 @@ def merge_config(c: Composed) -> dict[str, Any]:
     return cfg
 
 
-def merge(c: Composed) -> Path:
+def merge(c: Composed, *, allow_unfinished: bool = False) -> Path:
     cfg = merge_config(c)
     cfg_file = c.run_dir / "merge.yaml"
     preflight.check_merge(cfg, c.source(cfg_file))
+    finished_training(c, allow_unfinished=allow_unfinished)
     write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli export {cfg_file}\n")
     materialize(c.model_ref)
     run_lf("export", cfg_file)
@@ -204,10 +235,11 @@ def _prepare_stage(c: Composed, name: str, cfg: dict[str, Any], parser: str, lf_
     return write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli {lf_command} {cfg_file}\n")
 
 
-def predict(c: Composed) -> Path:
+def predict(c: Composed, *, allow_unfinished: bool = False) -> Path:
     cfg = predict_config(c)
     data_files = preflight.check_datasets(cfg["eval_dataset"], Path(cfg["dataset_dir"]))
     cfg_file = _prepare_stage(c, "predict", cfg, "train", "train")
+    finished_training(c, allow_unfinished=allow_unfinished)
     materialize(c.model_ref)
     run_lf("train", cfg_file)
     out = Path(cfg["output_dir"]) / "generated_predictions.jsonl"

@@ -131,6 +131,12 @@ def test_sigusr1_saves_a_checkpoint_and_a_rerun_resumes_from_it(workspace, tiny_
     assert len(ckpts) == 1 and 3 <= ckpts[0] < 300  # saved at the signal, not by save_steps
     manifest = json.loads((log.parent.parent / "manifest.json").read_text())
     assert manifest["stages"]["train"]["status"] == "preempted"
+    # the stopped run left a complete-looking adapter: merge, predict and eval refuse it, saying where it stopped
+    assert (log.parent / "adapter_config.json").is_file()
+    for command in ("merge", "predict", "eval"):
+        err = one_error_line(cli(command, "--model", "tiny", "--hw", "cpu", check=False))
+        assert "training did not finish (manifest status 'preempted'" in err and str(ckpts[0]) in err, command
+        assert "--allow-unfinished" in err
 
     rerun = psy(*args[3:])
     assert f"checkpoint-{ckpts[0]}" in rerun.stdout + rerun.stderr  # LF reports resuming from it

@@ -24,7 +24,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     out = run_eval(rid, args.task or rid.task, base=args.base, hw=args.hw, overrides=args.overrides,
                    inherited=inherited, backend=args.backend, limit=args.limit, batch_size=args.batch_size,
                    cli_options=cli_options, plugins_only=args.plugins, variant=args.variant,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, allow_unfinished=args.allow_unfinished)
     print(f"[psyfactory] eval: {out / 'metrics.json'}\n[psyfactory] report: {out / 'report.md'}")
 
 
@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="name of the result folder runs/<run>/eval/<variant> (default: tuned, base, gguf-<QUANT>...)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a variant that holds results of a different evaluation")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="evaluate the adapter of a run whose training stopped before the end")
     p.add_argument("--backend", default="auto", choices=["hf", "vllm", "auto", "gguf"],
                    help="inference backend (auto: vLLM when installed with a GPU and no loglik scoring; "
                    "gguf: the run's `make gguf` export, env PSY_GGUF_QUANT/PSY_GGUF_LORA/PSY_GGUF_CONSTRAINED)")

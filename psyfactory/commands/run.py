@@ -47,20 +47,21 @@ def cmd_config(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from psyfactory import runner
 
-    out = runner.train(compose_args(args, inherit=False), dry_run=args.dry_run)
+    out = runner.train(compose_args(args, inherit=False), dry_run=args.dry_run,
+                       accept_data_change=args.accept_data_change)
     print(f"[psyfactory] {'config written' if args.dry_run else 'adapter'}: {out}")
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
     from psyfactory import runner
 
-    print(f"[psyfactory] merged model: {runner.merge(compose_args(args))}")
+    print(f"[psyfactory] merged model: {runner.merge(compose_args(args), allow_unfinished=args.allow_unfinished)}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from psyfactory import runner
 
-    print(f"[psyfactory] predictions: {runner.predict(compose_args(args))}")
+    print(f"[psyfactory] predictions: {runner.predict(compose_args(args), allow_unfinished=args.allow_unfinished)}")
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
@@ -113,6 +114,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_run_args(p)
         if name == "train":
             p.add_argument("--dry-run", action="store_true", help="write and check train.yaml, don't train")
+            p.add_argument("--accept-data-change", action="store_true",
+                           help="resume checkpoints although the dataset files changed (recorded in the manifest)")
+        if name in ("merge", "predict"):
+            p.add_argument("--allow-unfinished", action="store_true",
+                           help="use the adapter of a run whose training stopped before the end")
         p.set_defaults(func=func)
     p = sub.add_parser("demo", help="sample data -> train -> merge -> predict on the tiny model (CPU)")
     p.add_argument("--task", default="psydt")

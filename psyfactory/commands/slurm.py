@@ -18,6 +18,7 @@ def _request(args: argparse.Namespace) -> Any:
         gpus=getattr(args, "gpus", 1), nodes=getattr(args, "nodes", 1),
         stages=slurm.parse_stages(getattr(args, "stages", ",".join(STAGES))),
         deepspeed=getattr(args, "deepspeed", None), run=rid.name,
+        accept_data_change=getattr(args, "accept_data_change", False),
     )
 
 
@@ -72,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stages", default=",".join(STAGES), help="comma list, e.g. train,merge")
     p.add_argument("--deepspeed", default=None, help="z2 | z3 (configs/deepspeed/ds_<x>.json) | a JSON path")
     p.add_argument("--restart", action="store_true", help="move the run's old adapter dir aside, start over")
+    p.add_argument("--accept-data-change", action="store_true",
+                   help="the training job resumes the run's checkpoints although the dataset files changed")
     p.add_argument("--dry-run", action="store_true", help="print the scripts and sbatch commands only")
     p.add_argument("--set", action="append", metavar="key=value", help="override a profile key (repeatable)")
     add_run_args(p)
@@ -88,5 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("slurm-prepare", help="(inside a training job) guard the run dir, tokenize once")
+    p.add_argument("--accept-data-change", action="store_true", help=argparse.SUPPRESS)
     add_run_args(p)
     p.set_defaults(func=cmd_prepare)

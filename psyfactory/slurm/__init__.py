@@ -9,6 +9,7 @@ kept next to it (`<stage>.sbatch`), so a job can be resubmitted by hand with pla
 """
 
 from psyfactory.core.errors import SlurmError
+from psyfactory.resume import checkpoints
 from psyfactory.slurm.batch import (
     Request,
     deepspeed_path,
@@ -19,7 +20,6 @@ from psyfactory.slurm.batch import (
 )
 from psyfactory.slurm.guard import (
     check_resumable,
-    checkpoints,
     has_tokenized,
     prepare,
     set_aside,

@@ -32,6 +32,7 @@ class Request:
     stages: tuple[str, ...] = STAGES
     deepspeed: str | None = None  # z2 | z3 | path to a DeepSpeed JSON
     run: str = ""  # run name; default <model>/<task>/<method>
+    accept_data_change: bool = False  # the training job resumes checkpoints although the data changed
 
     def __post_init__(self) -> None:
         self.run = self.run or f"{self.model}/{self.task}/{self.method}"
@@ -145,11 +146,13 @@ def _train_values(req: Request, profile: dict[str, Any], hw: str, overrides: lis
         raise SlurmError(f"profile launcher: expected auto, srun or direct, got {launcher!r}")
     if r["nodes"] > 1 and launcher == "direct":
         raise SlurmError("profile launcher: direct cannot start a multi-node job (use auto or srun)")
-    prepare = ["psyfactory", "slurm-prepare", "--run", req.run, "--model", req.model, "--task", req.task,
+    accept = ["--accept-data-change"] if req.accept_data_change else []
+    prepare = ["psyfactory", "slurm-prepare", *accept, "--run", req.run, "--model", req.model, "--task", req.task,
                "--method", req.method, "--hw", hw, *overrides]
+    train = cli("train", req, hw, overrides, profile)
+    train[2:2] = accept
     return {"nproc": nproc, "multiprocess": nproc * r["nodes"] > 1, "master_port": int(profile.get("master_port") or 29500),
-            "prepare": quote(prepare), "train": quote(cli("train", req, hw, overrides, profile)),
-            "use_srun": r["nodes"] > 1 or launcher == "srun"}
+            "prepare": quote(prepare), "train": quote(train), "use_srun": r["nodes"] > 1 or launcher == "srun"}
 
 
 def render(stage: str, req: Request, profile: dict[str, Any], overrides: list[str] | None = None) -> str:

@@ -8,44 +8,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from psyfactory.core.errors import SlurmError
+from psyfactory.core.errors import DataError
 from psyfactory.slurm.batch import Request, compose_request
 
 
-def checkpoints(adapter: Path) -> list[Path]:
-    found = [p for p in adapter.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+def check_resumable(c: Any, *, accept_data_change: bool = False) -> Path | None:
+    """Last checkpoint the training job will resume from, or None for a fresh start (psyfactory.resume:
+    incomplete checkpoints set aside; checkpoints of another config or other data refused)."""
+    from psyfactory import preflight, resume
+    from psyfactory.runner import data_hashes
 
-
-def check_resumable(c: Any) -> Path | None:
-    """Last checkpoint the training job will resume from, or None for a fresh start.
-
-    Raises when the run dir holds checkpoints of a different (or unknown) config: resuming would
-    silently mix two runs."""
-    from psyfactory.manifest import config_hash, read_manifest
-
-    adapter = Path(c.lf["output_dir"])
-    ckpts = checkpoints(adapter)
-    if not ckpts or c.lf.get("overwrite_output_dir"):
-        return None
-    # A job killed while saving leaves a checkpoint without trainer_state.json (written last); LF
-    # would pick it as the newest and fail to resume. Move it out of LF's `checkpoint-N` pattern.
-    while ckpts and not (ckpts[-1] / "trainer_state.json").is_file():
-        bad = ckpts.pop()
-        bad.rename(bad.with_name(f"incomplete-{bad.name}"))
-        print(f"[psy] {bad} is incomplete (no trainer_state.json): set aside as incomplete-{bad.name}", flush=True)
-    if not ckpts:
-        return None
-    previous = read_manifest(c.run_dir).get("stages", {}).get("train") or {}
-    now = config_hash(c.lf)
-    if previous.get("config_hash") != now:
-        what = f"config hash {previous['config_hash']}" if previous.get("config_hash") else "no recorded config"
-        raise SlurmError(
-            f"{adapter} holds {len(ckpts)} checkpoint(s) from a run with {what} "
-            f"(manifest {c.run_dir / 'manifest.json'}), but this job's config hash is {now}: resuming would "
-            "mix two runs. Resubmit with --restart (moves the old adapter dir aside) or name another run (RUN=<name>)."
-        )
-    return ckpts[-1]
+    c.lf.update(preflight.check_values(c.lf, "train", c.source()))  # the same values `psyfactory train` hashes
+    files = preflight.check_datasets(c.lf.get("dataset"), Path(c.lf["dataset_dir"]), need_files=False)
+    return resume.check(c, data_hashes(files), accept_data_change=accept_data_change,
+                        restart_hint="resubmit with --restart, which moves the old adapter dir aside")[0]
 
 
 def set_aside(adapter: Path) -> Path | None:
@@ -82,7 +58,14 @@ def tokenize_once(lf: dict[str, Any]) -> bool:
         model_args, data_args, training_args, _, _ = get_train_args({k: v for k, v in args.items() if v is not None})
         tok = load_tokenizer(model_args)
         template = get_template_and_fix_tokenizer(tok["tokenizer"], data_args)
-        get_dataset(template, model_args, data_args, training_args, stage=lf.get("stage", "sft"), **tok)
+        from datasets.exceptions import DatasetGenerationError
+
+        try:
+            get_dataset(template, model_args, data_args, training_args, stage=lf.get("stage", "sft"), **tok)
+        except (DatasetGenerationError, ValueError) as e:  # the data files' content (JSON, fields)
+            cause = e.__cause__ or e
+            raise DataError(f"tokenizing {lf.get('dataset')} from {lf.get('dataset_dir')} failed: "
+                            f"{type(cause).__name__}: {' '.join(str(cause).split())[:300]} (rerun `make prep`)") from None
     if target.exists():  # an incomplete copy (no dataset markers) from an older version or by hand
         shutil.rmtree(target)
     partial.rename(target)
@@ -100,7 +83,7 @@ def prepare(req: Request, overrides: list[str]) -> dict[str, Any]:
     from psyfactory.models import materialize
 
     c = compose_request(req, overrides)
-    resume = check_resumable(c)
+    resume = check_resumable(c, accept_data_change=req.accept_data_change)
     materialize(c.model_ref)
     target = c.lf.get("tokenized_path")
     if not target:

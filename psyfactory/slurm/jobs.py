@@ -62,7 +62,7 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
             moved = set_aside(Path(c.lf["output_dir"]))
             if moved:
                 print(f"[psy] --restart: moved the previous adapter dir to {moved}", file=out)
-        check_resumable(c)  # fail now, not after hours in the queue
+        check_resumable(c, accept_data_change=req.accept_data_change)  # fail now, not after hours in the queue
     logs = log_dir(profile)
     slurm_dir = c.run_dir / "slurm"
     jobs: list[dict[str, Any]] = []

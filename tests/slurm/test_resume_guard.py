@@ -9,6 +9,7 @@ import pytest
 
 from psyfactory import slurm
 from psyfactory.config import compose
+from psyfactory.core.errors import UserError
 from psyfactory.manifest import config_hash
 
 
@@ -52,7 +53,7 @@ def test_refuses_checkpoints_of_another_config(composed):
     make_ckpt(Path(old.lf["output_dir"]), 2)
     record(old, config_hash(old.lf))
     new = composed("max_steps=10", "learning_rate=0.001")
-    with pytest.raises(slurm.SlurmError, match=rf"config hash {config_hash(old.lf)}.*{config_hash(new.lf)}.*mix two runs"):
+    with pytest.raises(UserError, match=rf"config hash {config_hash(old.lf)}.*{config_hash(new.lf)}.*mix two runs"):
         slurm.check_resumable(new)
     # overwrite_output_dir=true is the user's explicit "start over"
     assert slurm.check_resumable(composed("max_steps=10", "learning_rate=0.001", "overwrite_output_dir=true")) is None
@@ -61,7 +62,7 @@ def test_refuses_checkpoints_of_another_config(composed):
 def test_refuses_checkpoints_without_recorded_config(composed):
     c = composed("max_steps=10")
     make_ckpt(Path(c.lf["output_dir"]), 2)
-    with pytest.raises(slurm.SlurmError, match="no recorded config"):
+    with pytest.raises(UserError, match="no recorded config"):
         slurm.check_resumable(c)
 
 

@@ -74,8 +74,13 @@ def test_whole_chain_completes(slurm_cluster, slurm_ws):
 
 
 def test_training_failure_cancels_dependents(slurm_cluster, slurm_ws):
-    # learning_rate=fast passes the config checks at submit time but makes LF fail inside the job.
-    psy(slurm_ws, "sbatch", *RUN, *FAST, "max_steps=2", "learning_rate=fast")
+    # Config mistakes are refused at submission now (learning_rate=fast: one error line, nothing queued) ...
+    bad = psy(slurm_ws, "sbatch", *RUN, *FAST, "max_steps=2", "learning_rate=fast", check=False)
+    assert bad.returncode == 2 and "learning_rate='fast' is not a valid value" in bad.stderr
+    assert not (run_dir(slurm_ws) / "slurm" / "pipelines.jsonl").exists()
+    # ... so the job fails on what only the job sees: training data that went bad after `make prep`.
+    (Path(slurm_ws["PSY_DATASET_DIR"]) / "data" / "psydt" / "train.jsonl").write_text('{"messages": [\n')
+    psy(slurm_ws, "sbatch", *RUN, *FAST, "max_steps=2")
     rec = pipeline(run_dir(slurm_ws))
     ids = [j["job_id"] for j in rec["jobs"]]
     assert [j["stage"] for j in rec["jobs"]] == ["train", "merge", "gguf", "eval"]
@@ -92,8 +97,8 @@ def test_training_failure_cancels_dependents(slurm_cluster, slurm_ws):
         assert re.search(rf"{stage}\s+{j}\s+CANCELLED", st.stdout)
     assert f"cancelled because its dependency train (job {ids[0]}) did not succeed" in st.stdout
     assert "merge (job" in st.stdout  # gguf names merge as the dependency that did not succeed
-    tail = st.stdout.split("last 25 lines of", 1)[1]  # the failed job's log tail: LF's error and ours
-    assert "TypeError" in tail and "psyfactory.lf_train" in tail and "failed with exit code 1" in tail
+    tail = st.stdout.split("last 25 lines of", 1)[1]  # the failed job's log tail: our one error line
+    assert "error: tokenizing psydt_train" in tail and "rerun `make prep`" in tail and "Traceback" not in tail
 
 
 def _wait_for(pred, timeout: float, what: str):
