@@ -167,7 +167,6 @@ class Options(PluginOptions):
     rubric: str = "cpsycoune_turn"  # evaluation/rubrics/<name>.yaml or a YAML path
     base_url: str | None = None  # OpenAI-compatible endpoint; default $PSY_JUDGE_BASE_URL
     model: str | None = None  # model name sent to it; default $PSY_JUDGE_MODEL
-    api_key: str | None = None  # default $PSY_JUDGE_API_KEY
     retries: int = 2  # re-asks after an invalid reply
     timeout: float = 120.0  # seconds per request
     max_tokens: int = 512  # per reply
@@ -175,7 +174,8 @@ class Options(PluginOptions):
 
 
 def make_client(opts: Options) -> JudgeClient:
-    """From the options, falling back to $PSY_JUDGE_BASE_URL, $PSY_JUDGE_MODEL, $PSY_JUDGE_API_KEY."""
+    """From the options, falling back to $PSY_JUDGE_BASE_URL and $PSY_JUDGE_MODEL; the key is only ever
+    read from the environment ($PSY_JUDGE_API_KEY, else $OPENAI_API_KEY): configs are written to disk."""
     from psyfactory.core.llm_client import Endpoint
 
     env = Endpoint.from_env("PSY_JUDGE")
@@ -184,7 +184,10 @@ def make_client(opts: Options) -> JudgeClient:
         raise EvalError("llm_judge: no judge endpoint; set psy.eval_options.llm_judge.base_url, --judge-url "
                         "or PSY_JUDGE_BASE_URL")
     model = opts.model or (env.model if env else "default")
-    return OpenAIJudge(base_url, model, api_key=opts.api_key or (env.api_key if env else None),
+    import os
+
+    key = os.environ.get("PSY_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    return OpenAIJudge(base_url, model, api_key=key,
                        retries=opts.retries, timeout=opts.timeout, max_tokens=opts.max_tokens)
 
 

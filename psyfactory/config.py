@@ -9,6 +9,7 @@ layer holds LLaMA-Factory keys plus an optional `psy:` block of PsyFactory keys
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ from psyfactory.psyconfig import PsyConfig
 
 LAYER_DIRS = {"hardware": "hardware", "method": "methods", "model": "models", "task": "tasks"}
 PSY_KEY = "psy"
+# Keys that hold credentials: a composed config is written to runs/<run>/*.yaml and manifest.json and
+# printed, so they are refused there and read from the environment instead.
+SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
+SECRET_ENV = {"hf_hub_token": "HF_TOKEN", "hub_token": "HF_TOKEN", "swanlab_api_key": "SWANLAB_API_KEY", "ms_hub_token": "MODELSCOPE_API_TOKEN", "om_hub_token": "MODELERS_API_TOKEN",
+              "llm_judge.api_key": "PSY_JUDGE_API_KEY"}
 
 
 def list_names(kind: str) -> list[str]:
@@ -48,6 +54,22 @@ def load_layer(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
     return data
+
+
+def check_secrets(cfg: Any, source: str, prefix: str = "") -> None:
+    """Refuse credentials in a config (anywhere, nested keys too), naming the environment variable to use."""
+    if not isinstance(cfg, dict):
+        return
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            check_secrets(value, source, f"{dotted}.")
+        elif SECRET_KEY.search(str(key)) and value not in (None, ""):
+            env = next((v for k, v in SECRET_ENV.items() if dotted.endswith(k)), None)
+            raise ConfigError(f"{source}: {dotted} holds a credential; configs are written to runs/<run>/*.yaml and "
+                              "manifest.json, so credentials are not accepted there: "
+                              + (f"set {env} in the environment instead" if env else
+                                 "pass it through an environment variable"))
 
 
 def detect_hardware() -> str:
@@ -139,6 +161,7 @@ def compose(
                              parse_overrides(list(inherited)), parse_overrides(list(overrides)))
     lf: dict[str, Any] = OmegaConf.to_container(merged, resolve=True)  # type: ignore[assignment]
     run = run or f"{model}/{task}/{method}"
+    check_secrets(lf, f"RUN={run} (MODEL={model} TASK={task} METHOD={method})")
     psy = PsyConfig.parse(lf.pop(PSY_KEY, None), f"RUN={run} (MODEL={model} TASK={task} METHOD={method} HW={hw})")
 
     ref = str(lf["model_name_or_path"])

@@ -31,6 +31,119 @@ def lf_keys(stage: str) -> frozenset[str]:
 
 
 @cache
+def lf_field_types(stage: str) -> dict[str, Any]:
+    """Key -> annotated type of LLaMA-Factory's (and transformers') argument dataclasses."""
+    import typing
+
+    from llamafactory.hparams import parser
+
+    groups = parser._TRAIN_ARGS if stage == "train" else parser._INFER_ARGS
+    out: dict[str, Any] = {}
+    for g in groups:
+        hints = typing.get_type_hints(g)
+        for f in dataclasses.fields(g):
+            out.setdefault(f.name, hints.get(f.name, f.type))
+    return out
+
+
+def _scalar_kinds(tp: Any) -> set[Any]:
+    """The scalar types a field accepts: float, int, bool, str, an Enum class or a Literal tuple."""
+    import enum
+    import typing
+
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return {tuple(typing.get_args(tp))}
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return set().union(*(_scalar_kinds(a) for a in typing.get_args(tp) if a is not type(None)))
+    if isinstance(tp, type) and (tp in (float, int, bool, str) or issubclass(tp, enum.Enum)):
+        return {tp}
+    return {object}  # lists, dicts, anything else: not checked here
+
+
+def _coerce(value: Any, kinds: set[Any]) -> tuple[bool, Any]:
+    """(ok, value converted to the field's type) for a scalar config value."""
+    import enum
+
+    if object in kinds or (str in kinds and isinstance(value, str)):
+        return True, value
+    for kind in kinds:
+        if isinstance(kind, tuple):  # Literal
+            if value in kind:
+                return True, value
+        elif isinstance(kind, type) and issubclass(kind, enum.Enum):
+            if value in {e.value for e in kind} or value in kind.__members__:
+                return True, value
+        elif kind is bool:
+            if isinstance(value, bool):
+                return True, value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return True, value.lower() == "true"
+        elif kind is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True, value
+            if isinstance(value, float) and value.is_integer():
+                return True, int(value)
+            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                return True, int(value)
+        elif kind is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return True, value
+            if isinstance(value, str):
+                try:
+                    return True, float(value)
+                except ValueError:
+                    pass
+        elif kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+            return True, str(value)
+    return False, value
+
+
+def _expected(kinds: set[Any]) -> str:
+    names = []
+    for k in kinds:
+        names.append(" | ".join(map(repr, k)) if isinstance(k, tuple) else
+                     " | ".join(repr(e.value) for e in k) if hasattr(k, "__members__") else k.__name__)
+    return " or ".join(sorted(names))
+
+
+def check_values(cfg: dict[str, Any], stage: str, source: str) -> dict[str, Any]:
+    """Type/value check of every scalar key against LLaMA-Factory's dataclass fields, then LF's own
+    argument parser (its `__post_init__` rules) on the result. Returns the config with numbers written
+    as strings converted (`learning_rate: "1e-4"`), so LF gets the types it expects. One PreflightError
+    per problem, before any model or dataset is loaded."""
+    types = lf_field_types(stage)
+    out = dict(cfg)
+    for key, value in cfg.items():
+        if key not in types or value is None or isinstance(value, list | dict):
+            continue
+        kinds = _scalar_kinds(types[key])
+        ok, converted = _coerce(value, kinds)
+        if not ok:
+            raise PreflightError(f"{source}: {key}={value!r} is not a valid value (LLaMA-Factory expects "
+                                 f"{_expected(kinds)})")
+        out[key] = converted
+    if stage == "train":
+        _lf_parse(out, source)
+    return out
+
+
+def _lf_parse(cfg: dict[str, Any], source: str) -> None:
+    """LF's HfArgumentParser step (dataclass construction and __post_init__ checks). Hardware is not
+    checked here: a config for A40 nodes is checked on a CPU login node too (use_cpu, no DeepSpeed)."""
+    import torch
+    from llamafactory.hparams.parser import _parse_train_args
+
+    args = {k: v for k, v in cfg.items() if v is not None and k != "deepspeed"}
+    if not torch.cuda.is_available():
+        args["use_cpu"] = True
+    try:
+        _parse_train_args(args)
+    except ValueError as e:
+        raise PreflightError(f"{source}: LLaMA-Factory rejects the config: {' '.join(str(e).split())}") from None
+
+
+@cache
 def lf_templates() -> frozenset[str]:
     from llamafactory.data.template import TEMPLATES
 
@@ -75,6 +188,9 @@ def check_datasets(names: str | list[str] | None, dataset_dir: Path, *, need_fil
         return []
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
+    from data_prep.commit import check_not_mid_commit
+
+    check_not_mid_commit(dataset_dir)
     info = load_dataset_info(dataset_dir)
     files = []
     for name in names:
@@ -129,8 +245,14 @@ def check_run(c: Composed, *, need_files: bool = True, source: str | None = None
 
 
 def check_train(cfg: dict[str, Any], source: str, *, need_files: bool = True) -> list[Path]:
+    """LF keys, values (converted in place where a number was written as a string), template, datasets."""
     check_keys(cfg, "train", source)
+    cfg.update(check_values(cfg, "train", source))
     check_template(cfg, source)
+    resume = cfg.get("resume_from_checkpoint")
+    if resume and not (Path(str(resume)) / "trainer_state.json").is_file():
+        raise PreflightError(f"{source}: resume_from_checkpoint={resume} is not a checkpoint folder (no "
+                             "trainer_state.json); a rerun resumes the run's last checkpoint by itself")
     return check_datasets(cfg.get("dataset"), Path(cfg["dataset_dir"]), need_files=need_files)
 
 

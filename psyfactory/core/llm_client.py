@@ -20,6 +20,12 @@ class Endpoint:
     api_key: str = "EMPTY"
     timeout: float = 120.0
 
+    @staticmethod
+    def env_key(prefix: str = "PSY_TEACHER") -> str:
+        """The API key from the environment (`<prefix>_API_KEY`, else OPENAI_API_KEY); keys never come
+        from configs, which are written to disk."""
+        return os.environ.get(f"{prefix}_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+
     @classmethod
     def from_env(cls, prefix: str = "PSY_TEACHER") -> Endpoint | None:
         """PSY_TEACHER_BASE_URL, PSY_TEACHER_MODEL, PSY_TEACHER_API_KEY (or OPENAI_API_KEY)."""
@@ -29,7 +35,7 @@ class Endpoint:
         return cls(
             base_url=url,
             model=os.environ.get(f"{prefix}_MODEL", "default"),
-            api_key=os.environ.get(f"{prefix}_API_KEY") or os.environ.get("OPENAI_API_KEY", "EMPTY"),
+            api_key=cls.env_key(prefix),
         )
 
 
