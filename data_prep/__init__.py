@@ -8,14 +8,13 @@ that file. Public API: `tasks()`, `prepare(tasks, raw_dir, dataset_dir, teacher=
 from __future__ import annotations
 
 import importlib
-import json
 import pkgutil
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from data_prep.common import Accounting, DataError, TaskOutput, info_entries, update_dataset_info, write_task
+from data_prep.common import Accounting, DataError, TaskOutput, info_entries, write_task
 
 __all__ = ["Accounting", "DataError", "format_table", "prepare", "tasks"]
 
@@ -62,7 +61,12 @@ def prepare(
     from the environment (`PSY_TEACHER_BASE_URL`...). With None and no endpoint configured, such a task
     raises DataError when named explicitly and is skipped (with a reason in the accounting) when
     `tasks` is None.
+
+    Every task is built before anything is written (a missing or broken source fails first); the
+    outputs are then committed together (data_prep.commit), so a reader sees the old set or the new
+    one. Leftovers of an interrupted prep are cleaned (or its commit finished) first.
     """
+    from data_prep.commit import Commit, clean_orphans
     from data_prep.teacher import NO_TEACHER, resolve_teacher
 
     raw_dir, dataset_dir = Path(raw_dir).resolve(), Path(dataset_dir).resolve()
@@ -73,28 +77,26 @@ def prepare(
     unknown = [t for t in names if t not in tasks_available]
     if unknown:
         raise DataError(f"unknown task(s) {unknown}; choose from {list(tasks_available)}")
+    clean_orphans(dataset_dir)
+    teachers = {t: resolve_teacher(teacher) for t in names if getattr(_modules()[t], "NEEDS_TEACHER", False)}
+    if tasks and (missing := [t for t, v in teachers.items() if v is None]):
+        raise DataError(f"{missing[0]}: {NO_TEACHER}")
     result: dict[str, list[Accounting]] = {}
-    for task in names:
-        t = None
-        if getattr(_modules()[task], "NEEDS_TEACHER", False):
-            t = resolve_teacher(teacher)
-            if t is None:
-                if tasks:
-                    raise DataError(f"{task}: {NO_TEACHER}")
-                result[task] = [Accounting(task, getattr(_modules()[task], "SOURCES", task),
-                                           skipped=f"{task}: {NO_TEACHER}")]
-                continue
-        out = _build(task, raw_dir, seed, t, dataset_dir)
-        write_task(out, dataset_dir)
-        update_dataset_info(dataset_dir, info_entries(task, out.fmt, out.splits))
+    outputs: list[TaskOutput] = []
+    for task in names:  # build everything first: nothing is written if a source is missing or broken
+        if task in teachers and teachers[task] is None:
+            result[task] = [Accounting(task, getattr(_modules()[task], "SOURCES", task), skipped=f"{task}: {NO_TEACHER}")]
+            continue
+        out = _build(task, raw_dir, seed, teachers.get(task), dataset_dir)
+        outputs.append(out)
         result[task] = out.accounting
-    summary = {t: [a.as_dict() for a in accs] for t, accs in result.items()}
-    from psyfactory.core.files import atomic_write_json
-
+    commit = Commit(dataset_dir)
+    entries: dict[str, dict[str, Any]] = {}
+    for out in outputs:
+        write_task(out, dataset_dir, commit)
+        entries.update(info_entries(out.task, out.fmt, out.splits))
+    commit.commit(entries, {t: [a.as_dict() for a in accs] for t, accs in result.items()})
     report = dataset_dir / "data" / "prep_accounting.json"
-    if report.exists():  # keep other tasks from earlier runs
-        summary = {**json.loads(report.read_text(encoding="utf-8")), **summary}
-    atomic_write_json(report, dict(sorted(summary.items())))
     if not quiet:
         print(format_table(result))
         print(f"accounting (with the quirks fixed per source): {report}\n"

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from psyfactory.core.errors import DataError
-from psyfactory.core.files import atomic_write_json, atomic_write_jsonl, locked
 
 BOM = "\ufeff"
 SPLITS = ("train", "eval")
+# A unit (a line, a JSON record, a dialogue file) larger than this is quarantined (`record_too_large`):
+# the largest real record is ~40 KB (a LongEmotion case); a 20 MB "record" is a broken file, not data.
+MAX_RECORD_BYTES = 1 << 20
 
 # dataset_info.json entry bodies (LLaMA-Factory 0.9.5), keyed by our format name.
 SHAREGPT_INFO: dict[str, Any] = {
@@ -147,12 +149,32 @@ def decode(raw: bytes, path: Path | str, ledger: Ledger | None = None) -> str:
     return text
 
 
-def read_text(path: Path, ledger: Ledger | None = None) -> str:
+def read_bytes(path: Path) -> bytes:
+    """A whole source file; a missing, unreadable or non-regular one is a DataError naming it."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    return decode(raw, path, ledger)
+        raise DataError(f"{path}: file not found (see `make download`)") from None
+    except OSError as e:  # a directory, a dangling symlink, no permission
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e.strerror})") from None
+
+
+def read_unit(path: Path, ledger: Ledger) -> bytes | None:
+    """One file that is one unit of a source (a dialogue): its bytes, or None after quarantining it
+    (unreadable: a directory or dangling symlink with the file's name; larger than MAX_RECORD_BYTES)."""
+    try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            ledger.quarantine(path, "whole file", "record_too_large",
+                              f"{path.stat().st_size} bytes > {MAX_RECORD_BYTES}")
+            return None
+        return path.read_bytes()
+    except OSError as e:
+        ledger.quarantine(path, "whole file", "unreadable", f"{type(e).__name__}: {e.strerror}")
+        return None
+
+
+def read_text(path: Path, ledger: Ledger | None = None) -> str:
+    return decode(read_bytes(path), path, ledger)
 
 
 def iter_json_array(text: str, path: Path | str) -> Iterator[tuple[int, int, Any | None, str]]:
@@ -189,7 +211,10 @@ def iter_json_array(text: str, path: Path | str) -> Iterator[tuple[int, int, Any
             err_line = start_line + text.count("\n", pos, e.pos)
             yield idx, start_line, None, f"{json_error_kind(text, ']')}: {e.msg} at line {err_line}"
             return
-        yield idx, start_line, obj, ""
+        if end - pos > MAX_RECORD_BYTES:
+            yield idx, start_line, None, f"record_too_large: {end - pos} characters > {MAX_RECORD_BYTES}"
+        else:
+            yield idx, start_line, obj, ""
         idx += 1
         pos = ws.match(text, end).end()
         if pos < len(text) and text[pos] == ",":
@@ -287,39 +312,17 @@ class TaskOutput:
         return [lg.acc for lg in self.ledgers]
 
 
-def write_task(out: TaskOutput, dataset_dir: Path) -> dict[str, Path]:
-    """Write splits, quarantine and accounting for one task; returns split -> path."""
-    task_dir = dataset_dir / "data" / out.task
-    paths: dict[str, Path] = {}
-    for split, records in out.splits.items():
-        p = task_dir / f"{split}.jsonl"
-        atomic_write_jsonl(p, records)
-        paths[split] = p
-    quarantine = [q.as_dict() for lg in out.ledgers for q in lg.items]
-    atomic_write_jsonl(task_dir / "quarantine.jsonl", quarantine)
-    for name, records in out.extra_files.items():
-        atomic_write_jsonl(task_dir / name, records)
+def write_task(out: TaskOutput, dataset_dir: Path, commit: Any) -> None:
+    """Stage splits, quarantine, extra files and accounting of one task (data_prep.commit.Commit)."""
     for lg in out.ledgers:
         lg.acc.check()
-    atomic_write_json(task_dir / "accounting.json", [a.as_dict() for a in out.accounting])
-    return paths
-
-
-def update_dataset_info(dataset_dir: Path, entries: dict[str, dict[str, Any]]) -> Path:
-    """Merge `entries` into dataset_dir/dataset_info.json under a lock, atomically; others are kept."""
-    path = dataset_dir / "dataset_info.json"
-    with locked(path):
-        info: dict[str, Any] = {}
-        if path.exists():
-            try:
-                info = json.loads(path.read_text(encoding="utf-8") or "{}")
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg}); fix or remove it") from None
-            if not isinstance(info, dict):
-                raise DataError(f"{path}: top level must be an object")
-        info.update(entries)  # existing keys keep their place, new ones are appended
-        atomic_write_json(path, info)
-    return path
+    task_dir = dataset_dir / "data" / out.task
+    for split, records in out.splits.items():
+        commit.write_jsonl(task_dir / f"{split}.jsonl", records)
+    commit.write_jsonl(task_dir / "quarantine.jsonl", [q.as_dict() for lg in out.ledgers for q in lg.items])
+    for name, records in out.extra_files.items():
+        commit.write_jsonl(task_dir / name, records)
+    commit.write_json(task_dir / "accounting.json", [a.as_dict() for a in out.accounting])
 
 
 def info_entries(task: str, fmt: str, splits: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import DataError, Dedup, Ledger, TaskOutput, decode, json_error_kind, text_key
+from data_prep.common import (
+    DataError,
+    Dedup,
+    Ledger,
+    TaskOutput,
+    decode,
+    json_error_kind,
+    read_unit,
+    text_key,
+)
 
 D_DIR = ("CPsyCoun", "CPsyCounD", "Data")
 E_DIR = ("CPsyCoun", "CPsyCounE")
@@ -27,6 +36,15 @@ D_PREFIX = re.compile(r"^(来访者|心理咨询师)(?:[（(][^）)]{1,8}[）)]|
 E_PREFIX = re.compile(r"^(求助者|支持者)[：:]\s*")
 ROLE = {"来访者": "user", "求助者": "user", "心理咨询师": "assistant", "支持者": "assistant"}
 STAGE = re.compile(r"^[（(][^）)]*([）)])?[。.]?$")  # a whole line in parentheses (or an unclosed one)
+# A line that opens like `<name>：` but names no known role: another speaker (`咨询师：`, `妈妈：`, `B：`
+# in family and couple sessions). Its dialogue is quarantined rather than merged into someone's turn.
+SPEAKERISH = re.compile(r"^([\u4e00-\u9fa5A-Za-z]{1,6})[：:]")
+# ... unless the word is a heading of the speaker's own text (`建议：…`): noted, kept as a continuation.
+DISCOURSE = frozenset([
+    "标题", "建议", "方法", "步骤", "首先", "其次", "然后", "最后", "另外", "此外", "注意", "总结", "目标",
+    "作业", "练习", "例如", "比如", "问题", "回答", "提示", "备注", "结论", "原因", "结果", "优点",
+    "缺点", "理由", "事实", "想法", "感受", "情绪", "行为", "计划", "任务", "反思", "要点", "重点",
+])
 
 
 @dataclass
@@ -75,8 +93,14 @@ def parse_case(text: str, ledger: Ledger | None = None) -> list[tuple[str, str]]
             if body:
                 turns.append((ROLE[m.group(1)], body))
             continue
+        other = SPEAKERISH.match(line)
+        if other and other.group(1) not in DISCOURSE:
+            raise ValueError(f"unknown_speaker: line {lineno} starts with {other.group(0)!r}, not 来访者/心理咨询师: "
+                             f"{line[:40]!r}")
         if not turns:
             raise ValueError(f"no_speaker_prefix: line {lineno} has no speaker prefix: {line[:40]!r}")
+        if other and ledger:
+            ledger.note("prefixed_continuation_line")
         role, prev = turns[-1]
         turns[-1] = (role, prev + "\n" + line)
         if ledger:
@@ -110,8 +134,10 @@ def parse_d(raw_dir: Path, ledger: Ledger) -> list[Dialogue]:
 
     for path in tqdm(files, desc="CPsyCounD", unit="file", disable=len(files) < 500, leave=False):
         ledger.read()
+        if (raw := read_unit(path, ledger)) is None:
+            continue
         try:
-            text = decode(path.read_bytes(), path, ledger)
+            text = decode(raw, path, ledger)
         except DataError as e:
             ledger.quarantine(path, "whole file", "encoding", str(e))
             continue
@@ -143,8 +169,10 @@ def parse_e(raw_dir: Path, ledger: Ledger) -> list[Dialogue]:
     out: list[Dialogue] = []
     for path in files:
         ledger.read()
+        if (raw := read_unit(path, ledger)) is None:
+            continue
         try:
-            text = decode(path.read_bytes(), path, ledger)
+            text = decode(raw, path, ledger)
             try:
                 items = json.loads(text)
             except json.JSONDecodeError as e:

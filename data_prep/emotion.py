@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import DataError, Ledger, TaskOutput, decode
+from data_prep.common import MAX_RECORD_BYTES, DataError, Ledger, TaskOutput, decode, read_bytes
 
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")  # HF class ids 0..5
 FILES = {"train": "train.txt", "eval": "test.txt", "val": "val.txt"}
@@ -22,9 +22,7 @@ INSTRUCTION = ("Classify the emotion expressed in the text. Answer with exactly 
 
 def parse_file(path: Path, ledger: Ledger) -> list[tuple[str, str, int]]:
     """(text, label, line) for every valid, non-duplicate line, in file order."""
-    if not path.exists():
-        raise DataError(f"{path}: file not found (see `make download`)")
-    raw = path.read_bytes()
+    raw = read_bytes(path)
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
         ledger.note("bom_stripped")
@@ -37,6 +35,9 @@ def parse_file(path: Path, ledger: Ledger) -> list[tuple[str, str, int]]:
         if b.endswith(b"\r"):
             b = b[:-1]
             ledger.note("crlf_normalised")
+        if len(b) > MAX_RECORD_BYTES:
+            ledger.quarantine(path, f"line {lineno}", "record_too_large", f"{len(b)} bytes > {MAX_RECORD_BYTES}")
+            continue
         try:
             line = decode(b, path)
         except DataError as e:

@@ -15,6 +15,7 @@ from typing import Any
 
 from data_prep import psyqa
 from data_prep.common import (
+    MAX_RECORD_BYTES,
     DataError,
     Dedup,
     Ledger,
@@ -23,6 +24,7 @@ from data_prep.common import (
     field_problem,
     get_str,
     json_error_kind,
+    read_bytes,
     text_key,
 )
 
@@ -57,7 +59,7 @@ def parse_longemotion(raw_dir: Path, ledger: Ledger) -> list[dict[str, Any]]:
     if path is None:
         raise DataError(f"{folder}: none of {', '.join(LE_FILES)} found (see `make download`)")
     ledger.acc.source = f"LongEmotion/{path.name}"
-    raw_lines = path.read_bytes().split(b"\n")
+    raw_lines = read_bytes(path).split(b"\n")
     if raw_lines and not raw_lines[-1].strip():
         raw_lines.pop()
     dedup = Dedup()
@@ -65,6 +67,9 @@ def parse_longemotion(raw_dir: Path, ledger: Ledger) -> list[dict[str, Any]]:
     for lineno, b in enumerate(raw_lines, 1):
         ledger.read()
         where = f"line {lineno}"
+        if len(b) > MAX_RECORD_BYTES:
+            ledger.quarantine(path, where, "record_too_large", f"{len(b)} bytes > {MAX_RECORD_BYTES}")
+            continue
         try:
             line = decode(b, path, ledger if lineno == 1 else None)
         except DataError as e:

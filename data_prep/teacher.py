@@ -142,7 +142,7 @@ def resolve_teacher(spec: Any) -> Any:
 
             env = endpoint_from_env()
             ep = Endpoint(base_url=spec, model=env.endpoint.model if env else "default",
-                          api_key=env.endpoint.api_key if env else "EMPTY")
+                          api_key=Endpoint.env_key("PSY_TEACHER"))
             return EndpointTeacher(TeacherEndpoint(ep, retries=env.retries if env else 3))
         raise DataError(f"unknown teacher {spec!r}; valid: {', '.join(TEACHERS)}")
     if isinstance(spec, TeacherEndpoint):

@@ -65,13 +65,14 @@ class ScriptedServer:
         import http.server
         import threading
 
-        self.replies, self.requests = list(replies), []
+        self.replies, self.requests, self.headers = list(replies), [], []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
+                outer.headers.append(dict(self.headers))
                 text = outer.replies.pop(0)
                 data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                                    "choices": [{"index": 0, "finish_reason": "stop",
@@ -124,3 +125,16 @@ def test_client_retries_then_gives_up_against_real_lf_api(lf_api):
     assert not result.ok and result.attempts == 3 and len(result.reasons) == 3 and len(result.raw) == 3
     assert all(r and r[0] in {"empty", "no_json", "invalid_json"} for r in result.reasons)
     assert accepted.ok and accepted.attempts == 1 and accepted.value == accepted.raw[0]
+
+
+def test_a_teacher_url_sends_the_key_from_the_environment(monkeypatch):
+    """`--teacher http://…` with only PSY_TEACHER_API_KEY set sends that key (it used to send `Bearer EMPTY`)."""
+    from data_prep.teacher import resolve_teacher
+
+    monkeypatch.delenv("PSY_TEACHER_BASE_URL", raising=False)
+    monkeypatch.setenv("PSY_TEACHER_API_KEY", "sk-test-42")
+    server = ScriptedServer([json.dumps(GOOD)])
+    with server as url:
+        labels = resolve_teacher(url).label("学生：最近考试压力很大。")
+    headers = {k.lower(): v for k, v in server.headers[0].items()}
+    assert labels == GOOD and headers["authorization"] == "Bearer sk-test-42"
