@@ -39,7 +39,7 @@ def _teacher(args: argparse.Namespace) -> Any:
 
         env = endpoint_from_env()
         ep = Endpoint(base_url=args.teacher, model=args.teacher_model or (env.endpoint.model if env else "default"),
-                      api_key=env.endpoint.api_key if env else "EMPTY")
+                      api_key=Endpoint.env_key("PSY_TEACHER"))
         return TeacherEndpoint(ep, retries=args.teacher_retries)
     return args.teacher
 

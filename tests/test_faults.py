@@ -1,0 +1,243 @@
+"""Faults that used to lose work or mislead (one test per case): data changed under a run, a torn
+checkpoint, value errors found late, tracebacks in prep, half-finished preps, unknown speakers and
+oversized records, credentials in configs, and using a run whose training did not finish."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from psyutil import cli, one_error_line
+
+from data_prep import prepare
+from psyfactory.core.paths import REPO_ROOT
+
+SAMPLES = REPO_ROOT / "data_prep" / "samples"
+TRAIN = ["--model", "tiny", "--task", "psydt", "--hw", "cpu", "max_steps=4", "save_steps=2", "logging_steps=1",
+         "cutoff_len=128"]
+
+
+def run_dir(ws: Path) -> Path:
+    return ws / "runs" / "tiny" / "psydt" / "lora"
+
+
+# ---------------------------------------------------------------- 1. data changed under a run
+@pytest.mark.slow
+def test_changed_data_is_not_mixed_into_a_run_silently(workspace):
+    cli("train", *TRAIN, "max_steps=2")  # a run with a checkpoint that a rerun would resume from
+    data = workspace / "dataset" / "data" / "psydt" / "train.jsonl"
+    rows = data.read_text(encoding="utf-8").splitlines()
+    data.write_text("\n".join(reversed(rows)) + "\n", encoding="utf-8")  # re-prepped: same size, other data
+    err = one_error_line(cli("train", *TRAIN, "max_steps=2", check=False))
+    assert "checkpoint(s) trained on other data" in err and str(data) in err and "--accept-data-change" in err
+    assert "overwrite_output_dir=true" in err and "RUN=<name>" in err
+    state = json.loads((run_dir(workspace) / "adapter" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2  # nothing trained on the new data
+    out = cli("train", *TRAIN, "max_steps=2", "--accept-data-change").stdout
+    assert "continuing" in out and "on changed data" in out
+    stage = json.loads((run_dir(workspace) / "manifest.json").read_text())["stages"]["train"]
+    assert stage["status"] == "done" and stage["data_change_accepted"] and str(data) in stage["data_change_accepted"][0]
+
+
+def test_the_slurm_guard_checks_the_data_too(workspace):
+    from psyfactory.config import compose
+    from psyfactory.core.errors import UserError
+    from psyfactory.manifest import config_hash
+    from psyfactory.slurm import check_resumable
+
+    c = compose("tiny", "psydt", "lora", "cpu", ["max_steps=10"])
+    (Path(c.lf["output_dir"]) / "checkpoint-2").mkdir(parents=True)
+    (Path(c.lf["output_dir"]) / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    data = workspace / "dataset" / "data" / "psydt" / "train.jsonl"
+    stage = {"config_hash": config_hash(c.lf), "data": {str(data): "0" * 64}}
+    (c.run_dir / "manifest.json").write_text(json.dumps({"stages": {"train": stage}}))
+    with pytest.raises(UserError, match=r"trained on other data: .*train.jsonl \(sha256 000000000000… then"):
+        check_resumable(c)
+    assert check_resumable(c, accept_data_change=True) == Path(c.lf["output_dir"]) / "checkpoint-2"
+
+
+# ---------------------------------------------------------------- 2. a torn checkpoint
+@pytest.mark.slow
+def test_a_torn_checkpoint_is_set_aside_and_the_rerun_resumes(workspace):
+    cli("train", *TRAIN)  # checkpoint-2 and checkpoint-4
+    adapter = run_dir(workspace) / "adapter"
+    torn = adapter / "checkpoint-4"
+    for f in torn.iterdir():  # as a kill during the save leaves it: the adapter config, nothing else
+        if f.name != "adapter_config.json":
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    res = cli("train", *TRAIN)
+    assert "checkpoint-4 is incomplete" in res.stdout and "set aside as incomplete-checkpoint-4" in res.stdout
+    assert sorted(p.name for p in (adapter / "incomplete-checkpoint-4").iterdir()) == ["adapter_config.json"]
+    stage = json.loads((run_dir(workspace) / "manifest.json").read_text())["stages"]["train"]
+    assert stage["status"] == "done" and stage["resumed_from"].endswith("checkpoint-2")
+    assert json.loads((torn / "trainer_state.json").read_text())["global_step"] == 4  # steps 3-4 trained again
+
+
+def test_a_half_written_trainer_state_marks_a_checkpoint_incomplete(tmp_path, monkeypatch):
+    from transformers.trainer_callback import TrainerState
+
+    from psyfactory.lf_train import atomic_trainer_state
+    from psyfactory.resume import complete, set_aside_incomplete
+
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_step": 4, "log_hist')):  # 4: cut mid-write
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert [p.name for p in set_aside_incomplete(tmp_path)] == ["incomplete-checkpoint-4"]
+    assert complete(tmp_path / "checkpoint-2")
+    monkeypatch.setattr(TrainerState, "save_to_json", TrainerState.save_to_json)  # restored after the test
+    atomic_trainer_state()  # what psyfactory.lf_train installs: the completion marker is written atomically
+    TrainerState(global_step=7).save_to_json(str(tmp_path / "checkpoint-2" / "trainer_state.json"))
+    assert json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 7
+    assert sorted(p.name for p in (tmp_path / "checkpoint-2").iterdir()) == ["trainer_state.json"]  # no temp left
+
+
+# ---------------------------------------------------------------- 3. value errors before the model loads
+def test_value_errors_are_one_line_before_anything_loads(workspace):
+    err = one_error_line(cli("train", *TRAIN, "learning_rate=abc", check=False))
+    assert "learning_rate='abc' is not a valid value (LLaMA-Factory expects float" in err
+    err = one_error_line(cli("config", "--hw", "cpu", "num_train_epochs=abc", check=False))
+    assert "num_train_epochs='abc'" in err
+    err = one_error_line(cli("config", "--hw", "cpu", "lr_scheduler_type=cosin", check=False))
+    assert "rejects the config: cosin is not a valid SchedulerType" in err and "'cosine'" in err
+    err = one_error_line(cli("train", *TRAIN, "resume_from_checkpoint=/nowhere", check=False))
+    assert "resume_from_checkpoint=/nowhere is not a checkpoint folder" in err
+    assert not (run_dir(workspace) / "manifest.json").exists()  # nothing recorded as running
+    cli("train", *TRAIN, "learning_rate=1e-4", "--dry-run")  # a number written as a string is converted
+    assert yaml.safe_load((run_dir(workspace) / "train.yaml").read_text())["learning_rate"] == 1e-4
+
+
+# ---------------------------------------------------------------- 4. tracebacks in prep
+def test_unreadable_case_files_are_quarantined_and_a_teacher_typo_is_one_line(tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(SAMPLES, raw)
+    data = raw / "CPsyCoun" / "CPsyCounD" / "Data"
+    (data / "case_90.txt").mkdir()  # a directory with a case file's name
+    (data / "case_91.txt").symlink_to(tmp_path / "nowhere.txt")  # a dangling symlink
+    res = prepare(["cpsycoun"], raw, tmp_path / "ds", quiet=True)
+    q = {r["file"].rsplit("/", 1)[-1]: r for r in map(json.loads, (tmp_path / "ds" / "data" / "cpsycoun" /
+                                                                   "quarantine.jsonl").read_text().splitlines())}
+    assert q["case_90.txt"]["reason"] == q["case_91.txt"]["reason"] == "unreadable"
+    assert "IsADirectoryError" in q["case_90.txt"]["detail"] and "FileNotFoundError" in q["case_91.txt"]["detail"]
+    a = res["cpsycoun"][0]
+    assert a.read == a.written + sum(a.quarantined.values())
+    err = one_error_line(cli("prep", "--raw-dir", str(raw), "--dataset-dir", str(tmp_path / "ds2"), "--task",
+                             "student", "--teacher", "lexcon", check=False))
+    assert "unknown teacher 'lexcon'; valid: lexicon, http(s)://" in err
+
+
+# ---------------------------------------------------------------- 5. half-finished preps
+def _digest(ds: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.relative_to(ds).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(ds.rglob("*")) if p.is_file() and ".lock" not in p.name}
+
+
+def test_a_missing_source_fails_before_anything_is_written(tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(SAMPLES, raw)
+    ds = tmp_path / "ds"
+    prepare(["psydt"], raw, ds, quiet=True)
+    before = _digest(ds)
+    shutil.rmtree(raw / "PsyQA")
+    from data_prep import DataError
+
+    with pytest.raises(DataError, match="PsyQA"):
+        prepare(None, raw, ds, teacher="lexicon", quiet=True)  # psydt and cpsycoun come before psyqa
+    assert _digest(ds) == before  # nothing written, nothing registered
+
+
+def test_a_prep_killed_while_committing_is_finished_by_the_next_one(tmp_path, monkeypatch):
+    from data_prep import DataError, commit
+    from psyfactory.preflight import check_datasets
+
+    ds = tmp_path / "ds"
+    prepare(["emotion"], SAMPLES, ds, quiet=True)  # the old set
+    real_rename, calls = commit._rename, []
+
+    def dying_rename(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")  # stands in for SIGKILL between two renames of the commit
+        real_rename(src, dst)
+
+    monkeypatch.setattr(commit, "_rename", dying_rename)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(["emotion", "psydt"], SAMPLES, ds, quiet=True)
+    monkeypatch.setattr(commit, "_rename", real_rename)
+    assert (ds / "data" / commit.JOURNAL).exists()  # committed, not yet applied: readers must not use it
+    with pytest.raises(DataError, match="stopped while committing.*run `make prep` again"):
+        check_datasets("emotion_train", ds)
+    (ds / "data" / "emotion" / ".train.jsonl.x1y2.tmp").write_text("half")  # an atomic write cut short
+    prepare(["cpsycoun"], SAMPLES, ds, quiet=True)  # any next prep finishes the commit first
+    assert not (ds / "data" / commit.JOURNAL).exists()
+    assert not list((ds / "data").rglob(".*.tmp")) and not list((ds / "data").rglob(".*.prep-*"))
+    info = json.loads((ds / "dataset_info.json").read_text())
+    assert {"emotion_train", "psydt_train", "cpsycoun_train"} <= set(info)
+    fresh = tmp_path / "fresh"
+    prepare(["emotion", "psydt", "cpsycoun"], SAMPLES, fresh, quiet=True)
+    assert {k: v for k, v in _digest(ds).items() if k.startswith("data/")} == \
+           {k: v for k, v in _digest(fresh).items() if k.startswith("data/")}  # the new set, whole
+
+
+# ---------------------------------------------------------------- 6. unknown speakers, oversized records
+def test_unknown_speakers_and_oversized_records_are_quarantined(tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(SAMPLES, raw)
+    data = raw / "CPsyCoun" / "CPsyCounD" / "Data"
+    (data / "case_80.txt").write_text("来访者：我最近睡不好。\n\n咨询师：能多说一点吗？\n", encoding="utf-8")
+    (data / "case_81.txt").write_text("来访者：妈妈总让我学习。\n\n妈妈：我是为你好。\n\n心理咨询师：你们都很在乎彼此。\n",
+                                      encoding="utf-8")
+    (data / "case_82.txt").write_text("来访者：我很紧张。\n\n心理咨询师：我们试试放松。\n建议：每天深呼吸十分钟。\n",
+                                      encoding="utf-8")
+    (data / "case_83.txt").write_text("来访者：" + "很" * 600_000 + "\n\n心理咨询师：嗯。\n", encoding="utf-8")
+    with open(raw / "emotion" / "train.txt", "a", encoding="utf-8") as fh:
+        fh.write("i feel " + "so " * 400_000 + "tired;sadness\n")
+    res = prepare(["cpsycoun", "emotion"], raw, tmp_path / "ds", quiet=True)
+    q = {(r["file"].rsplit("/", 1)[-1], r["reason"]) for r in map(json.loads, (
+        tmp_path / "ds" / "data" / "cpsycoun" / "quarantine.jsonl").read_text().splitlines())}
+    assert {("case_80.txt", "unknown_speaker"), ("case_81.txt", "unknown_speaker"),
+            ("case_83.txt", "record_too_large")} <= q
+    assert not any(f == "case_82.txt" for f, _ in q)  # `建议：` inside a turn is the counselor's text
+    d = next(a for a in res["cpsycoun"] if a.source.startswith("CPsyCounD"))
+    assert d.notes["prefixed_continuation_line"] == 1
+    train = [json.loads(x) for x in (tmp_path / "ds" / "data" / "cpsycoun" / "train.jsonl").read_text().splitlines()]
+    case82 = next(r for r in train if r["id"] == "case_82")
+    assert case82["messages"][-1]["content"] == "我们试试放松。\n建议：每天深呼吸十分钟。"
+    e = next(a for a in res["emotion"] if a.source == "emotion/train.txt")
+    assert e.quarantined["record_too_large"] == 1
+
+
+# ---------------------------------------------------------------- 7. credentials in configs
+def test_credentials_in_configs_are_refused_naming_the_environment_variable(workspace):
+    err = one_error_line(cli("config", "--task", "psyqa", "--hw", "cpu",
+                             "psy.eval_options.llm_judge.api_key=sk-live-123", check=False))
+    assert "psy.eval_options.llm_judge.api_key holds a credential" in err and "PSY_JUDGE_API_KEY" in err
+    assert "sk-live-123" not in err
+    err = one_error_line(cli("train", *TRAIN, "hf_hub_token=hf_abc", check=False))
+    assert "hf_hub_token holds a credential" in err and "HF_TOKEN" in err and "hf_abc" not in err
+    assert not (workspace / "runs").exists()  # nothing was written
+    cli("config", "--hw", "cpu", "max_new_tokens=64")  # a key that merely contains "token" is fine
+
+
+# ---------------------------------------------------------------- 8. using a run that did not finish
+# (a real SIGUSR1 stop: test_e2e_spine.py::test_sigusr1_saves_a_checkpoint_and_a_rerun_resumes_from_it)
+def test_an_unfinished_run_is_refused_unless_told(workspace, capsys):
+    from psyfactory.config import compose
+    from psyfactory.core.errors import RunError
+    from psyfactory.runner import finished_training
+
+    c = compose("tiny", "psydt", "lora", "cpu")
+    adapter = Path(c.lf["output_dir"])
+    (adapter / "checkpoint-3").mkdir(parents=True)
+    (c.run_dir / "manifest.json").write_text(json.dumps({"stages": {"train": {"status": "failed"}}}))
+    with pytest.raises(RunError, match=r"training did not finish \(manifest status 'failed' \(last checkpoint "
+                                       r"checkpoint-3\)\); rerun `make train RUN=tiny/psydt/lora`"):
+        finished_training(c)
+    finished_training(c, allow_unfinished=True)
+    assert "--allow-unfinished: using the adapter of tiny/psydt/lora" in capsys.readouterr().out
+    (c.run_dir / "manifest.json").write_text(json.dumps({"stages": {"train": {"status": "done"}}}))
+    finished_training(c)
