@@ -3,12 +3,15 @@
 A plugin is a module `plugins/<name>.py` with one :class:`EvalPlugin` subclass whose ``name`` is
 ``<name>``. It declares what it is, and the core asks instead of naming plugins:
 
-- ``needs_predictions``: it scores the shared greedy generations on the task's eval set;
-- ``needs_backend``: it queries the model itself (a benchmark that brings its own items);
+- ``uses_samples``: it scores the task's eval set (``ctx.samples``); False for a benchmark that
+  brings its own items;
+- ``needs_generations(options)``: it scores the shared greedy generations (``ctx.predictions``);
+- ``needs_backend``: it queries the model itself (log-likelihoods, its own prompts);
 - ``Options``: the keys it accepts under ``psy.eval_options.<name>`` (checked in preflight);
 - ``needs_loglik(options)``: whether it will call ``backend.option_logprobs`` (picks the backend);
 - ``check(options)``: fail on bad inputs (a missing benchmark file...) before a model is loaded;
-- ``paired(items)``: per-item outcomes that ``psyfactory compare`` can test base vs tuned.
+- ``paired(items)`` / ``paired_scores(items)``: per-item outcomes / scores that ``psyfactory
+  compare`` tests base vs tuned (McNemar / paired bootstrap).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class PluginOptions(BaseModel):
 @dataclass
 class EvalContext:
     """Everything a plugin may use. ``predictions`` are the think-stripped greedy generations for
-    ``samples`` (same order), or None when no plugin of the run needed them."""
+    ``samples`` (same order), or None when no plugin of the run asked for them."""
 
     task: str
     out_dir: Path
@@ -74,8 +77,8 @@ class EvalPlugin(ABC):
     """Base class of eval plugins."""
 
     name: ClassVar[str]
-    #: True when the plugin scores the shared greedy generations on the task's eval set.
-    needs_predictions: ClassVar[bool] = True
+    #: True when the plugin scores the task's eval set (ctx.samples).
+    uses_samples: ClassVar[bool] = True
     #: True when the plugin queries the model backend itself.
     needs_backend: ClassVar[bool] = False
     #: the plugin's options (psy.eval_options.<name>).
@@ -96,6 +99,10 @@ class EvalPlugin(ABC):
             raise EvalError(where + format_validation_error(
                 e, f"psy.eval_options.{cls.name}", list(cls.Options.model_fields))) from None
 
+    def needs_generations(self, options: Any) -> bool:
+        """True when this run of the plugin scores the shared greedy generations of ctx.samples."""
+        return self.uses_samples
+
     def needs_loglik(self, options: Any) -> bool:
         """True when this run of the plugin scores options by log-likelihood (hf backend only)."""
         return False
@@ -109,7 +116,12 @@ class EvalPlugin(ABC):
 
     def paired(self, items: list[dict[str, Any]]) -> dict[str, dict[str, bool]] | None:
         """Per-item correctness for a paired test between two evaluations of the same items:
-        {group (e.g. prompt format): {item id: correct}}. None: the plugin's records don't allow one."""
+        {group (e.g. prompt format): {item id: correct}} (exact McNemar). None: no such records."""
+        return None
+
+    def paired_scores(self, items: list[dict[str, Any]]) -> dict[str, dict[str, float]] | None:
+        """Per-item scores for a paired test of a mean difference: {metric: {item id: score}}
+        (paired bootstrap CI and sign-flip permutation p). None: no such records."""
         return None
 
 
@@ -216,3 +228,27 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], *, resamples: int = 9999) -> dict[str, Any]:
+    """Mean of b - a over paired items: a 95% paired-bootstrap interval and a two-sided sign-flip
+    permutation p-value (scipy; seeded, so a rerun gives the same figures)."""
+    import numpy as np
+    from scipy.stats import bootstrap, permutation_test
+
+    if len(a) != len(b):
+        raise ValueError(f"paired scores differ in length: {len(a)} vs {len(b)}")
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n = len(x)
+    diff = float(np.mean(y - x)) if n else 0.0
+    if n < 2 or np.allclose(y - x, 0):
+        return {"n": n, "diff": diff, "ci95": [diff, diff], "p_value": 1.0}
+
+    def mean_diff(u: Any, v: Any, axis: int = -1) -> Any:
+        return np.mean(v - u, axis=axis)
+
+    ci = bootstrap((x, y), mean_diff, paired=True, n_resamples=resamples, vectorized=True,
+                   random_state=np.random.default_rng(0), method="percentile").confidence_interval
+    p = permutation_test((x, y), mean_diff, permutation_type="samples", n_resamples=resamples, vectorized=True,
+                         random_state=np.random.default_rng(0)).pvalue
+    return {"n": n, "diff": diff, "ci95": [float(ci.low), float(ci.high)], "p_value": float(min(1.0, p))}

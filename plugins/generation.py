@@ -95,6 +95,10 @@ def score(predictions: Sequence[str], references: Sequence[str], lang: str = "au
 class GenerationPlugin(EvalPlugin):
     name = "generation"
     Options = Options
+
+    def paired_scores(self, items: list[dict[str, Any]]) -> dict[str, dict[str, float]] | None:
+        return {m: {it["id"]: float(it[m]) for it in items} for m in ("rouge-l", "bleu-4")} if items else None
+
     headline = ("n", "rouge-1", "rouge-2", "rouge-l", "bleu-4", "distinct-2")
 
     def run(self, ctx: EvalContext) -> PluginResult:

@@ -2,8 +2,10 @@
 
 Writes `<runs root>/compare.md` (one table per model and eval task: a row per run and variant,
 headline metrics with Δ against the base) and `compare.csv` (long format: one row per run, variant
-and metric). Paired tests use the per-item records of each plugin that declares them
-(`EvalPlugin.paired`): exact McNemar on the items both evaluations answered.
+and metric). Paired tests use the per-item records of each plugin that declares them, on the items
+both evaluations answered: exact McNemar for right/wrong records (`EvalPlugin.paired`), a paired
+bootstrap interval and a sign-flip permutation test for per-item scores (`EvalPlugin.paired_scores`:
+ROUGE-L, BLEU-4 of the generation tasks).
 
 The reference for Δ is the base variant of the same run on the same task and data; a run without
 one is compared with a base evaluation of the same model, task and data from another run (marked `*`).
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins import plugin_class
-from plugins.base import fmt, mcnemar_exact, md_table
+from plugins.base import fmt, mcnemar_exact, md_table, paired_difference
 from psyfactory.core import files, paths
 from psyfactory.core.errors import EvalError, UserError
 from psyfactory.runs import check_name
@@ -65,9 +67,10 @@ def collect(root: Path | None = None, runs: list[str] | None = None) -> list[dic
     return entries
 
 
-def _paired(base: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
-    """McNemar per plugin and group on the items both evaluations share."""
-    rows = []
+def _paired(base: dict[str, Any], other: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """On the items both evaluations share, per plugin and group: exact McNemar for correct/wrong
+    records, paired bootstrap + sign-flip permutation for per-item scores."""
+    tests, scores = [], []
     for name in sorted(set(base.get("plugins") or {}) & set(other.get("plugins") or {})):
         try:
             plugin = plugin_class(name)()
@@ -76,15 +79,19 @@ def _paired(base: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]
         a_file, b_file = base["_dir"] / f"{name}_items.jsonl", other["_dir"] / f"{name}_items.jsonl"
         if not (a_file.is_file() and b_file.is_file()):
             continue
-        a, b = plugin.paired(files.read_jsonl(a_file)), plugin.paired(files.read_jsonl(b_file))
-        if not a or not b:
-            continue
-        for group in sorted(set(a) & set(b)):
-            ids = sorted(set(a[group]) & set(b[group]))
-            if ids:
-                r = mcnemar_exact([a[group][i] for i in ids], [b[group][i] for i in ids])
-                rows.append({"plugin": name, "group": group, **r})
-    return rows
+        a_items, b_items = files.read_jsonl(a_file), files.read_jsonl(b_file)
+        for kind, a, b in (("mcnemar", plugin.paired(a_items), plugin.paired(b_items)),
+                           ("scores", plugin.paired_scores(a_items), plugin.paired_scores(b_items))):
+            for group in sorted(set(a or {}) & set(b or {})):
+                ids = sorted(set(a[group]) & set(b[group]))  # type: ignore[index]
+                if not ids:
+                    continue
+                xs, ys = [a[group][i] for i in ids], [b[group][i] for i in ids]  # type: ignore[index]
+                if kind == "mcnemar":
+                    tests.append({"plugin": name, "group": group, **mcnemar_exact(xs, ys)})
+                else:
+                    scores.append({"plugin": name, "group": group, **paired_difference(xs, ys)})
+    return tests, scores
 
 
 def comparable(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -117,6 +124,7 @@ def compare(root: Path | None = None, runs: list[str] | None = None) -> tuple[Pa
           "Δ = variant − base of the same run (`*`: the base of the same model and task from another run).", ""]
     csv_rows: list[list[Any]] = []
     tests: list[list[Any]] = []
+    score_tests: list[list[Any]] = []
     notes: list[str] = []
     for (model, task), group in sorted(groups.items()):
         group.sort(key=lambda e: (e["run"], e.get("kind") != "base", e["variant"]))
@@ -138,9 +146,14 @@ def compare(root: Path | None = None, runs: list[str] | None = None) -> tuple[Pa
             label = e["variant"] + (f" (vs {ref['run']} · {ref['variant']}*)" if borrowed and ref else "")
             table.append([e["run"], label, *cells])
             if ref is not None:
-                for t in _paired(ref, e):
-                    tests.append([model, task, e["run"], e["variant"], f"{ref['run']} · {ref['variant']}",
-                                  t["plugin"], t["group"], t["n"], t["diff"], t["only_a"], t["only_b"], t["p_value"]])
+                paired, scored = _paired(ref, e)
+                vs = f"{ref['run']} · {ref['variant']}"
+                for t in paired:
+                    tests.append([model, task, e["run"], e["variant"], vs, t["plugin"], t["group"], t["n"], t["diff"],
+                                  t["only_a"], t["only_b"], t["p_value"]])
+                for t in scored:
+                    score_tests.append([model, task, e["run"], e["variant"], vs, t["plugin"], t["group"], t["n"],
+                                        t["diff"], f"[{t['ci95'][0]:+.4f}, {t['ci95'][1]:+.4f}]", t["p_value"]])
         md += [f"## {model} · {task}", "", md_table(["run", "variant", *keys], table), ""]
         for k in keys:
             if k.endswith((".n", ".n_items")):
@@ -153,6 +166,11 @@ def compare(root: Path | None = None, runs: list[str] | None = None) -> tuple[Pa
         md += ["", "## Paired tests (exact McNemar on the shared items)", "",
                md_table(["model", "task", "run", "variant", "vs", "plugin", "group", "n", "Δ accuracy",
                          "only base right", "only variant right", "p"], tests)]
+    if score_tests:
+        md += ["", "## Paired tests of per-item scores (mean difference, paired bootstrap 95% CI, sign-flip "
+               "permutation p)", "",
+               md_table(["model", "task", "run", "variant", "vs", "plugin", "metric", "n", "Δ mean", "95% CI", "p"],
+                        score_tests)]
     md_path, csv_path = root / "compare.md", root / "compare.csv"
     files.atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
     buf = io.StringIO()

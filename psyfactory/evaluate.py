@@ -241,7 +241,7 @@ def run_eval(rid: RunId, task: str, *, base: bool = False, hw: str = "auto", ove
         raise EvalError(f"--variant {name!r}: a variant name is one folder name")
     out_dir = rid.dir / "eval" / name
 
-    needs_samples = any(p.needs_predictions for p in plugins)
+    needs_samples = any(p.uses_samples for p in plugins)
     samples = load_samples(psy.eval_dataset or f"{task}_eval", limit) if needs_samples else []
     data_files = [Path(str(o.bench_file)) for o in options.values() if getattr(o, "bench_file", None)]
     if needs_samples:
@@ -294,7 +294,7 @@ def _evaluate(c: Composed, rid: RunId, out_dir: Path, plugins: list[EvalPlugin],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
     }
     predictions: list[str] | None = None
-    if samples:
+    if samples and any(p.needs_generations(options[p.name]) for p in plugins):
         t0 = time.perf_counter()
         raw = be.generate([s.messages for s in samples], max_new_tokens=psy.max_new_tokens,
                           json_schema=schema.schema if schema else None)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from psyfactory.core.backend import Backend, Conversation
+from psyfactory.core.backend import Backend, Conversation, Sampling, is_plain
 from psyfactory.core.errors import EvalError
 from psyfactory.core.labels import strip_think_trimmed as strip_think
 
@@ -85,7 +85,10 @@ class HFBackend:
 
     def render(self, conversation: Conversation) -> str:
         """The prompt text: chat template + generation prompt, thinking disabled for reasoning models
-        (empty think block for hybrid templates, a closed one for always-thinking templates)."""
+        (empty think block for hybrid templates, a closed one for always-thinking templates); a plain
+        conversation is its text as it is."""
+        if is_plain(conversation):
+            return conversation[0]["content"]
         if self.fold_system and conversation and conversation[0]["role"] == "system":
             system, rest = conversation[0]["content"], [dict(m) for m in conversation[1:]]
             if rest and rest[0]["role"] == "user":
@@ -121,15 +124,23 @@ class HFBackend:
                 text = text.replace(tok, "")
         return text
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     # ------------------------------------------------------------------ Backend
     def generate(self, conversations: list[Conversation], *, max_new_tokens: int,
-                 json_schema: dict | None = None) -> list[str]:
+                 json_schema: dict | None = None, sampling: Sampling | None = None) -> list[str]:
         import torch
         from transformers import GenerationConfig
 
         texts = [self.render(c) for c in conversations]
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths batch together
-        cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, num_beams=1,
+        decoding: dict[str, Any] = {"do_sample": False}
+        if sampling is not None:
+            torch.manual_seed(sampling.seed)
+            decoding = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                        "top_k": sampling.top_k}
+        cfg = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=1, **decoding,
                                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids)
         out: list[str] = [""] * len(texts)
         for idx in self._batches(order, "generate"):
@@ -200,12 +211,20 @@ class VLLMBackend:
         self.template_kwargs: dict[str, Any] = {} if reasoning == "none" else {"enable_thinking": thinking}
 
     def generate(self, conversations: list[Conversation], *, max_new_tokens: int,
-                 json_schema: dict | None = None) -> list[str]:
+                 json_schema: dict | None = None, sampling: Sampling | None = None) -> list[str]:
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-        outs = self.llm.chat(conversations, params, lora_request=self.lora,
-                             chat_template_kwargs=self.template_kwargs, use_tqdm=True)
+        if sampling is None:
+            params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        else:
+            params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+                                    seed=sampling.seed, max_tokens=max_new_tokens)
+        if any(is_plain(c) for c in conversations):
+            outs = self.llm.generate([c[0]["content"] for c in conversations], params, lora_request=self.lora,
+                                     use_tqdm=True)
+        else:
+            outs = self.llm.chat(conversations, params, lora_request=self.lora,
+                                 chat_template_kwargs=self.template_kwargs, use_tqdm=True)
         return [o.outputs[0].text for o in outs]
 
     def option_logprobs(self, prompts: list[Conversation], options: list[list[str]]) -> list[list[float]]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psyfactory.core.backend import Sampling, is_plain
 from psyfactory.core.errors import GGUFError
 from psyfactory.gguf.common import DEFAULT_QUANT, check_gguf_file, setup_info
 
@@ -136,7 +137,12 @@ class GGUFBackend:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def prompt(self, conversation: list[dict[str, str]]) -> str:
+        if is_plain(conversation):
+            return conversation[0]["content"]
         return render_prompt(self.template, conversation, enable_thinking=self.enable_thinking,
                              bos_token=self.bos, eos_token=self.eos)
 
@@ -149,7 +155,7 @@ class GGUFBackend:
         return self._grammars[key]
 
     def generate(self, conversations: list[list[dict[str, str]]], *, max_new_tokens: int,
-                 json_schema: dict | None = None) -> list[str]:
+                 json_schema: dict | None = None, sampling: Sampling | None = None) -> list[str]:
         from tqdm import tqdm
 
         grammar = self.grammar(json_schema) if json_schema is not None and self.constrained else None
@@ -162,9 +168,13 @@ class GGUFBackend:
             raise GGUFError(f"{len(too_long)} prompt(s) + max_new_tokens={max_new_tokens} exceed the GGUF context of "
                              f"{n_ctx} tokens (longest: conversation {i}, {n} tokens); set PSY_GGUF_CTX higher")
         outputs = []
+        decoding: dict[str, Any] = {"temperature": 0.0, "top_k": 1}
+        if sampling is not None:
+            decoding = {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
+            self.llm.set_seed(sampling.seed)
         for ids in tqdm(prompts, desc="gguf generate", unit="conv", disable=not self.progress):
-            out = self.llm.create_completion(ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1,
-                                             repeat_penalty=1.0, grammar=grammar)
+            out = self.llm.create_completion(ids, max_tokens=max_new_tokens, repeat_penalty=1.0, grammar=grammar,
+                                             **decoding)
             outputs.append(out["choices"][0]["text"])
         return outputs
 
