@@ -1,17 +1,20 @@
-"""Benchmark: PsychCounsel-Bench scoring by option log-likelihood vs greedy generation.
+"""Benchmark: PsychCounsel-Bench per prompt format, scored the ways this repo can score it.
 
-Same model, same items, same prompt format: wall time of `loglik` (one forward pass per prompt,
-option-letter log-probabilities) and of `generate` (greedy, max_new_tokens 50 as in earlier work,
-strict letter extraction), the unparsed rate of each, and the speed ratio.
+Same model and items for every format: letter log-likelihood (loglik) with the score of always
+answering "A" and the permutation-debiased accuracy; generation (greedy, 50 new tokens as in the
+seed) with strict and lenient letter extraction and their unparsed counts; the wall time of each and
+the loglik/generate speed ratio. Prints a markdown table; `--json` also writes the figures.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/eval_bench.py --model tiny \
-        --bench-file ../shared/datasets/PsychCounsel-Bench/PsychCounsel-Bench.json
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/eval_bench.py --model smollm2-135m \
+        --bench-file ../shared/datasets/PsychCounsel-Bench/PsychCounsel-Bench.json \
+        --formats seed004-professional seed004-simple seed004-chat
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -20,8 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plugins.psychcounsel_bench import (  # noqa: E402
     GENERATE_MAX_NEW_TOKENS,
+    bias,
     choose_by_generation,
     choose_by_loglik,
+    debiased,
     load_bench,
     load_format,
     score,
@@ -33,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="tiny", help="configs/models/<name>.yaml")
     ap.add_argument("--adapter", default=None, help="optional PEFT adapter directory")
     ap.add_argument("--bench-file", default="../shared/datasets/PsychCounsel-Bench/PsychCounsel-Bench.json")
-    ap.add_argument("--format", default="professional", help="prompt format name or YAML path")
+    ap.add_argument("--formats", nargs="+", default=["seed004-professional", "seed004-simple", "seed004-chat"])
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=GENERATE_MAX_NEW_TOKENS)
+    ap.add_argument("--no-debias", action="store_true", help="skip the permutation-debiased accuracy")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
@@ -48,37 +54,45 @@ def main(argv: list[str] | None = None) -> int:
     materialize(c.model_ref)
     backend = HFBackend(c.lf["model_name_or_path"], args.adapter, reasoning=c.psy.reasoning,
                         batch_size=args.batch_size)
-    items = load_bench(args.bench_file, args.limit)
-    fmt = load_format(args.format)
-
-    t0 = time.perf_counter()
-    ll = score(items, choose_by_loglik(items, fmt, backend))
-    t_ll = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    chosen, _, think = choose_by_generation(items, fmt, backend, args.max_new_tokens)
-    gen = score(items, chosen)
-    t_gen = time.perf_counter() - t0
-
-    res = {
-        "model": args.model, "items": len(items), "format": fmt.name, "batch_size": args.batch_size,
-        "device": backend.device, "max_new_tokens": args.max_new_tokens,
-        "loglik": {"seconds": t_ll, "accuracy": ll["accuracy"], "unparsed": ll["unparsed"],
-                   "unparsed_rate": ll["unparsed"] / len(items)},
-        "generate": {"seconds": t_gen, "accuracy": gen["accuracy"], "unparsed": gen["unparsed"],
-                     "unparsed_rate": gen["unparsed"] / len(items), "think_blocks": think},
-        "speedup": t_gen / t_ll,
-    }
-    print(f"PsychCounsel-Bench, {len(items)} items, model {args.model}, format {fmt.name}, "
-          f"batch {args.batch_size}, {backend.device}")
-    print(f"{'mode':9} {'wall s':>8} {'accuracy':>9} {'unparsed':>9}")
-    for mode in ("loglik", "generate"):
-        r = res[mode]
-        print(f"{mode:9} {r['seconds']:8.1f} {r['accuracy']:9.4f} {r['unparsed_rate']:9.2%}")
-    print(f"ratio generate/loglik wall time: {res['speedup']:.1f}x")
+    bench = load_bench(args.bench_file, args.limit)
+    items = bench.items
+    rows, out = [], {"model": args.model, "n_items": len(items), "excluded": bench.excluded, "formats": {},
+                     "python": platform.python_version()}
+    for name in args.formats:
+        fmt = load_format(name)
+        t0 = time.perf_counter()
+        ll_chosen = choose_by_loglik(items, fmt, backend)
+        t_ll = time.perf_counter() - t0
+        ll = score(items, ll_chosen)
+        b = bias(items, ll_chosen)
+        deb = None if args.no_debias else debiased(items, fmt, backend, "loglik")
+        t0 = time.perf_counter()
+        strict, lenient, _, think = choose_by_generation(items, fmt, backend, args.max_new_tokens)
+        t_gen = time.perf_counter() - t0
+        gs, gl = score(items, strict), score(items, lenient)
+        out["formats"][name] = {
+            "render": fmt.render, "loglik": {"accuracy": ll["accuracy"], "seconds": t_ll, "predicted": b["predicted"]},
+            "always_a": b["always_letter"]["A"], "best_constant": b["best_constant"], "chance": b["chance"],
+            "debiased": None if deb is None else {k: v for k, v in deb.items() if k != "per_item"},
+            "generate": {"strict": gs["accuracy"], "strict_unparsed": gs["unparsed"], "lenient": gl["accuracy"],
+                         "lenient_unparsed": gl["unparsed"], "seconds": t_gen, "think_blocks": think},
+            "speed_ratio": t_gen / t_ll if t_ll else None}
+        rows.append((name, fmt.render, ll["accuracy"], b["always_letter"]["A"],
+                     deb["majority_accuracy"] if deb else None, deb["mean_prob_accuracy"] if deb else None,
+                     gs["accuracy"], gs["unparsed"], gl["accuracy"], gl["unparsed"], t_ll, t_gen))
+        print(f"[bench] {name}: loglik {ll['accuracy']:.3f} in {t_ll:.0f}s, generate {gs['accuracy']:.3f} "
+              f"(lenient {gl['accuracy']:.3f}) in {t_gen:.0f}s", flush=True)
+    print(f"\n{args.model}, {len(items)} items ({len(bench.excluded)} excluded: "
+          + ", ".join(f"id {e['id']} {e['reason']}" for e in bench.excluded) + ")\n")
+    print("| format | render | loglik acc | always A | debiased (majority) | debiased (mean p) | generate strict "
+          "| unparsed | generate lenient | unparsed | loglik s | generate s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(f"{x:.3f}" if isinstance(x, float) else "-" if x is None else str(x) for x in r) + " |")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(out, indent=2), encoding="utf-8")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,25 +1,36 @@
-"""`psychcounsel_bench`: PsychCounsel-Bench multiple choice (counselor-exam items).
+"""`psychcounsel_bench`: PsychCounsel-Bench multiple choice (counselor-exam items), with bias diagnostics.
 
 The benchmark file is a JSON array of ``{id, question, options: {a: ..., ...}, answer}``; items have
-2, 4 or 5 options and each is scored over the options it actually has (keys sorted). Scoring modes:
+2, 4 or 5 options and each is scored over the options it actually has (keys sorted). Items with an
+empty question or fewer than two options are listed by id and excluded, never scored. Scoring:
 
 * ``loglik`` (default): one forward pass per prompt; the option whose letter has the highest
   log-probability as the first answer token wins. Nothing is parsed, so nothing can be unparsed.
-* ``generate``: greedy generation, strict letter extraction (:func:`parse_letter`); an answer that
-  is not one of the item's letters is counted wrong and reported as unparsed.
+* ``generate``: generation (greedy, or sampled: ``decoding: sample``), then letter extraction, both
+  ways: **strict** (:func:`parse_letter`: the reply starts with the letter) and **lenient**
+  (:func:`parse_letter_lenient`: the first letter stated as the answer anywhere). Unparsed answers
+  count as wrong and are reported.
 
-Prompt formats are data files (``evaluation/psychcounsel/prompts/<name>.yaml``); accuracy is reported
-with a 95% Wilson interval per format. Base vs tuned (paired McNemar) is done by ``psyfactory compare``
-from the per-item records this plugin writes.
+Prompt formats are data files (``evaluation/psychcounsel/prompts/<name>.yaml``); a format is rendered
+through the model's chat template (``render: chat``) or fed as a plain prompt (``render: plain``).
+The seed experiment's three formats are shipped text for text (``seed004-*``).
+
+Bias diagnostics per format: the distribution of predicted letters, accuracy by number of options,
+the score of always answering each letter, and a permutation-debiased accuracy: every item is asked
+again under each cyclic shift of its options, and counts as correct when the majority of the shifts
+(or, for loglik, the mean option probability) picks the right text; ties share the credit, so a
+model that always says "A" scores exactly chance. Its cost (k queries per k-option item) is reported.
+Base vs tuned (paired McNemar per format) is done by ``psyfactory compare`` from the item records.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,19 +46,27 @@ from plugins.base import (
     save_fig,
     wilson_ci,
 )
+from psyfactory.core.backend import Sampling, plain
 from psyfactory.core.errors import EvalError
 from psyfactory.core.labels import strip_think_trimmed
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "psychcounsel" / "prompts"
-DEFAULT_FORMATS = ("professional", "bare", "chat")
+DEFAULT_FORMATS = ("seed004-professional", "seed004-simple", "seed004-chat")
 GENERATE_MAX_NEW_TOKENS = 50  # as in earlier work on this benchmark
+LETTERS = "abcde"
 
 
 class Options(PluginOptions):
     bench_file: str | None = None  # JSON array of items; `{raw_dir}` = $PSY_RAW_DIR or ./raw
     scoring: Literal["loglik", "generate"] = "loglik"
     formats: list[str] = list(DEFAULT_FORMATS)  # prompt format names or YAML paths; the first is the headline
-    max_new_tokens: int = GENERATE_MAX_NEW_TOKENS  # generate scoring only
+    max_new_tokens: int = GENERATE_MAX_NEW_TOKENS  # generate scoring
+    decoding: Literal["greedy", "sample"] = "greedy"  # generate scoring
+    temperature: float = 0.7  # decoding: sample (the seed's advice for Qwen3 without thinking)
+    top_p: float = 0.8
+    top_k: int = 20
+    seed: int = 42
+    debias: bool = True  # the permutation-debiased accuracy (k more queries per k-option item)
 
 
 @dataclass(frozen=True)
@@ -61,9 +80,25 @@ class BenchItem:
     def keys(self) -> list[str]:
         return [k for k, _ in self.options]
 
+    def shifted(self, s: int) -> tuple[BenchItem, list[str]]:
+        """The item with its option texts rotated by `s` (letters stay a, b, ...), and for each new
+        letter the original key whose text it now shows."""
+        keys = self.keys
+        origin = [keys[(j + s) % len(keys)] for j in range(len(keys))]
+        texts = dict(self.options)
+        rotated = tuple((k, texts[o]) for k, o in zip(keys, origin, strict=True))
+        return replace(self, options=rotated, answer=keys[origin.index(self.answer)]), origin
 
-def load_bench(path: str | Path, limit: int | None = None) -> list[BenchItem]:
-    """Read and validate the benchmark file; errors name the file, the item index and the field."""
+
+@dataclass(frozen=True)
+class Bench:
+    items: list[BenchItem]
+    excluded: list[dict[str, str]]  # {id, reason}: not scored
+
+
+def load_bench(path: str | Path, limit: int | None = None) -> Bench:
+    """Read and validate the benchmark file; errors name the file, the item index and the field.
+    Items with an empty question or fewer than two options are excluded and listed (not errors)."""
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"PsychCounsel-Bench file not found: {path} (set psy.eval_options "
@@ -75,7 +110,8 @@ def load_bench(path: str | Path, limit: int | None = None) -> list[BenchItem]:
     if not isinstance(data, list):
         raise EvalError(f"{path}: expected a JSON array of items, got {type(data).__name__}")
     items: list[BenchItem] = []
-    for i, rec in enumerate(data):
+    excluded: list[dict[str, str]] = []
+    for i, rec in enumerate(data[:limit] if limit else data):
         where = f"{path}: item #{i}"
         if not isinstance(rec, dict):
             raise EvalError(f"{where}: expected an object")
@@ -83,14 +119,20 @@ def load_bench(path: str | Path, limit: int | None = None) -> list[BenchItem]:
             if not isinstance(rec.get(key), typ):
                 raise EvalError(f"{where} (id={rec.get('id')!r}): field {key!r} must be a {typ.__name__}")
         opts = {str(k).strip().lower(): v for k, v in rec["options"].items()}
-        if len(opts) < 2 or any(not re.fullmatch(r"[a-z]", k) or not isinstance(v, str) for k, v in opts.items()):
-            raise EvalError(f"{where} (id={rec.get('id')!r}): field 'options' needs >= 2 single-letter keys "
-                             "with string values")
+        if any(not re.fullmatch(r"[a-z]", k) or not isinstance(v, str) for k, v in opts.items()):
+            raise EvalError(f"{where} (id={rec.get('id')!r}): field 'options' needs single-letter keys with string values")
+        item_id = str(rec.get("id", i))
+        if not rec["question"].strip():
+            excluded.append({"id": item_id, "reason": "empty question"})
+            continue
+        if len(opts) < 2:
+            excluded.append({"id": item_id, "reason": f"{len(opts)} option(s)"})
+            continue
         answer = rec["answer"].strip().lower()
         if answer not in opts:
             raise EvalError(f"{where} (id={rec.get('id')!r}): field 'answer' {rec['answer']!r} is not an option key")
-        items.append(BenchItem(str(rec.get("id", i)), rec["question"].strip(), tuple(sorted(opts.items())), answer))
-    return items[:limit] if limit else items
+        items.append(BenchItem(item_id, rec["question"].strip(), tuple(sorted(opts.items())), answer))
+    return Bench(items, excluded)
 
 
 @dataclass(frozen=True)
@@ -101,16 +143,21 @@ class PromptFormat:
     description: str = ""
     option_line: str = "{letter}. {text}"
     letter_case: str = "upper"
+    render: str = "chat"  # chat: through the model's chat template; plain: the text as it is
 
     def letter(self, key: str) -> str:
         return key.upper() if self.letter_case == "upper" else key.lower()
 
-    def conversation(self, item: BenchItem) -> list[dict[str, str]]:
+    def text(self, item: BenchItem) -> str:
         options = "\n".join(self.option_line.replace("{letter}", self.letter(k)).replace("{text}", t)
                             for k, t in item.options)
-        user = self.user.replace("{question}", item.question).replace("{options}", options)
+        return self.user.replace("{question}", item.question).replace("{options}", options)
+
+    def conversation(self, item: BenchItem) -> list[dict[str, str]]:
+        if self.render == "plain":
+            return plain(f"{self.system}\n{self.text(item)}" if self.system else self.text(item))
         msgs = [{"role": "system", "content": self.system}] if self.system else []
-        return [*msgs, {"role": "user", "content": user}]
+        return [*msgs, {"role": "user", "content": self.text(item)}]
 
 
 def available_formats() -> list[str]:
@@ -124,16 +171,18 @@ def load_format(name_or_path: str) -> PromptFormat:
         path = PROMPTS_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise EvalError(f"unknown prompt format {name_or_path!r}; known: {', '.join(available_formats())} "
-                           f"(or pass a path to a YAML file)")
+                            f"(or pass a path to a YAML file)")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    allowed = {"name", "user", "system", "description", "option_line", "letter_case"}
+    allowed = {"name", "user", "system", "description", "option_line", "letter_case", "render"}
     if not isinstance(raw, dict) or set(raw) - allowed:
         raise EvalError(f"{path}: unknown fields {sorted(set(raw) - allowed) if isinstance(raw, dict) else raw!r}; "
-                         f"allowed: {sorted(allowed)}")
+                        f"allowed: {sorted(allowed)}")
     if not isinstance(raw.get("user"), str) or "{options}" not in raw["user"]:
         raise EvalError(f"{path}: field 'user' must be a string containing the placeholder {{options}}")
     if raw.get("letter_case", "upper") not in ("upper", "lower"):
         raise EvalError(f"{path}: field 'letter_case' must be 'upper' or 'lower'")
+    if raw.get("render", "chat") not in ("chat", "plain"):
+        raise EvalError(f"{path}: field 'render' must be 'chat' or 'plain'")
     raw.setdefault("name", path.stem)
     return PromptFormat(**raw)
 
@@ -143,6 +192,12 @@ _LETTER = re.compile(
         ([(\[（*]*)([A-Za-z])([)\]）*]*)(.*)$""",
     re.VERBOSE | re.IGNORECASE | re.DOTALL,
 )
+# lenient: the letter stated as the answer somewhere ("The answer is (C)", "I choose B", "答案是C",
+# "选B"), else a capital letter standing alone before punctuation or the end ("... so it is C."), not
+# the article in "A patient ...".
+_STATED = re.compile(r"(?:answer(?:\s+is)?|option|choice|choose|select|pick|答案(?:是|为)?|选(?:择)?)\s*[:：]?\s*"
+                     r"[(\[（*]*([A-Ea-e])(?![A-Za-z])", re.IGNORECASE)
+_LONE = re.compile(r"(?<![A-Za-z])([A-E])(?=[)）\]*]*\s*(?:$|[.,;:!?。，；：！？]))")
 
 
 def parse_letter(text: str, keys: Sequence[str]) -> str | None:
@@ -158,6 +213,21 @@ def parse_letter(text: str, keys: Sequence[str]) -> str | None:
           or bool(re.match(r"\s+[-–—]", rest)))
     key = letter.lower()
     return key if ok and key in keys else None
+
+
+def parse_letter_lenient(text: str, keys: Sequence[str]) -> str | None:
+    """Lenient extraction: the strict answer; else the first letter stated as the answer ("The
+    answer is C", "I'd choose (B)", "答案是C", "选B"); else the first capital letter A-E that stands
+    alone ("Because ..., C."). Only letters among the item's ``keys`` count."""
+    strict = parse_letter(text, keys)
+    if strict is not None:
+        return strict
+    for pattern in (_STATED, _LONE):
+        for m in pattern.finditer(text):
+            key = m.group(1).lower()
+            if key in keys:
+                return key
+    return None
 
 
 def score(items: Sequence[BenchItem], chosen: Sequence[str | None]) -> dict[str, Any]:
@@ -178,26 +248,94 @@ def score(items: Sequence[BenchItem], chosen: Sequence[str | None]) -> dict[str,
             "unparsed": sum(c is None for c in chosen), "by_n_options": dict(sorted(by_n.items()))}
 
 
-def choose_by_loglik(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any) -> list[str]:
+def bias(items: Sequence[BenchItem], chosen: Sequence[str | None]) -> dict[str, Any]:
+    """Predicted-letter distribution, gold-letter distribution, the accuracy of always answering each
+    letter (an item without that letter counts as wrong), and chance (mean of 1/k)."""
+    n = len(items)
+    always = {L.upper(): (sum(it.answer == L for it in items) / n if n else 0.0) for L in LETTERS}
+    best = max(always, key=always.__getitem__) if n else "A"
+    return {
+        "predicted": {L.upper(): sum(c == L for c in chosen) for L in LETTERS} | {"unparsed": sum(c is None for c in chosen)},
+        "gold": {L.upper(): sum(it.answer == L for it in items) for L in LETTERS},
+        "always_letter": always,
+        "best_constant": {"letter": best, "accuracy": always[best]},
+        "chance": sum(1 / len(it.options) for it in items) / n if n else 0.0,
+    }
+
+
+def _query_loglik(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any) -> list[list[float]]:
     letters = [[fmt.letter(k) for k in it.keys] for it in items]
-    logps = backend.option_logprobs([fmt.conversation(it) for it in items], letters)
+    return backend.option_logprobs([fmt.conversation(it) for it in items], letters)
+
+
+def choose_by_loglik(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any) -> list[str]:
+    logps = _query_loglik(items, fmt, backend)
     return [it.keys[max(range(len(lp)), key=lp.__getitem__)] for it, lp in zip(items, logps, strict=True)]
 
 
 def choose_by_generation(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any,
-                         max_new_tokens: int = GENERATE_MAX_NEW_TOKENS) -> tuple[list[str | None], list[str], int]:
-    raw = backend.generate([fmt.conversation(it) for it in items], max_new_tokens=max_new_tokens)
+                         max_new_tokens: int = GENERATE_MAX_NEW_TOKENS, sampling: Sampling | None = None,
+                         ) -> tuple[list[str | None], list[str | None], list[str], int]:
+    """(strict choices, lenient choices, think-stripped outputs, number of outputs with a think block)."""
+    raw = backend.generate([fmt.conversation(it) for it in items], max_new_tokens=max_new_tokens, sampling=sampling)
     stripped = [strip_think_trimmed(r) for r in raw]
-    chosen = [parse_letter(text, it.keys) for (text, _), it in zip(stripped, items, strict=True)]
-    return chosen, [t for t, _ in stripped], sum(had for _, had in stripped)
+    strict = [parse_letter(text, it.keys) for (text, _), it in zip(stripped, items, strict=True)]
+    lenient = [parse_letter_lenient(text, it.keys) for (text, _), it in zip(stripped, items, strict=True)]
+    return strict, lenient, [t for t, _ in stripped], sum(had for _, had in stripped)
+
+
+def _credit(votes: dict[str, float], answer: str) -> float:
+    """1 when the answer alone has the most votes, 1/t when it ties with t-1 others, else 0."""
+    top = max(votes.values())
+    tied = [k for k, v in votes.items() if math.isclose(v, top)]
+    return 1 / len(tied) if answer in tied else 0.0
+
+
+def debiased(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any, mode: str,
+             max_new_tokens: int = GENERATE_MAX_NEW_TOKENS, sampling: Sampling | None = None) -> dict[str, Any]:
+    """Every item under every cyclic shift of its options; per item the credit of the majority of the
+    shifts (and, for loglik, of the mean option probability)."""
+    t0 = time.perf_counter()
+    queries: list[tuple[int, BenchItem, list[str]]] = []
+    for i, it in enumerate(items):
+        for s in range(len(it.keys)):
+            shifted, origin = it.shifted(s)
+            queries.append((i, shifted, origin))
+    votes: list[dict[str, float]] = [{k: 0.0 for k in it.keys} for it in items]
+    probs: list[dict[str, float]] = [{k: 0.0 for k in it.keys} for it in items]
+    shifted_items = [q[1] for q in queries]
+    if mode == "loglik":
+        for (i, _, origin), lp in zip(queries, _query_loglik(shifted_items, fmt, backend), strict=True):
+            m = max(lp)
+            p = [math.exp(x - m) for x in lp]
+            total = sum(p)
+            votes[i][origin[max(range(len(lp)), key=lp.__getitem__)]] += 1
+            for j, key in enumerate(origin):
+                probs[i][key] += p[j] / total / len(origin)
+    else:
+        strict, _, _, _ = choose_by_generation(shifted_items, fmt, backend, max_new_tokens, sampling)
+        for (i, _, origin), c in zip(queries, strict, strict=True):
+            if c is not None:  # c is a letter of the shifted item; origin says whose text it showed
+                votes[i][origin[items[i].keys.index(c)]] += 1
+    majority = [_credit(v, it.answer) for v, it in zip(votes, items, strict=True)]
+    out: dict[str, Any] = {"majority_accuracy": sum(majority) / len(items) if items else 0.0,
+                           "queries": len(queries), "seconds": time.perf_counter() - t0, "per_item": majority}
+    if mode == "loglik":
+        mean_prob = [_credit(p, it.answer) for p, it in zip(probs, items, strict=True)]
+        out["mean_prob_accuracy"] = sum(mean_prob) / len(items) if items else 0.0
+    return out
 
 
 class PsychCounselBenchPlugin(EvalPlugin):
     name = "psychcounsel_bench"
-    needs_predictions = False  # brings its own items
+    uses_samples = False  # brings its own items
     needs_backend = True  # and queries the model itself
     Options = Options
-    headline = ("n_items", "primary.accuracy", "primary.unparsed")
+    headline = ("n_items", "primary.accuracy", "primary.unparsed", "primary.debiased.majority_accuracy",
+                "primary.bias.best_constant.accuracy")
+
+    def needs_generations(self, options: Options) -> bool:
+        return False
 
     def needs_loglik(self, options: Options) -> bool:
         return options.scoring == "loglik"
@@ -207,13 +345,14 @@ class PsychCounselBenchPlugin(EvalPlugin):
             raise EvalError("psychcounsel_bench: option 'bench_file' is not set (psy.eval_options.psychcounsel_bench."
                             "bench_file or --bench-file)")
         load_bench(options.bench_file)
-        for name in options.formats:
-            load_format(name)
         if not options.formats:
             raise EvalError("psychcounsel_bench: option 'formats' is empty")
+        for name in options.formats:
+            load_format(name)
 
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
-        return [*self.headline, *(f"formats.{f}.accuracy" for f in metrics.get("formats", {}))]
+        keys = [k for k in self.headline if not k.startswith("primary.debiased") or "debiased" in metrics.get("primary", {})]
+        return [*keys, *(f"formats.{f}.accuracy" for f in metrics.get("formats", {}))]
 
     def paired(self, items: list[dict[str, Any]]) -> dict[str, dict[str, bool]] | None:
         out: dict[str, dict[str, bool]] = {}
@@ -226,44 +365,106 @@ class PsychCounselBenchPlugin(EvalPlugin):
         if ctx.backend is None:
             raise ValueError("psychcounsel_bench needs a model backend")
         self.check(opts)
-        items = load_bench(opts.bench_file, ctx.limit)  # type: ignore[arg-type]
-        mode = opts.scoring
+        bench = load_bench(opts.bench_file, ctx.limit)  # type: ignore[arg-type]
+        items, mode = bench.items, opts.scoring
+        sampling = (Sampling(opts.temperature, opts.top_p, opts.top_k, opts.seed)
+                    if mode == "generate" and opts.decoding == "sample" else None)
         formats = [load_format(name) for name in opts.formats]
         per_format: dict[str, Any] = {}
         records: list[dict[str, Any]] = []
         for fmt in formats:
             t0 = time.perf_counter()
             outputs: list[str] | None = None
+            lenient: list[str | None] | None = None
             think = 0
             if mode == "loglik":
                 chosen: list[str | None] = list(choose_by_loglik(items, fmt, ctx.backend))
             else:
-                chosen, outputs, think = choose_by_generation(items, fmt, ctx.backend, opts.max_new_tokens)
+                chosen, lenient, outputs, think = choose_by_generation(items, fmt, ctx.backend, opts.max_new_tokens,
+                                                                       sampling)
             m = score(items, chosen)
-            m.update(seconds=time.perf_counter() - t0, think_blocks=think)
+            m.update(seconds=time.perf_counter() - t0, think_blocks=think, render=fmt.render)
+            if lenient is not None:
+                lm = score(items, lenient)
+                m["lenient"] = {k: lm[k] for k in ("accuracy", "ci95", "unparsed", "correct")}
+            m["bias"] = bias(items, chosen)
+            deb = debiased(items, fmt, ctx.backend, mode, opts.max_new_tokens, sampling) if opts.debias else None
+            if deb is not None:
+                m["debiased"] = {k: v for k, v in deb.items() if k != "per_item"}
             per_format[fmt.name] = m
             for i, (it, c) in enumerate(zip(items, chosen, strict=True)):
-                rec = {"id": it.id, "format": fmt.name, "answer": it.answer, "chosen": c, "correct": c == it.answer}
+                rec: dict[str, Any] = {"id": it.id, "format": fmt.name, "answer": it.answer, "n_options": len(it.keys),
+                                       "chosen": c, "correct": c == it.answer}
+                if lenient is not None:
+                    rec.update(chosen_lenient=lenient[i], correct_lenient=lenient[i] == it.answer)
                 if outputs is not None:
                     rec["output"] = outputs[i]
+                if deb is not None:
+                    rec["debiased_credit"] = deb["per_item"][i]
                 records.append(rec)
         primary = formats[0].name
-        metrics = {"scoring": mode, "bench_file": str(opts.bench_file), "n_items": len(items),
+        metrics = {"scoring": mode, "decoding": opts.decoding if mode == "generate" else None,
+                   "bench_file": str(opts.bench_file), "n_items": len(items), "excluded": bench.excluded,
                    "formats": per_format, "primary": {"format": primary, **per_format[primary]}}
         plot = "psychcounsel_accuracy.png"
         self._plot(per_format, ctx.out_dir / plot, mode)
-        rows = [(name, m["n"], m["accuracy"], f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]", m["unparsed"],
-                 m["think_blocks"], f"{m['seconds']:.1f}") for name, m in per_format.items()]
-        report = "\n\n".join([
-            "## psychcounsel_bench",
-            f"{len(items)} items from `{Path(opts.bench_file).name}`, scoring **{mode}**"
-            + (" (option-letter log-probabilities, nothing parsed)." if mode == "loglik"
-               else f" (greedy, max {opts.max_new_tokens} new tokens, "
-                    "strict letter extraction; unparsed answers count as wrong)."),
-            md_table(["prompt format", "n", "accuracy", "95% CI", "unparsed", "<think> blocks", "seconds"], rows),
-            f"![accuracy per prompt format]({plot})",
-        ])
-        return PluginResult(metrics, report, [plot], records)
+        return PluginResult(metrics, self._report(metrics, opts, plot), [plot], records)
+
+    @staticmethod
+    def _report(metrics: dict[str, Any], opts: Options, plot: str) -> str:
+        per_format, mode = metrics["formats"], metrics["scoring"]
+        decoding = (f"sampled: T={opts.temperature:g}, top-p {opts.top_p:g}, top-k {opts.top_k}, seed {opts.seed}"
+                    if opts.decoding == "sample" else "greedy")
+        how = (" (option-letter log-probabilities, nothing parsed)." if mode == "loglik" else
+               f" ({decoding}, max {opts.max_new_tokens} new tokens; strict and lenient letter extraction, "
+               "unparsed = wrong).")
+        lines = ["## psychcounsel_bench",
+                 f"{metrics['n_items']} items from `{Path(metrics['bench_file']).name}`, scoring **{mode}**{how}"]
+        if metrics["excluded"]:
+            lines.append(f"Excluded (not scored): {len(metrics['excluded'])} item(s): "
+                         + ", ".join(f"id {e['id']} ({e['reason']})" for e in metrics["excluded"]) + ".")
+        head = ["prompt format", "render", "n", "accuracy", "95% CI", "unparsed"]
+        if mode == "generate":
+            head += ["lenient acc.", "lenient unparsed"]
+        head += ["best constant", "debiased (majority)"] + (["debiased (mean p)"] if mode == "loglik" else [])
+        head += ["chance", "seconds"]
+        rows = []
+        for name, m in per_format.items():
+            row: list[Any] = [name, m["render"], m["n"], m["accuracy"], f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]",
+                              m["unparsed"]]
+            if mode == "generate":
+                row += [m["lenient"]["accuracy"], m["lenient"]["unparsed"]]
+            bc = m["bias"]["best_constant"]
+            deb = m.get("debiased") or {}
+            row += [f"{bc['accuracy']:.4f} (always {bc['letter']})", deb.get("majority_accuracy", "-")]
+            if mode == "loglik":
+                row.append(deb.get("mean_prob_accuracy", "-"))
+            row += [m["bias"]["chance"], f"{m['seconds']:.1f}"]
+            rows.append(row)
+        lines.append(md_table(head, rows))
+        letters = [L.upper() for L in LETTERS]
+        dist = [[name, *(m["bias"]["predicted"][L] for L in letters), m["bias"]["predicted"]["unparsed"]]
+                for name, m in per_format.items()]
+        gold = next(iter(per_format.values()))["bias"]["gold"] if per_format else {}
+        dist.append(["(gold answers)", *(gold.get(L, 0) for L in letters), "-"])
+        lines.append("Predicted letters per format:\n\n" + md_table(["prompt format", *letters, "unparsed"], dist))
+        for name, m in per_format.items():
+            lo, hi = m["ci95"]
+            bc = m["bias"]["best_constant"]
+            if lo <= bc["accuracy"] <= hi:
+                lines.append(f"> `{name}`: accuracy {m['accuracy']:.4f} is within its 95% CI of always answering "
+                             f"{bc['letter']!r} ({bc['accuracy']:.4f}): no evidence the model knows more than that letter.")
+        deb_cost = [m["debiased"] for m in per_format.values() if "debiased" in m]
+        if deb_cost:
+            lines.append(f"Debiasing asked every item once per cyclic shift of its options: "
+                         f"{sum(d['queries'] for d in deb_cost)} extra queries, {sum(d['seconds'] for d in deb_cost):.1f}s.")
+        by_n = sorted({k for m in per_format.values() for k in m["by_n_options"]})
+        lines.append("Accuracy by number of options:\n\n" + md_table(
+            ["prompt format", *(f"{k} options" for k in by_n)],
+            [[name, *(f"{m['by_n_options'][k]['accuracy']:.4f} (n={m['by_n_options'][k]['n']})"
+                      if k in m["by_n_options"] else "-" for k in by_n)] for name, m in per_format.items()]))
+        lines.append(f"![accuracy per prompt format]({plot})")
+        return "\n\n".join(lines)
 
     @staticmethod
     def _plot(per_format: dict[str, Any], path: Path, mode: str) -> None:
@@ -272,9 +473,22 @@ class PsychCounselBenchPlugin(EvalPlugin):
         acc = [per_format[n]["accuracy"] for n in names]
         err = [[a - per_format[n]["ci95"][0] for n, a in zip(names, acc, strict=True)],
                [per_format[n]["ci95"][1] - a for n, a in zip(names, acc, strict=True)]]
-        fig, ax = plt.subplots(figsize=(1.5 + 1.3 * len(names), 3.5))
-        ax.bar(names, acc, yerr=err, capsize=4, color="#4c72b0")
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(3 + 2.6 * len(names), 3.8))
+        ax.bar(names, acc, yerr=err, capsize=4, color="#4c72b0", label="accuracy (95% CI)")
+        ax.scatter(names, [per_format[n]["bias"]["best_constant"]["accuracy"] for n in names], color="#dd8452",
+                   zorder=3, label="best constant letter")
+        ax.scatter(names, [per_format[n]["bias"]["chance"] for n in names], color="#55a868", marker="_", s=400,
+                   zorder=3, label="chance")
         ax.set_ylim(0, 1)
-        ax.set_ylabel("accuracy (95% CI)")
         ax.set_title(f"PsychCounsel-Bench ({mode})")
+        ax.legend(fontsize=7)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=7)
+        letters = [L.upper() for L in LETTERS] + ["unparsed"]
+        width = 0.8 / max(len(names), 1)
+        for j, n in enumerate(names):
+            counts = [per_format[n]["bias"]["predicted"][L] for L in letters]
+            bx.bar([i + j * width for i in range(len(letters))], counts, width=width, label=n)
+        bx.set_xticks([i + 0.4 - width / 2 for i in range(len(letters))], letters)
+        bx.set_title("predicted letters")
+        bx.legend(fontsize=7)
         save_fig(fig, path)
