@@ -6,6 +6,7 @@ import pytest
 
 from plugins import EvalContext, Sample, get_plugin
 from plugins.classification import INVALID, normalize_label
+from plugins.classification import Options as ClsOptions
 from plugins.classification import score as cls_score
 from plugins.generation import distinct_n, tokenize
 from plugins.generation import score as gen_score
@@ -49,7 +50,8 @@ def test_classification_rejects_bad_reference_and_length_mismatch() -> None:
 
 def test_classification_plugin_writes_png_and_report(tmp_path) -> None:
     samples = [Sample(str(i), [{"role": "user", "content": "x"}], r) for i, r in enumerate(REFS)]
-    res = get_plugin("classification").run(EvalContext("emotion", tmp_path, samples, PREDS))
+    res = get_plugin("classification").run(EvalContext("emotion", tmp_path, samples, PREDS,
+                                                       options=ClsOptions(scoring="generate")))
     png = tmp_path / "classification_confusion.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "accuracy **0.5000**" in res.report and "2 (33.33%)" in res.report
@@ -94,3 +96,40 @@ def test_generation_plugin_report(tmp_path) -> None:
     assert res.metrics["empty"] == 1 and "per_item" not in res.metrics
     assert res.items[0]["rouge-1"] == pytest.approx(1.0, abs=1e-6)
     assert "## generation" in res.report
+
+
+class LabelBackend:
+    """Log-probabilities of each label from a table keyed by the sample text: a stand-in model."""
+
+    name = "table"
+
+    def __init__(self, table):
+        self.table, self.calls = table, []
+
+    def count_tokens(self, text):
+        return {"sadness": 2}.get(text, 1)
+
+    def option_logprobs(self, prompts, options):
+        self.calls.append(options[0])
+        return [[self.table[p[-1]["content"]][lab] for lab in opts] for p, opts in zip(prompts, options, strict=True)]
+
+
+def test_classification_by_label_loglik(tmp_path) -> None:
+    """Every answer is a label (a chatty base model is still measured); length-normalised too."""
+    labels = ["sadness", "joy", "fear"]
+    samples = [Sample(str(i), [{"role": "user", "content": t}], r)
+               for i, (t, r) in enumerate([("t0", "sadness"), ("t1", "joy"), ("t2", "fear")])]
+    table = {"t0": {"sadness": -1.6, "joy": -1.0, "fear": -3.0},  # joy by total; sadness per token (-0.8)
+             "t1": {"sadness": -4.0, "joy": -0.5, "fear": -2.0},
+             "t2": {"sadness": -2.0, "joy": -2.5, "fear": -0.1}}
+    be = LabelBackend(table)
+    res = get_plugin("classification").run(EvalContext("emotion", tmp_path, samples, None, backend=be,
+                                                       options=ClsOptions(labels=labels)))
+    m = res.metrics
+    assert be.calls == [labels] and m["scoring"] == "loglik" and m["invalid"] == 0
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["length_normalised"]["accuracy"] == 1.0
+    assert [it["label"] for it in res.items] == ["joy", "joy", "fear"]
+    assert res.items[0]["logprobs"] == {"sadness": -1.6, "joy": -1.0, "fear": -3.0}
+    plugin = get_plugin("classification")
+    assert plugin.needs_loglik(ClsOptions()) and not plugin.needs_generations(ClsOptions())
+    assert plugin.needs_generations(ClsOptions(scoring="generate"))
