@@ -1,10 +1,13 @@
 """Emotion Summary (ES): case description + consultation process -> experience and reflection.
 
-Train: PsyQA in the ES shape. Case description = question + description; consultation process =
-the other helpers' answers (none if the question has one answer); target = the strategy-labelled
-answer (a reflective analysis of the case). Eval (predict set): LongEmotion
-`LongEmotion/Emotion_Summary_origin.jsonl` (or `Emotion_Summary.jsonl`), list fields joined
-with newlines; target = `experience_and_reflection`.
+Train / val: PsyQA in the ES shape, split by question 85% / 15% (seeded), as seed 000 did. Case
+description = [question, description]; consultation process = the other helpers' answers (none if
+the question has one answer); target = the strategy-labelled answer (a reflective analysis of the
+case). Besides the alpaca rows (`es_train`, `es_val`), the ES-shaped records themselves are written
+(`data/es/psyqa_es_{train,val}.jsonl`: `{id, case_description: [..], consultation_process: [..],
+experience_and_reflection}`). Eval (predict set): LongEmotion `LongEmotion/Emotion_Summary_origin.jsonl`
+(or `Emotion_Summary.jsonl`), list fields joined with newlines; target = `experience_and_reflection`;
+`make eval` writes LongEmotion's submission file from the predictions (plugin `submission`).
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from data_prep.common import (
     get_str,
     json_error_kind,
     read_bytes,
+    split_of,
     text_key,
 )
+
+VAL_FRACTION = 0.15  # seed 000: 85% train / 15% validation
 
 LE_FILES = ("Emotion_Summary_origin.jsonl", "Emotion_Summary.jsonl")
 INSTRUCTION = ("Read the case description and the consultation process, then write the counselor's "
@@ -53,7 +59,9 @@ def _joined(rec: dict[str, Any], key: str) -> str:
     return text
 
 
-def parse_longemotion(raw_dir: Path, ledger: Ledger) -> list[dict[str, Any]]:
+def parse_longemotion(raw_dir: Path, ledger: Ledger, *, records: list[dict[str, Any]] | None = None,
+                      ) -> list[dict[str, Any]]:
+    """LongEmotion ES records as alpaca rows (ES); `records` also collects the validated raw records."""
     folder = raw_dir / "LongEmotion"
     path = next((folder / n for n in LE_FILES if (folder / n).exists()), None)
     if path is None:
@@ -100,23 +108,32 @@ def parse_longemotion(raw_dir: Path, ledger: Ledger) -> list[dict[str, Any]]:
         rid = rec.get("id", lineno)
         out.append({"id": f"longemotion-es-{rid}", "system": "", "instruction": INSTRUCTION,
                     "input": es_input(case, process), "output": target})
+        if records is not None:
+            records.append({**rec, "id": rid, "_case": case, "_process": process, "_where": where})
         ledger.ok()
     return out
 
 
-def build(raw_dir: Path, seed: int) -> TaskOutput:
-    del seed  # PsyQA is all train, LongEmotion is all eval
+def build(raw_dir: Path, seed: int, val_fraction: float = VAL_FRACTION) -> TaskOutput:
     ql = Ledger("es", "PsyQA", raw_dir)
-    train = []
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+    shaped: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
     for q in psyqa.parse(raw_dir, ql):
         best = q.best
         others = [a.text for a in q.answers if a is not best]
-        case = q.question + ("\n" + q.description if q.description else "")
-        process = "\n\n".join(others)
-        train.append({"id": f"psyqa-es-{q.qid}", "system": "", "instruction": INSTRUCTION,
-                      "input": es_input(case, process), "output": best.text})
+        case_parts = [q.question, *([q.description] if q.description else [])]
+        split = "val" if split_of(f"es:{q.qid}", seed, val_fraction) == "eval" else "train"
+        splits[split].append({"id": f"psyqa-es-{q.qid}", "system": "", "instruction": INSTRUCTION,
+                              "input": es_input("\n".join(case_parts), "\n\n".join(others)), "output": best.text})
+        shaped[split].append({"id": f"psyqa-es-{q.qid}", "case_description": case_parts,
+                              "consultation_process": others, "experience_and_reflection": best.text})
+    if not splits["val"] and len(splits["train"]) > 1:  # a tiny input: keep one question for validation
+        splits["val"].append(splits["train"].pop())
+        shaped["val"].append(shaped["train"].pop())
+        ql.note("val_forced_nonempty")
     ll = Ledger("es", "LongEmotion", raw_dir)
     evals = parse_longemotion(raw_dir, ll)
-    ql.acc.samples["train"] = len(train)
+    ql.acc.samples["train"], ql.acc.samples["val"] = len(splits["train"]), len(splits["val"])
     ll.acc.samples["eval"] = len(evals)
-    return TaskOutput("es", "alpaca", {"train": train, "eval": evals}, [ql, ll])
+    return TaskOutput("es", "alpaca", {**splits, "eval": evals}, [ql, ll],
+                      extra_files={"psyqa_es_train.jsonl": shaped["train"], "psyqa_es_val.jsonl": shaped["val"]})

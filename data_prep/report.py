@@ -31,7 +31,17 @@ def to_messages(rec: dict[str, Any]) -> list[dict[str, str]]:
     return [*msgs, {"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}]
 
 
+def _count(tokenizer: Any, texts: list[str]) -> list[int]:
+    from tqdm import tqdm
+
+    out: list[int] = []
+    for i in tqdm(range(0, len(texts), 512), desc="tokenize", unit="batch", leave=False, disable=len(texts) < 2048):
+        out.extend(len(ids) for ids in tokenizer(texts[i: i + 512], add_special_tokens=False)["input_ids"])
+    return out
+
+
 def token_lengths(tokenizer: Any, records: list[dict[str, Any]]) -> list[int]:
+    """Tokens of each whole sample as LLaMA-Factory renders it (the cutoff_len applies to these)."""
     texts = []
     for rec in records:
         msgs = to_messages(rec)
@@ -39,12 +49,12 @@ def token_lengths(tokenizer: Any, records: list[dict[str, Any]]) -> list[int]:
             texts.append(tokenizer.apply_chat_template(msgs, tokenize=False))
         else:
             texts.append("\n".join(m["content"] for m in msgs))
-    from tqdm import tqdm
+    return _count(tokenizer, texts)
 
-    out: list[int] = []
-    for i in tqdm(range(0, len(texts), 512), desc="tokenize", unit="batch", leave=False, disable=len(texts) < 2048):
-        out.extend(len(ids) for ids in tokenizer(texts[i: i + 512], add_special_tokens=False)["input_ids"])
-    return out
+
+def target_lengths(tokenizer: Any, records: list[dict[str, Any]]) -> list[int]:
+    """Tokens of each sample's target (the last reply): what psy.max_new_tokens must leave room for."""
+    return _count(tokenizer, [to_messages(rec)[-1]["content"] for rec in records])
 
 
 def _json_object(text: Any) -> dict[str, Any] | None:
@@ -103,16 +113,18 @@ def data_report(tasks: list[str] | None, dataset_dir: Path, task_info: TaskInfo,
     """`label` names the tokenizer in the report and the histogram file (lengths_<label>.png)."""
     from transformers import AutoTokenizer
 
-    names = tasks or [t for t in all_tasks() if (dataset_dir / "data" / t / "train.jsonl").exists()]
+    names = tasks or [t for t in all_tasks() if any((dataset_dir / "data" / t / f"{s}.jsonl").exists()
+                                                    for s in ("train", "eval"))]
     if not names:
         raise DataError(f"{dataset_dir / 'data'}: no prepared task found; run `make prep` first")
     out: dict[str, Any] = {}
     lines = [f"# Data report (tokenizer: {label})", "",
-             "| task | split | n | tokens p50 | p95 | max | cutoff_len | truncated |", "|---|---|---|---|---|---|---|---|"]
+             "| task | split | n | tokens p50 | p95 | max | cutoff_len | truncated | target p50 | target p95 | target max |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in names:
         folder = dataset_dir / "data" / task
-        if not (folder / "train.jsonl").exists():
-            raise DataError(f"{folder / 'train.jsonl'}: not found; run `make prep TASK={task}` first")
+        if not any((folder / f"{s}.jsonl").exists() for s in ("train", "eval")):
+            raise DataError(f"{folder}: no prepared split found; run `make prep TASK={task}` first")
         tok_path, cfg_cutoff, kind = task_info(task)
         cutoff = cutoff_len or cfg_cutoff or DEFAULT_CUTOFF
         tok = AutoTokenizer.from_pretrained(tok_path)
@@ -123,14 +135,15 @@ def data_report(tasks: list[str] | None, dataset_dir: Path, task_info: TaskInfo,
             recs = read_jsonl(folder / f"{split}.jsonl")
             ls = token_lengths(tok, recs)
             lengths[split] = ls
-            srt = sorted(ls)
+            srt, tgt = sorted(ls), sorted(target_lengths(tok, recs))
             trunc = sum(x > cutoff for x in ls) / len(ls) if ls else 0.0
             info["splits"][split] = {"n": len(recs), "tokens_p50": _pct(srt, 0.5), "tokens_p95": _pct(srt, 0.95),
                                      "tokens_max": srt[-1] if srt else 0, "truncated_share": round(trunc, 4),
-                                     "labels": labels_of(kind, recs)}
+                                     "target_p50": _pct(tgt, 0.5), "target_p95": _pct(tgt, 0.95),
+                                     "target_max": tgt[-1] if tgt else 0, "labels": labels_of(kind, recs)}
             s = info["splits"][split]
             lines.append(f"| {task} | {split} | {s['n']} | {s['tokens_p50']} | {s['tokens_p95']} | {s['tokens_max']} "
-                         f"| {cutoff} | {trunc:.1%} |")
+                         f"| {cutoff} | {trunc:.1%} | {s['target_p50']} | {s['target_p95']} | {s['target_max']} |")
         png = folder / "report" / f"lengths_{label}.png"
         _plot(task, lengths, cutoff, png, Path(str(tok_path)).name)
         info["histogram"] = str(png.relative_to(dataset_dir))

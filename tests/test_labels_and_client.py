@@ -49,10 +49,11 @@ def test_validate_non_object_and_dump_order():
 def test_label_schema_kinds_and_errors(tmp_path):
     s = student_schema()
     assert s.ordinal_keys() == ["depression_level", "anxiety_level", "student_distress_score"]
-    assert s.categorical_keys() == ["risk_flag"]
+    assert s.categorical_keys() == ["risk_flag"] and s.text_keys() == []
+    assert load_schema("evaluation/schemas/es_summary.json").text_keys()[0] == "causes"
     bad = tmp_path / "bad.json"
-    bad.write_text('{"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}')
-    with pytest.raises(ConfigError, match="label 'x' needs an 'enum'"):
+    bad.write_text('{"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}')
+    with pytest.raises(ConfigError, match="field 'x' needs an 'enum'"):
         load_schema(bad)
     with pytest.raises(ConfigError, match="label schema not found"):
         load_schema(tmp_path / "missing.json")

@@ -111,8 +111,8 @@ class LabelParse:
 
 @dataclass(frozen=True)
 class LabelSchema:
-    """A flat label schema: an object whose `required` keys are the labels, each an `enum` of
-    integers (ordinal labels) or strings (categorical labels)."""
+    """A flat label schema: an object whose `required` keys are the fields, each an `enum` of integers
+    (ordinal labels), an `enum` of strings (categorical labels) or a free-text string."""
 
     path: Path
     schema: dict[str, Any]
@@ -122,13 +122,17 @@ class LabelSchema:
         return list(self.schema["required"])
 
     def values(self, key: str) -> list[Any]:
-        return list(self.schema["properties"][key]["enum"])
+        return list(self.schema["properties"][key].get("enum") or [])
 
     def ordinal_keys(self) -> list[str]:
-        return [k for k in self.keys if all(isinstance(v, int) and not isinstance(v, bool) for v in self.values(k))]
+        return [k for k in self.keys if self.values(k) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                 for v in self.values(k))]
 
     def categorical_keys(self) -> list[str]:
-        return [k for k in self.keys if all(isinstance(v, str) for v in self.values(k))]
+        return [k for k in self.keys if self.values(k) and all(isinstance(v, str) for v in self.values(k))]
+
+    def text_keys(self) -> list[str]:
+        return [k for k in self.keys if not self.values(k)]
 
     def reasons(self, value: Any) -> list[str]:
         return schema_reasons(value, self.schema)
@@ -165,8 +169,9 @@ def load_schema(path: str | Path) -> LabelSchema:
     if schema.get("type") != "object" or not isinstance(props, dict) or not required:
         raise ConfigError(f"{full}: a label schema is an object with 'properties' and 'required' keys")
     for key in required:
-        if not isinstance(props.get(key), dict) or not props[key].get("enum"):
-            raise ConfigError(f"{full}: label '{key}' needs an 'enum' of allowed values")
+        prop = props.get(key)
+        if not isinstance(prop, dict) or not (prop.get("enum") or prop.get("type") == "string"):
+            raise ConfigError(f"{full}: field '{key}' needs an 'enum' of allowed values or \"type\": \"string\"")
     return LabelSchema(full, schema)
 
 

@@ -11,7 +11,7 @@ from dp_helpers import SHARED, acc, quarantine, rows
 def test_accounting_identity_every_source(shared_prep):
     out, result = shared_prep
     saved = json.loads((out / "data" / "prep_accounting.json").read_text(encoding="utf-8"))
-    assert set(saved) == {"psydt", "cpsycoun", "psyqa", "es", "emotion", "student"}
+    assert set(saved) == {"psydt", "cpsycoun", "psyqa", "es", "es_summary", "emotion", "student"}
     for task, accs in saved.items():
         for a in accs:
             assert a["read"] == a["written"] + sum(a["quarantined"].values()), (task, a)
@@ -130,7 +130,28 @@ def test_es_longemotion_predict_set(shared_prep):
     assert ev[0]["output"] == raw[0]["experience_and_reflection"].strip()
     for part in raw[0]["case_description"] + raw[0]["consultation_process"]:
         assert part.strip() in ev[0]["input"]
-    assert len(rows(out, "es", "train")) == 100  # every PsyQA question in the ES shape
+    train, val = rows(out, "es", "train"), rows(out, "es", "val")
+    assert len(train) + len(val) == 100 and 8 <= len(val) <= 22  # every PsyQA question, 85/15 (seeded)
+    assert not {r["id"] for r in train} & {r["id"] for r in val}
+    # the ES-shaped records themselves, as seed 000 wrote them
+    shaped = rows(out, "es", "psyqa_es_train") + rows(out, "es", "psyqa_es_val")
+    assert [r["id"] for r in shaped] == [r["id"] for r in train + val]
+    assert set(shaped[0]) == {"id", "case_description", "consultation_process", "experience_and_reflection"}
+    by_id = {r["id"]: r for r in train + val}
+    assert all(by_id[r["id"]]["output"] == r["experience_and_reflection"] for r in shaped)
+    assert all(isinstance(r["case_description"], list) and isinstance(r["consultation_process"], list) for r in shaped)
+
+
+def test_es_summary_targets_are_longemotion_five_fields(shared_prep):
+    out, result = shared_prep
+    (a,) = result["es_summary"]
+    assert (a.read, a.written) == (100, 100)
+    raw = [json.loads(x) for x in (SHARED / "LongEmotion" / "Emotion_Summary_origin.jsonl").read_text(encoding="utf-8").splitlines()]
+    ev = rows(out, "es_summary", "eval")
+    first = json.loads(ev[0]["output"])
+    assert list(first) == ["causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect"]
+    assert first["symptoms"] == " ".join(raw[0]["symptoms"].split())
+    assert raw[0]["experience_and_reflection"].strip() in ev[0]["input"]
 
 
 def test_student_labels_are_valid_json_strings(shared_prep):

@@ -26,8 +26,10 @@ def test_cpsycoune_rubric_schema() -> None:
     assert not valid(s, {**good, "empathy": 3})  # extra
 
 
-def test_longemotion_rubric_is_five_by_three() -> None:
-    r = load_rubric("longemotion_es")
+def test_longemotion_rubrics() -> None:
+    es = load_rubric("longemotion_es")  # the reflection against the reference reflection
+    assert es.attributes == () and [c.key for c in es.criteria] == ["factual_consistency", "completeness", "clarity"]
+    r = load_rubric("longemotion_es_summary")  # every field of the five-field summary
     assert [a for a, _ in r.attributes] == ["causes", "symptoms", "treatment_process",
                                             "characteristics_of_illness", "treatment_effect"]
     assert [(c.key, c.min, c.max) for c in r.criteria] == [
@@ -37,7 +39,7 @@ def test_longemotion_rubric_is_five_by_three() -> None:
     assert valid(r.schema(), reply)
     reply["symptoms"]["clarity"] = 0
     assert not valid(r.schema(), reply)
-    assert set(available_rubrics()) >= {"cpsycoune_turn", "longemotion_es"}
+    assert set(available_rubrics()) >= {"cpsycoune_turn", "longemotion_es", "longemotion_es_summary"}
 
 
 def test_judge_messages_carry_rubric_material_and_format() -> None:
@@ -68,7 +70,7 @@ def test_aggregate_counts_failures_and_never_scores_them() -> None:
 
 
 def test_aggregate_per_attribute() -> None:
-    r = load_rubric("longemotion_es")
+    r = load_rubric("longemotion_es_summary")
     a = {k: {"factual_consistency": 5, "completeness": 4, "clarity": 3} for k, _ in r.attributes}
     b = {k: {"factual_consistency": 1, "completeness": 2, "clarity": 3} for k, _ in r.attributes}
     m = aggregate(r, [JudgeReply(a, 1), JudgeReply(b, 1)])

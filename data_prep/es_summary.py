@@ -1,0 +1,45 @@
+"""LongEmotion's own Emotion Summary task: the case (description + consultation process + experience and
+reflection) -> a JSON summary with five fields, `causes`, `symptoms`, `treatment_process`,
+`characteristics_of_illness`, `treatment_effect` (LongEmotion `tasks/longemotion/report_summary.yaml`).
+
+Eval only: LongEmotion ES is a benchmark (100-150 English cases), nothing to train on. The target is
+the five fields of the record as a JSON string (schema `evaluation/schemas/es_summary.json`); a record
+missing one of them is quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from data_prep.common import Ledger, TaskOutput
+from data_prep.es import parse_longemotion
+
+FIELDS = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
+INSTRUCTION = ("Summarize this psychological counseling case as ONE JSON object with exactly these string fields: "
+               + ", ".join(FIELDS) + ". Base every field on the case; output only the JSON.")
+
+
+def es_summary_input(case: str, process: str, reflection: str) -> str:
+    return (f"[Case description]\n{case}\n\n[Consultation process]\n{process or '(none)'}\n\n"
+            f"[Experience and reflection]\n{reflection}")
+
+
+def build(raw_dir: Path, seed: int) -> TaskOutput:
+    del seed  # one eval split, in file order
+    ledger = Ledger("es_summary", "LongEmotion", raw_dir)
+    records: list[dict[str, Any]] = []
+    parse_longemotion(raw_dir, ledger, records=records)
+    rows = []
+    for rec in records:
+        missing = [f for f in FIELDS if not isinstance(rec.get(f), str) or not rec[f].strip()]
+        if missing:
+            ledger.reject(ledger.acc.source, rec["_where"], "missing_field", f"no summary field(s) {missing}")
+            continue
+        target = {f: " ".join(rec[f].split()) for f in FIELDS}  # the fields' hard line breaks are layout
+        rows.append({"id": f"longemotion-es-{rec['id']}", "system": "", "instruction": INSTRUCTION,
+                     "input": es_summary_input(rec["_case"], rec["_process"], rec["experience_and_reflection"].strip()),
+                     "output": json.dumps(target, ensure_ascii=False)})
+    ledger.acc.samples["eval"] = len(rows)
+    return TaskOutput("es_summary", "alpaca", {"eval": rows}, [ledger])
