@@ -63,10 +63,16 @@ def write_dataset(root: Path) -> Path:
         "emotion": [{"instruction": "Classify the emotion of the text with one word: sadness, joy, love, anger, "
                                     "fear or surprise.", "input": t, "output": lab} for t, lab in EMOTION],
     }
-    for task in ("psydt", "cpsycoun", "psyqa", "es"):
+    for task in ("psydt", "cpsycoun", "psyqa"):
         rows[task] = [{"messages": [{"role": "system", "content": "你是一位温和的心理咨询师。"},
                                     {"role": "user", "content": q}, {"role": "assistant", "content": a}]}
                       for q, a in DIALOGUES]
+    rows["es"] = [{"id": f"longemotion-es-{i + 1}", "instruction": "Write the counselor's reflection.", "input": q,
+                   "output": a} for i, (q, a) in enumerate(DIALOGUES)]
+    fields = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
+    rows["es_summary"] = [{"id": f"longemotion-es-{i + 1}", "instruction": "Summarize as JSON.", "input": q,
+                           "output": json.dumps({f: f"{f} of case {i + 1}" for f in fields})}
+                          for i, (q, _) in enumerate(DIALOGUES)]
     for task, recs in rows.items():
         for split in ("train", "eval"):
             path = root / "data" / task / f"{split}.jsonl"

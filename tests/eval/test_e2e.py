@@ -56,8 +56,9 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     cli("eval", "--run", run, "--hw", "cpu", "--base")
     cli("eval", "--model", "tiny", "--task", "emotion", "--hw", "cpu", "--base")
-    for task in ("psydt", "cpsycoun", "psyqa", "es"):
+    for task in ("psydt", "cpsycoun", "psyqa", "es", "es_summary"):
         cli("eval", "--model", "tiny", "--task", task, "--hw", "cpu", "--base", "psy.max_new_tokens=16")
+    cli("eval", "--run", run, "--task", "psychcounsel_seed004", "--hw", "cpu", "--limit", "10")
     # the eval-only benchmark on the student run: base and tuned, the task's file and a second one
     for extra in ([], ["--base"]):
         cli("eval", "--run", run, "--task", "psychcounsel", "--hw", "cpu", "--limit", "30", *extra)
@@ -78,18 +79,40 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
     assert {"train", "eval/tuned", "eval/base"} <= set(stages) and stages["eval/tuned"]["headline"]["json_labels.n"] == 6
 
     base = json.loads((variant_dir(env, "tiny/emotion/lora", "base") / "metrics.json").read_text())
-    assert base["adapter"] is None and base["plugins"]["classification"]["n"] == 6
-    preds = [json.loads(line) for line in (variant_dir(env, "tiny/emotion/lora", "base") / "predictions.jsonl").open()]
-    assert len(preds) == 6 and preds[0]["reference"] == "sadness"
+    cls = base["plugins"]["classification"]
+    assert base["adapter"] is None and cls["n"] == 6 and cls["scoring"] == "loglik" and cls["invalid"] == 0
+    assert not (variant_dir(env, "tiny/emotion/lora", "base") / "predictions.jsonl").exists()  # nothing generated
+    items = [json.loads(line) for line in (variant_dir(env, "tiny/emotion/lora", "base") / "classification_items.jsonl").open()]
+    assert len(items) == 6 and items[0]["reference"] == "sadness" and set(items[0]["logprobs"]) == set(cls["labels"])
     for task in ("psydt", "cpsycoun", "psyqa", "es"):
         g = json.loads((variant_dir(env, f"tiny/{task}/lora", "base") / "metrics.json").read_text())
         assert g["plugins"]["generation"]["n"] == 3 and 0.0 <= g["plugins"]["generation"]["rouge-l"] <= 1.0
+    es_dir = variant_dir(env, "tiny/es/lora", "base")
+    submission = [json.loads(x) for x in (es_dir / "longemotion_es_submission.jsonl").read_text().splitlines()]
+    preds = [json.loads(x)["prediction"] for x in (es_dir / "predictions.jsonl").read_text().splitlines()]
+    assert submission == [{"id": i + 1, "experience_and_reflection": p} for i, p in enumerate(preds)]
+    summ = json.loads((variant_dir(env, "tiny/es_summary/lora", "base") / "metrics.json").read_text())
+    jf = summ["plugins"]["json_fields"]
+    assert jf["n"] == 3 and set(jf["fields"]) == {"causes", "symptoms", "treatment_process",
+                                                  "characteristics_of_illness", "treatment_effect"}
+    seed = json.loads((variant_dir(env, run, "psychcounsel_seed004-tuned") / "metrics.json").read_text())
+    sb = seed["plugins"]["psychcounsel_bench"]
+    assert (sb["scoring"], sb["decoding"]) == ("generate", "sample")
+    assert set(sb["formats"]) == {"seed004-professional", "seed004-simple", "seed004-chat"}
+    assert all("lenient" in f and f["bias"]["predicted"]["unparsed"] <= f["n"] for f in sb["formats"].values())
 
     pc = json.loads((variant_dir(env, run, "psychcounsel-tuned") / "metrics.json").read_text())
     bench = pc["plugins"]["psychcounsel_bench"]
-    assert bench["scoring"] == "loglik" and set(bench["formats"]) == {"professional", "bare", "chat"}
-    n_items = min(30, len(json.loads(Path(bench["bench_file"]).read_text())))
-    assert all(f["n"] == n_items and f["unparsed"] == 0 for f in bench["formats"].values())
+    assert bench["scoring"] == "loglik"
+    assert set(bench["formats"]) == {"seed004-professional", "seed004-simple", "seed004-chat", "en-professional"}
+    assert all(f["n"] == bench["n_items"] and f["unparsed"] == 0 for f in bench["formats"].values())
+    first = json.loads(Path(bench["bench_file"]).read_text())[:30]
+    excluded = [str(r["id"]) for r in first if not r["question"].strip() or len(r["options"]) < 2]
+    assert bench["n_items"] == len(first) - len(excluded) and [e["id"] for e in bench["excluded"]] == excluded
+    primary = bench["primary"]
+    assert 0 <= primary["debiased"]["majority_accuracy"] <= 1 and primary["debiased"]["queries"] > bench["n_items"]
+    report = (variant_dir(env, run, "psychcounsel-tuned") / "report.md").read_text()
+    assert "Predicted letters per format" in report and "debiased (majority)" in report
     other = json.loads((variant_dir(env, run, "psychcounsel-tuned-mybench") / "metrics.json").read_text())
     assert other["plugins"]["psychcounsel_bench"]["n_items"] == 3  # the second file's results, kept apart
 
@@ -99,10 +122,11 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
     assert "# Base vs tuned" in out and "## tiny · student" in md and "## tiny · psychcounsel" in md
     assert "| tiny/student/lora | psychcounsel-tuned-mybench |" in md
     assert "| tiny | psychcounsel | tiny/student/lora | psychcounsel-tuned | tiny/student/lora · psychcounsel-base " \
-           "| psychcounsel_bench | professional |" in md
+           "| psychcounsel_bench | seed004-professional |" in md
     assert "| tiny | student | tiny/student/lora | tuned | tiny/student/lora · base | json_labels | risk_flag |" in md
     rows = list(csv.DictReader((runs / "compare.csv").open()))
-    assert {r["task"] for r in rows} == {"student", "emotion", "psydt", "cpsycoun", "psyqa", "es", "psychcounsel"}
+    assert {r["task"] for r in rows} == {"student", "emotion", "psydt", "cpsycoun", "psyqa", "es", "es_summary",
+                                         "psychcounsel", "psychcounsel_seed004"}
     acc = next(r for r in rows if r["variant"] == "tuned" and r["metric"] == "json_labels.validity_rate")
     assert acc["base_variant"] == "base" and float(acc["delta"]) == pytest.approx(
         float(acc["value"]) - float(acc["base_value"]))
@@ -129,9 +153,9 @@ def test_eval_errors_are_clear(env) -> None:
     assert "no adapter at" in err and "make train MODEL=tiny TASK=psyqa" in err
     err = one_error_line(cli("eval", "--model", "tiny", "--task", "psychcounsel", "--hw", "cpu", check=False))
     assert "eval-only" in err
-    err = one_error_line(cli("eval", "--model", "tiny", "--task", "emotion", "--hw", "cpu", "--base", "--scoring",
-                             "generate", check=False))
-    assert "--scoring: none of the plugins of task 'emotion' (classification) takes this option" in err
+    err = one_error_line(cli("eval", "--model", "tiny", "--task", "emotion", "--hw", "cpu", "--base", "--rubric",
+                             "cpsycoune_turn", check=False))
+    assert "--rubric: none of the plugins of task 'emotion' (classification) takes this option" in err
     err = one_error_line(cli("eval", "--run", "tiny/student/lora", "--task", "psychcounsel", "--hw", "cpu",
                              "--bench-file", "/nonexistent.json", check=False))
     assert "PsychCounsel-Bench file not found: /nonexistent.json" in err
