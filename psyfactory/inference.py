@@ -174,25 +174,36 @@ class HFBackend:
                 for row, i in enumerate(idx):
                     out[i] = [float(logp[row, ids[0]]) for ids in opt_ids[i]]
             return out
-        # general case: score every prompt + option continuation (teacher forcing)
-        pairs = [(i, j) for i in order for j in range(len(options[i]))]
-        prompt_ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        # general case (teacher forcing): each prompt batch runs once into a KV cache, then each
+        # option index j continues every prompt from that cache (cropped back after each j)
+        pad = self.tokenizer.pad_token_id
         out = [[0.0] * len(o) for o in options]
-        for chunk in self._batches(range(len(pairs)), "loglik"):
-            seqs = [prompt_ids[pairs[k][0]] + opt_ids[pairs[k][0]][pairs[k][1]] for k in chunk]
-            width = max(map(len, seqs))
-            pad = self.tokenizer.pad_token_id
-            ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
-            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        for idx in self._batches(order, "loglik"):
+            enc = self._encode([texts[i] for i in idx])
+            width = enc["input_ids"].shape[1]
             with torch.inference_mode():
-                logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask, position_ids=pos)
-                                         .logits.float(), dim=-1)
-            for row, k in enumerate(chunk):
-                i, j = pairs[k]
-                n_opt = len(opt_ids[i][j])
-                tgt = ids[row, width - n_opt:]
-                out[i][j] = float(logp[row, width - n_opt - 1 : width - 1].gather(-1, tgt[:, None]).sum())
+                res = self.model(**enc, use_cache=True, logits_to_keep=1)
+            cache, first = res.past_key_values, torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)
+            for j in range(max(len(opt_ids[i]) for i in idx)):
+                rows = [opt_ids[i][j] if j < len(opt_ids[i]) else [pad] for i in idx]
+                for r, i in enumerate(idx):
+                    if j < len(opt_ids[i]):
+                        out[i][j] = float(first[r, rows[r][0]])
+                span = max(map(len, rows))
+                if span == 1:
+                    continue
+                ids = torch.tensor([row + [pad] * (span - len(row)) for row in rows], device=self.device)
+                opt_mask = torch.tensor([[1] * len(row) + [0] * (span - len(row)) for row in rows], device=self.device)
+                pos = enc["position_ids"][:, -1:] + 1 + torch.arange(span, device=self.device)[None]
+                with torch.inference_mode():
+                    logits = self.model(input_ids=ids, attention_mask=torch.cat([enc["attention_mask"], opt_mask], 1),
+                                        position_ids=pos, past_key_values=cache, use_cache=True).logits
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                for r, i in enumerate(idx):
+                    if j < len(opt_ids[i]):
+                        row = rows[r]
+                        out[i][j] += float(logp[r, torch.arange(len(row) - 1), torch.tensor(row[1:])].sum())
+                cache.crop(width)
         return out
 
 

@@ -67,6 +67,19 @@ def test_loglik_fast_path_matches_teacher_forcing(backend) -> None:
     assert multi[0][1] < multi[0][0]  # several random-model tokens are less likely than one
 
 
+def test_multi_token_options_match_unpadded_teacher_forcing(backend) -> None:
+    options = [["Yes, that is right.", "no", "I am not sure at all"]] * len(CONVS)
+    got = backend.option_logprobs(CONVS, options)  # batched, left-padded, logits of the last positions only
+    for conv, opts, row in zip(CONVS, options, got, strict=True):
+        prompt = backend.tokenizer(backend.render(conv), add_special_tokens=False).input_ids
+        for opt, value in zip(opts, row, strict=True):
+            opt_ids = backend.tokenizer(opt, add_special_tokens=False).input_ids
+            with torch.inference_mode():
+                logp = torch.log_softmax(backend.model(input_ids=torch.tensor([prompt + opt_ids])).logits[0].float(), -1)
+            want = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(opt_ids))
+            assert value == pytest.approx(want, abs=1e-3)
+
+
 def test_adapter_is_applied(tiny_model, backend, tmp_path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
