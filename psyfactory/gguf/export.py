@@ -29,12 +29,16 @@ def export_run(run_dir: str | Path, *, quant: str = DEFAULT_QUANT, local_tokeniz
     merged, out = run_dir / "merged", run_dir / "gguf"
     if not (merged / "config.json").is_file():
         raise GGUFError(f"{merged}: merged model not found; run `make merge` for this run first")
-    print(f"[gguf] converting {merged} -> f16")
-    f16 = convert(merged, out / "model-f16.gguf", local_tokenizer=local_tokenizer)
-    files = {"F16": f16}
     quant = quant.upper()
-    print(f"[gguf] quantizing -> {quant}")
-    files[quant] = quantize(f16, out / f"model-{quant}.gguf", quant)
+    try:
+        print(f"[gguf] converting {merged} -> f16")
+        f16 = convert(merged, out / "model-f16.gguf", local_tokenizer=local_tokenizer)
+        files = {"F16": f16}
+        print(f"[gguf] quantizing -> {quant}")
+        files[quant] = quantize(f16, out / f"model-{quant}.gguf", quant)
+    except GGUFError as e:  # export.json describes the last attempt, failed ones included
+        atomic_write_json(out / "export.json", {"quant": quant, "error": str(e), "files": {}, "verification": {}})
+        raise
     report: dict[str, Any] = {"quant": quant, "files": {}, "verification": {}}
     f16_size = f16.stat().st_size
     for name, path in files.items():
@@ -54,7 +58,14 @@ def export_run(run_dir: str | Path, *, quant: str = DEFAULT_QUANT, local_tokeniz
             checks.append(("LORA", files["BASE"], files["LORA"]))
         for name, path, adapter_path in checks:
             print(f"[gguf] verifying {path.name}{' + ' + Path(adapter_path).name if adapter_path else ''} vs {merged}")
-            v = verify(path, merged, lora=adapter_path, enable_thinking=enable_thinking, conversations=conversations)
+            try:
+                v = verify(path, merged, lora=adapter_path, enable_thinking=enable_thinking,
+                           conversations=conversations, log=out / "logs" / f"verify-{name}.log")
+            except GGUFError as e:  # a llama.cpp abort: the export.json says so before the error line
+                report["verification"][name] = {"gguf": str(path), "error": str(e)}
+                report["verification_failed"] = name
+                atomic_write_json(out / "export.json", report)
+                raise GGUFError(f"{e}; recorded in {out / 'export.json'}") from None
             report["verification"][name] = v.summary()
         f16v = report["verification"]["F16"]
         report["f16_ok"] = bool(f16v["tokens_equal"] and f16v["greedy_agreement"] >= F16_MIN_AGREEMENT

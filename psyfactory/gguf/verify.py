@@ -58,8 +58,10 @@ class Verification:
 
 
 def verify(gguf: str | Path, hf_dir: str | Path, *, conversations: list[list[dict[str, str]]] | None = None,
-           lora: str | Path | None = None, enable_thinking: bool = False, steps: int = 8) -> Verification:
-    """Compare a GGUF (optionally + GGUF LoRA adapter) with the HF model in `hf_dir`, in a subprocess."""
+           lora: str | Path | None = None, enable_thinking: bool = False, steps: int = 8,
+           log: Path | None = None) -> Verification:
+    """Compare a GGUF (optionally + GGUF LoRA adapter) with the HF model in `hf_dir`, in a subprocess
+    (its stderr goes to `log`; a llama.cpp abort is a one-line GGUFError naming it)."""
     setup_info()
     gguf = check_gguf_file(gguf)
     if lora:
@@ -71,7 +73,7 @@ def verify(gguf: str | Path, hf_dir: str | Path, *, conversations: list[list[dic
         args = ["verify", str(gguf), str(hf_dir), str(conv_file), str(result), "--steps", str(steps)]
         args += ["--lora", str(lora)] if lora else []
         args += ["--thinking"] if enable_thinking else []
-        _worker(args, what=f"verify {gguf.name}")
+        _worker(args, what=f"verify {gguf.name}", log=log)
         rows = json.loads(result.read_text(encoding="utf-8"))["prompts"]
     return Verification(str(gguf), str(hf_dir), str(lora) if lora else None, rows)
 
