@@ -67,6 +67,7 @@ class Accounting:
     samples: Counter = field(default_factory=Counter)  # split -> output samples
     notes: Counter = field(default_factory=Counter)  # quirks fixed on the way (crlf, bom, merged turns...)
     skipped: str = ""  # non-empty: the whole source was skipped, and why
+    labelled_by: dict[str, Any] | None = None  # teacher tasks: who labelled it (model, prompt, decoding)
 
     def check(self) -> None:
         if self.read != self.written + sum(self.quarantined.values()):
@@ -80,7 +81,7 @@ class Accounting:
             "task": self.task, "source": self.source, "read": self.read, "written": self.written,
             "quarantined": dict(sorted(self.quarantined.items())),
             "samples": dict(sorted(self.samples.items())), "notes": dict(sorted(self.notes.items())),
-            "skipped": self.skipped,
+            "skipped": self.skipped, **({"labelled_by": self.labelled_by} if self.labelled_by else {}),
         }
 
 

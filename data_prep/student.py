@@ -158,6 +158,15 @@ def build(raw_dir: Path, seed: int, *, teacher: Any, dataset_dir: Path,
     finally:
         cache.close()
 
+    limit = float(getattr(teacher, "max_invalid", 0.2))
+    if need and len(failures) / len(need) > limit:
+        first = next(iter(failures.values()))
+        raise DataError(f"teacher {teacher.cache_id}: {len(failures)} of {len(need)} answers invalid "
+                        f"({len(failures) / len(need):.0%}, above the {limit:.0%} limit PSY_TEACHER_MAX_INVALID); "
+                        f"nothing written, the previous student set is kept ({len(need) - len(failures)} valid "
+                        f"labels cached). First: {first[:160]}")
+    who = teacher.describe() if hasattr(teacher, "describe") else {"id": teacher.cache_id}
+    dl.acc.labelled_by = ql.acc.labelled_by = who
     kept: list[tuple[str, str, dict[str, Any]]] = []
     changes: list[dict[str, Any]] = []
     for sid, text, lg, file in todo:

@@ -13,12 +13,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def env_number(var: str, default: float, kind: type = float) -> Any:
+    from psyfactory.core.errors import ConfigError
+
+    value = os.environ.get(var, "").strip()
+    try:
+        number = kind(value) if value else default
+    except ValueError:
+        raise ConfigError(f"{var}={value!r} is not a {'number' if kind is float else 'whole number'}") from None
+    if number < 0:
+        raise ConfigError(f"{var}={value!r} must not be negative")
+    return number
+
+
+class MalformedReply(Exception):
+    """The server answered, but not with a chat completion (an HTML page, `choices: []`, no message):
+    an invalid answer like any other, re-asked within the retries."""
+
+
 @dataclass
 class Endpoint:
     base_url: str  # e.g. http://127.0.0.1:8000/v1
     model: str
     api_key: str = "EMPTY"
-    timeout: float = 120.0
+    timeout: float = 60.0  # seconds per HTTP request ($<prefix>_TIMEOUT)
+    max_retries: int = 2  # HTTP-level retries of a failed request ($<prefix>_HTTP_RETRIES)
 
     @staticmethod
     def env_key(prefix: str = "PSY_TEACHER") -> str:
@@ -27,15 +46,17 @@ class Endpoint:
         return os.environ.get(f"{prefix}_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
 
     @classmethod
-    def from_env(cls, prefix: str = "PSY_TEACHER") -> Endpoint | None:
-        """PSY_TEACHER_BASE_URL, PSY_TEACHER_MODEL, PSY_TEACHER_API_KEY (or OPENAI_API_KEY)."""
-        url = os.environ.get(f"{prefix}_BASE_URL")
+    def from_env(cls, prefix: str = "PSY_TEACHER", url: str | None = None) -> Endpoint | None:
+        """<prefix>_BASE_URL (or `url`), _MODEL, _API_KEY (or OPENAI_API_KEY), _TIMEOUT, _HTTP_RETRIES."""
+        url = url or os.environ.get(f"{prefix}_BASE_URL")
         if not url:
             return None
         return cls(
             base_url=url,
             model=os.environ.get(f"{prefix}_MODEL", "default"),
             api_key=cls.env_key(prefix),
+            timeout=env_number(f"{prefix}_TIMEOUT", 60.0),
+            max_retries=env_number(f"{prefix}_HTTP_RETRIES", 2, int),
         )
 
 
@@ -63,24 +84,45 @@ class ChatClient:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self._client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key,
-                              timeout=endpoint.timeout, max_retries=2)
+                              timeout=endpoint.timeout, max_retries=endpoint.max_retries)
 
     def complete(self, messages: list[dict[str, str]], **kw: Any) -> str:
-        resp = self._client.chat.completions.create(
-            model=self.endpoint.model,
-            messages=messages,  # type: ignore[arg-type]
-            max_tokens=kw.pop("max_tokens", self.max_tokens),
-            temperature=kw.pop("temperature", self.temperature),
-            **kw,
-        )
-        return resp.choices[0].message.content or ""
+        """The reply text; MalformedReply when the answer is not a chat completion."""
+        import openai
 
-    def complete_json(self, messages: list[dict[str, str]], validate: Validator, *, retries: int = 2) -> JSONResult:
-        """Ask, validate, re-ask up to `retries` more times; never guesses a value."""
+        try:
+            resp = self._client.chat.completions.create(
+                model=self.endpoint.model,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=kw.pop("max_tokens", self.max_tokens),
+                temperature=kw.pop("temperature", self.temperature),
+                **kw,
+            )
+        except openai.APIResponseValidationError as e:
+            raise MalformedReply(f"malformed_response: {e}") from None
+        choices = getattr(resp, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            body = resp if isinstance(resp, str) else f"choices={choices!r}"
+            raise MalformedReply(f"malformed_response: not a chat completion ({' '.join(str(body).split())[:80]!r})")
+        message = getattr(choices[0], "message", None)
+        content = getattr(message, "content", None)
+        if message is None or not (content is None or isinstance(content, str)):
+            raise MalformedReply("malformed_response: the first choice has no message text")
+        return content or ""
+
+    def complete_json(self, messages: list[dict[str, str]], validate: Validator, *, retries: int = 2,
+                      **kw: Any) -> JSONResult:
+        """Ask, validate, re-ask up to `retries` more times; never guesses a value. `kw` go to every
+        request (e.g. response_format)."""
         result = JSONResult(value=None, attempts=0)
         for _ in range(retries + 1):
             result.attempts += 1
-            text = self.complete(messages)
+            try:
+                text = self.complete(messages, **dict(kw))
+            except MalformedReply as e:
+                result.raw.append("")
+                result.reasons.append([str(e)])
+                continue
             result.raw.append(text)
             value, reasons = validate(text)
             if not reasons:

@@ -76,6 +76,10 @@ def test_lexicon_raises_never_lowers(tmp_path):
 def test_invalid_answers_are_quarantined(tmp_path):
     bad = RecordingTeacher("bad", answer=lambda t: {"depression_level": 7, "anxiety_level": 0, "risk_flag": "none",
                                                     "student_distress_score": 0})
+    with pytest.raises(DataError, match="answers invalid .* the previous student set is kept"):
+        prepare(["student"], SAMPLES, tmp_path, teacher=bad, quiet=True)  # default: at most 20% invalid
+    assert not (tmp_path / "data" / "student" / "train.jsonl").exists()
+    bad.max_invalid, bad.calls = 1.0, []  # accept any share: every item quarantined with its reason
     res = prepare(["student"], SAMPLES, tmp_path, teacher=bad, quiet=True)
     q = [x for x in quarantine(tmp_path, "student") if x["reason"] == "teacher_invalid"]
     assert len(q) == len(bad.calls) > 0 and "depression_level" in q[0]["detail"]

@@ -1,5 +1,6 @@
 """The student teacher against a real OpenAI-compatible server on loopback (`llamafactory-cli api`
-on the random-weight tiny model): its answers are invalid, so every item is retried then quarantined."""
+on the random-weight tiny model): its answers are invalid, so the prep fails unless the invalid share
+is allowed, and then every item is retried then quarantined."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from data_prep.teacher import TeacherEndpoint
 def test_invalid_teacher_answers_are_retried_then_quarantined(lf_api, tmp_path):
     from psyfactory.core.llm_client import Endpoint, free_port
 
-    te = TeacherEndpoint(lf_api, retries=1, workers=2, max_tokens=16)
+    with pytest.raises(DataError, match=r"8 of 8 answers invalid \(100%, above the 20% limit"):
+        prepare(["student"], SAMPLES, tmp_path / "ds0", teacher=TeacherEndpoint(lf_api, retries=0, max_tokens=16),
+                quiet=True)
+    assert not (tmp_path / "ds0" / "data" / "student" / "train.jsonl").exists()
+    # max_invalid=1.0 accepts any share: every item retried, then quarantined
+    te = TeacherEndpoint(lf_api, retries=1, workers=2, max_tokens=16, max_invalid=1.0)
     res = prepare(["student"], SAMPLES, tmp_path / "ds", teacher=te, quiet=True)
     accs = res["student"]
     assert sum(a.written for a in accs) == 0
