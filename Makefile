@@ -83,7 +83,7 @@ DATA_TASK = $(if $(TASK),--task $(TASK))
 
 .PHONY: prep data-report download
 
-prep: $(STAMP) ## raw sources in RAW_DIR -> data/<task>/*.jsonl + dataset_info.json [TASK] [TEACHER=url|lexicon]
+prep: $(STAMP) ## raw sources in RAW_DIR -> data/<task>/*.jsonl + dataset_info.json [TASK] [TEACHER=url|local|lexicon]
 	$(PSY) prep --raw-dir $(RAW_DIR) $(DATA_TASK) $(if $(TEACHER),--teacher $(TEACHER)) $(ARGS)
 
 data-report: $(STAMP) ## counts, token-length histograms, truncation at cutoff_len, labels [MODEL] [TASK]
@@ -117,10 +117,14 @@ bench-eval: $(STAMP) ## PsychCounsel-Bench wall time, loglik vs generate scoring
 # ---- gguf (issue 5) ----
 QUANT ?= Q4_K_M
 GGUF_STAMP := $(VENV)/psyfactory-gguf.json
-.PHONY: setup-gguf gguf chat-gguf predict-gguf
+.PHONY: setup-gguf gguf chat-gguf predict-gguf teacher
 
 $(GGUF_STAMP): $(STAMP) scripts/setup_gguf.sh requirements/constraints.txt
 	VENV=$(VENV) bash scripts/setup_gguf.sh
+
+GGUF ?=
+teacher: $(GGUF_STAMP) ## serve a GGUF on loopback as the student teacher for TEACHER=local [GGUF=path.gguf] (Ctrl-C stops)
+	$(PSY) teacher $(if $(GGUF),--gguf $(GGUF))
 
 setup-gguf: $(GGUF_STAMP) ## llama-cpp-python (compiled once, cached wheel) + llama.cpp's GGUF converter
 gguf: $(GGUF_STAMP) ## merged model -> GGUF f16 + QUANT=Q4_K_M|Q8_0|Q5_K_M|Q6_K, verified, Ollama Modelfile

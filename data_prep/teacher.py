@@ -22,7 +22,8 @@ from data_prep import lexicon
 from psyfactory.core.errors import DataError
 
 PROMPT_FILE = Path(__file__).parent / "prompts" / "student_teacher.md"
-TEACHERS = ("lexicon", "http(s)://<OpenAI-compatible base URL>")
+TEACHERS = ("lexicon", "local (the server of `make teacher`)", "http(s)://<OpenAI-compatible base URL>")
+RESPONSE_FORMATS = ("none", "json_object", "json_schema")
 NO_TEACHER = ("no teacher configured. Set PSY_TEACHER_BASE_URL (and PSY_TEACHER_MODEL, "
               "PSY_TEACHER_API_KEY) for an OpenAI-compatible endpoint, or pass --teacher URL; "
               "`--teacher lexicon` selects the offline keyword heuristic (demo/tests only, NOT a real labeller).")
@@ -69,6 +70,11 @@ class TeacherEndpoint:
     retries: int = 3  # re-asks after an invalid answer (bounded), then the item is quarantined
     workers: int = 4  # concurrent requests
     max_tokens: int = 256  # per reply (raise it for teachers that think before answering)
+    max_invalid: float = 0.2  # a larger share of invalid items fails the prep (the old set stays)
+    # constrain replies to the label schema: llama.cpp's server takes json_object + schema, vLLM and
+    # OpenAI json_schema; none sends no response_format
+    response_format: str = "none"
+    served: dict[str, Any] | None = None  # the local teacher: what `make teacher` serves (GGUF, pid)
 
 
 class HeuristicTeacher:
@@ -76,6 +82,10 @@ class HeuristicTeacher:
 
     cache_id = "lexicon-heuristic-v1"
     workers = 1
+    max_invalid = 0.0  # deterministic: never invalid
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "lexicon", "id": self.cache_id, "note": "offline keyword heuristic, NOT a real labeller"}
 
     def label(self, text: str) -> dict[str, Any]:
         return lexicon.heuristic_labels(text)
@@ -96,7 +106,38 @@ class EndpointTeacher:
         self.system, self.template = load_prompt(prompt_file)
         self.cache_id = f"endpoint:{te.endpoint.model}:{prompt_digest(prompt_file)}"
         self.workers = te.workers
+        self.max_invalid = te.max_invalid
+        self.prompt_file = prompt_file
         self.client = ChatClient(te.endpoint, max_tokens=te.max_tokens, temperature=0.0)
+
+    def request_options(self) -> dict[str, Any]:
+        from psyfactory.core.labels import grammar_schema, student_schema
+
+        kind = self.te.response_format
+        if kind == "none":
+            return {}
+        schema = grammar_schema(student_schema().schema)
+        if kind == "json_object":
+            return {"response_format": {"type": "json_object", "schema": schema}}
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "student_labels", "schema": schema, "strict": True}}}
+
+    def describe(self) -> dict[str, Any]:
+        """Who labelled the set (written to the student accounting; never the API key)."""
+        from psyfactory.core.paths import REPO_ROOT
+
+        ep = self.te.endpoint
+        try:
+            prompt = str(self.prompt_file.resolve().relative_to(REPO_ROOT))
+        except ValueError:
+            prompt = str(self.prompt_file)
+        return {"kind": "endpoint", "id": self.cache_id, "base_url": ep.base_url, "model": ep.model,
+                "prompt_file": prompt, "prompt_sha256": hashlib.sha256(self.prompt_file.read_bytes()).hexdigest(),
+                "decoding": {"temperature": 0.0, "max_tokens": self.te.max_tokens,
+                             "response_format": self.te.response_format},
+                **({"served": self.te.served} if self.te.served else {}),
+                "retries": self.te.retries, "timeout_s": ep.timeout, "http_retries": ep.max_retries,
+                "max_invalid": self.te.max_invalid}
 
     def label(self, text: str) -> dict[str, Any]:
         import openai
@@ -110,7 +151,11 @@ class EndpointTeacher:
         messages = [{"role": "system", "content": self.system},
                     {"role": "user", "content": self.template.replace("{text}", text)}]
         try:
-            res = self.client.complete_json(messages, validate, retries=self.te.retries)
+            res = self.client.complete_json(messages, validate, retries=self.te.retries, **self.request_options())
+        except openai.APITimeoutError as e:
+            raise DataError(f"teacher endpoint {self.te.endpoint.base_url} (model {self.te.endpoint.model!r}) did not "
+                            f"answer within {self.te.endpoint.timeout:g} s ({self.te.endpoint.max_retries} HTTP "
+                            "retries); set PSY_TEACHER_TIMEOUT / PSY_TEACHER_HTTP_RETRIES") from e
         except (openai.APIConnectionError, openai.AuthenticationError, openai.NotFoundError,
                 openai.PermissionDeniedError) as e:
             raise DataError(f"teacher endpoint {self.te.endpoint.base_url} (model {self.te.endpoint.model!r}): "
@@ -123,11 +168,57 @@ class EndpointTeacher:
         return ordered(res.value)
 
 
-def endpoint_from_env() -> TeacherEndpoint | None:
-    from psyfactory.core.llm_client import Endpoint
+def endpoint_from_env(url: str | None = None) -> TeacherEndpoint | None:
+    """PSY_TEACHER_* settings (the base URL may come from --teacher URL instead): _RETRIES (re-asks of an
+    invalid answer, default 3), _MAX_INVALID (share of invalid items that fails the prep, default 0.2),
+    _TIMEOUT (seconds per request, 60), _HTTP_RETRIES (2), _MAX_TOKENS (256), _WORKERS (4),
+    _RESPONSE_FORMAT (none, json_object, json_schema)."""
+    from psyfactory.core.llm_client import Endpoint, env_number
 
-    ep = Endpoint.from_env("PSY_TEACHER")
-    return TeacherEndpoint(ep, retries=int(os.environ.get("PSY_TEACHER_RETRIES", "3"))) if ep else None
+    ep = Endpoint.from_env("PSY_TEACHER", url=url)
+    if ep is None:
+        return None
+    share = env_number("PSY_TEACHER_MAX_INVALID", 0.2)
+    if share > 1:
+        raise DataError(f"PSY_TEACHER_MAX_INVALID={share} is a share: between 0 and 1")
+    fmt = os.environ.get("PSY_TEACHER_RESPONSE_FORMAT", "none").strip() or "none"
+    if fmt not in RESPONSE_FORMATS:
+        raise DataError(f"PSY_TEACHER_RESPONSE_FORMAT={fmt!r}; valid: {', '.join(RESPONSE_FORMATS)}")
+    return TeacherEndpoint(ep, retries=env_number("PSY_TEACHER_RETRIES", 3, int), max_invalid=share,
+                           workers=max(1, env_number("PSY_TEACHER_WORKERS", 4, int)),
+                           max_tokens=max(1, env_number("PSY_TEACHER_MAX_TOKENS", 256, int)), response_format=fmt)
+
+
+def local_endpoint() -> TeacherEndpoint:
+    """The teacher `make teacher` serves on loopback (its state file), schema-constrained."""
+    from dataclasses import replace
+
+    from psyfactory.core.paths import local_teacher_file
+
+    path = local_teacher_file()
+    start = "start one in another shell with `make teacher` (GGUF=path.gguf; default: the smollm2-135m model)"
+    if not path.is_file():
+        raise DataError(f"no local teacher is running ({path} not found): {start}")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        os.kill(int(state["pid"]), 0)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise DataError(f"{path}: unreadable local teacher state; {start}") from None
+    except ProcessLookupError:
+        raise DataError(f"the local teacher of {path} (pid {state['pid']}) is not running any more: {start}") from None
+    te = endpoint_from_env(url=state["base_url"])
+    assert te is not None
+    return replace(te, endpoint=replace(te.endpoint, model=state["model"]), response_format="json_object",
+                   workers=1, served={k: state.get(k) for k in ("gguf", "gguf_sha256", "server")})
+
+
+def resolve_endpoint(spec: str) -> TeacherEndpoint:
+    """--teacher local | http(s)://… -> a TeacherEndpoint (settings from PSY_TEACHER_*)."""
+    if spec == "local":
+        return local_endpoint()
+    te = endpoint_from_env(url=spec)
+    assert te is not None
+    return te
 
 
 def resolve_teacher(spec: Any) -> Any:
@@ -137,13 +228,8 @@ def resolve_teacher(spec: Any) -> Any:
     if isinstance(spec, str):
         if spec == "lexicon":
             return HeuristicTeacher()
-        if spec.startswith(("http://", "https://")):
-            from psyfactory.core.llm_client import Endpoint
-
-            env = endpoint_from_env()
-            ep = Endpoint(base_url=spec, model=env.endpoint.model if env else "default",
-                          api_key=Endpoint.env_key("PSY_TEACHER"))
-            return EndpointTeacher(TeacherEndpoint(ep, retries=env.retries if env else 3))
+        if spec == "local" or spec.startswith(("http://", "https://")):
+            return EndpointTeacher(resolve_endpoint(spec))
         raise DataError(f"unknown teacher {spec!r}; valid: {', '.join(TEACHERS)}")
     if isinstance(spec, TeacherEndpoint):
         return EndpointTeacher(spec)

@@ -1,4 +1,5 @@
-"""Serve a model with `llamafactory-cli api` on loopback (OpenAI-compatible), for teachers and judges."""
+"""Serve a model on loopback behind an OpenAI-compatible API, for teachers and judges:
+`llamafactory-cli api` (HF model + adapter) or llama-cpp-python's server (a GGUF)."""
 
 from __future__ import annotations
 
@@ -39,17 +40,45 @@ def serve_lf_api(
         cfg.update(adapter_name_or_path=str(adapter), finetuning_type="lora")
     (workdir / "api.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
     env = lf_env() | {"API_HOST": "127.0.0.1", "API_PORT": str(port), "API_MODEL_NAME": model_name}
-    log_path = log_path or workdir / "api.log"
+    with _serving([lf_cli(), "api", str(workdir / "api.yaml")], "llamafactory-cli api", port, model_name,
+                  log_path or workdir / "api.log", startup_timeout, cwd=workdir, env=env) as endpoint:
+        yield endpoint
+
+
+@contextmanager
+def serve_gguf(gguf: str | Path, *, port: int | None = None, model_name: str = "teacher", n_ctx: int = 4096,
+               startup_timeout: float = 120.0, log_path: Path | None = None) -> Iterator[Endpoint]:
+    """Serve a GGUF with llama-cpp-python's OpenAI-compatible server on 127.0.0.1 (`make teacher`).
+    Its `response_format={"type": "json_object", "schema": ...}` constrains replies to a JSON schema."""
+    import sys
+
+    from psyfactory.gguf.common import check_gguf_file, setup_info
+
+    setup_info()
+    gguf = check_gguf_file(gguf)
+    port = port or free_port()
+    log_path = log_path or Path(tempfile.mkdtemp(prefix="psy-teacher-")) / "server.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+           "--n_ctx", str(n_ctx), "--model_alias", model_name]
+    with _serving(cmd, f"llama.cpp server ({gguf.name})", port, model_name, log_path, startup_timeout) as endpoint:
+        yield endpoint
+
+
+@contextmanager
+def _serving(cmd: list[str], what: str, port: int, model_name: str, log_path: Path, startup_timeout: float,
+             **popen: Any) -> Iterator[Endpoint]:
+    """Start `cmd`, wait until GET /v1/models answers, yield the Endpoint, stop the server on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([lf_cli(), "api", str(workdir / "api.yaml")], cwd=workdir, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **popen)
     try:
         deadline = time.time() + startup_timeout
         url = f"http://127.0.0.1:{port}/v1/models"
         while True:
             if proc.poll() is not None:
-                tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-                raise RunError(f"llamafactory-cli api exited with {proc.returncode}:\n{tail}")
+                lines = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+                raise RunError(f"{what} exited with {proc.returncode}: {lines[-1] if lines else 'no output'} "
+                               f"(log: {log_path})")
             try:
                 with urllib.request.urlopen(url, timeout=2) as r:
                     if r.status == 200:
@@ -57,7 +86,7 @@ def serve_lf_api(
             except OSError:
                 pass
             if time.time() > deadline:
-                raise RunError(f"llamafactory-cli api not ready after {startup_timeout:.0f}s (log: {log_path})")
+                raise RunError(f"{what} not ready after {startup_timeout:.0f}s (log: {log_path})")
             time.sleep(0.5)
         yield Endpoint(base_url=f"http://127.0.0.1:{port}/v1", model=model_name)
     finally:

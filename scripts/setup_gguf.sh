@@ -54,9 +54,10 @@ else
   echo "[setup-gguf] reusing cached wheel $WHEEL"
 fi
 
-# 3. Install the wheel (its small runtime deps are pinned by the constraints file) and the `gguf`
-#    package (transformers needs it to read GGUF files; used by benchmarks/gguf_bench.py).
-"$PY" -m pip install -q -c "$C" "$WHEEL" gguf
+# 3. Install the wheel (its small runtime deps are pinned by the constraints file), the `gguf`
+#    package (transformers needs it to read GGUF files; used by benchmarks/gguf_bench.py) and what
+#    llama-cpp-python's OpenAI-compatible server needs beyond our stack (`make teacher`).
+"$PY" -m pip install -q -c "$C" "$WHEEL" gguf starlette-context pydantic-settings
 
 # 4. The converter, unpacked from the same sdist.
 if [ ! -f "$CONV_DIR/convert_hf_to_gguf.py" ]; then

@@ -33,14 +33,15 @@ def _tasks(values: list[str] | None) -> list[str] | None:
 def _teacher(args: argparse.Namespace) -> Any:
     if not args.teacher:
         return None
-    if args.teacher.startswith(("http://", "https://")):
-        from data_prep.teacher import TeacherEndpoint, endpoint_from_env
-        from psyfactory.core.llm_client import Endpoint
+    if args.teacher == "local" or args.teacher.startswith(("http://", "https://")):
+        from dataclasses import replace
 
-        env = endpoint_from_env()
-        ep = Endpoint(base_url=args.teacher, model=args.teacher_model or (env.endpoint.model if env else "default"),
-                      api_key=Endpoint.env_key("PSY_TEACHER"))
-        return TeacherEndpoint(ep, retries=args.teacher_retries)
+        from data_prep.teacher import resolve_endpoint
+
+        te = resolve_endpoint(args.teacher)
+        if args.teacher_model:
+            te = replace(te, endpoint=replace(te.endpoint, model=args.teacher_model))
+        return replace(te, retries=args.teacher_retries) if args.teacher_retries is not None else te
     return args.teacher
 
 
@@ -82,19 +83,66 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    """Serve a GGUF as the local teacher until Ctrl-C; TEACHER=local finds it through a state file."""
+    import hashlib
+    import os
+    import signal
+    import time
+
+    from psyfactory.core.files import atomic_write_json
+    from psyfactory.core.paths import local_teacher_file
+    from psyfactory.serve import serve_gguf
+
+    if args.gguf:
+        gguf = Path(args.gguf).expanduser()
+    else:
+        from psyfactory.smollm2 import gguf_file
+
+        gguf = gguf_file()
+    state_file = local_teacher_file()
+    log = state_file.parent / "server.log"
+    with serve_gguf(gguf, port=args.port, model_name="teacher", n_ctx=args.ctx, log_path=log) as ep:
+        digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
+        atomic_write_json(state_file, {"base_url": ep.base_url, "model": ep.model, "gguf": str(gguf.resolve()),
+                                       "gguf_sha256": digest, "server": "llama-cpp-python", "pid": os.getpid()})
+        print(f"[teacher] {gguf.name} at {ep.base_url} (log {log}); label with: make prep TASK=student "
+              "TEACHER=local   (Ctrl-C stops)", flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)  # scancel / kill: stop the server, remove the state file
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            state_file.unlink(missing_ok=True)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prep", help="raw sources -> data/<task>/{train,eval}.jsonl + dataset_info.json")
     p.add_argument("--task", action="append", help="task(s) (data_prep/<task>.py) or all (default: all)")
     p.add_argument("--raw-dir", default="raw/", help="raw data folder laid out like ../shared/datasets (default raw/)")
     p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR or the repo)")
     p.add_argument("--teacher", default=None,
-                   help="student labeller: an OpenAI-compatible base URL, or 'lexicon' (offline keyword heuristic, "
-                        "NOT a real labeller). Default: $PSY_TEACHER_BASE_URL; none -> student is skipped "
-                        "(an error when --task student is named)")
+                   help="student labeller: an OpenAI-compatible base URL, 'local' (the server `make teacher` runs, "
+                        "schema-constrained) or 'lexicon' (offline keyword heuristic, NOT a real labeller). Default: "
+                        "$PSY_TEACHER_BASE_URL; none -> student is skipped (an error when --task student is named)")
     p.add_argument("--teacher-model", default=None, help="model name sent to the endpoint ($PSY_TEACHER_MODEL)")
-    p.add_argument("--teacher-retries", type=int, default=3, help="bounded retries per invalid answer (default 3)")
+    p.add_argument("--teacher-retries", type=int, default=None,
+                   help="bounded retries per invalid answer (default: $PSY_TEACHER_RETRIES or 3)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="split seed (default %(default)s)")
     p.set_defaults(func=cmd_prep)
+
+    t = subparsers.add_parser("teacher", help="serve a GGUF on loopback as the student teacher (TEACHER=local)")
+    t.add_argument("--gguf", default=None, help="the GGUF to serve (default: smollm2-135m, from its PyPI package)")
+    t.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    t.add_argument("--ctx", type=int, default=4096, help="context size in tokens (default 4096)")
+    t.set_defaults(func=cmd_teacher)
 
     r = subparsers.add_parser("data-report", help="per-task counts, token-length histograms, truncation share, labels")
     r.add_argument("--task", action="append", help="task(s) (default: all prepared)")

@@ -8,6 +8,7 @@ constrained decoding. A task declares its schema in `psy.label_schema`; the stud
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass, field
@@ -186,3 +187,33 @@ def parse_student_labels(text: str) -> LabelParse:
 def validate_student_labels(value: Any) -> list[str]:
     """Reason codes for a decoded value against the student schema ([] = valid)."""
     return student_schema().reasons(value)
+
+
+_MAX_ENUM_RANGE = 64  # integer ranges up to this size become enums in the grammar
+
+
+def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema as handed to the grammar compiler: same language, explicit where it matters.
+
+    Small bounded integer ranges become enums (the grammar then enumerates the allowed numbers
+    instead of relying on min/max support), and objects get `additionalProperties: false` unless
+    they say otherwise, so the grammar cannot wander into extra keys.
+    """
+    out = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "integer" and "enum" not in node and {"minimum", "maximum"} <= node.keys():
+                lo, hi = int(node["minimum"]), int(node["maximum"])
+                if hi - lo < _MAX_ENUM_RANGE:
+                    node["enum"] = list(range(lo, hi + 1))
+            if node.get("type") == "object" and "properties" in node:
+                node.setdefault("additionalProperties", False)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(out)
+    return out

@@ -42,6 +42,11 @@ def cache_dir() -> Path:
     return _env_path("PSY_CACHE_DIR", Path.home() / ".cache" / "psyfactory")
 
 
+def local_teacher_file() -> Path:
+    """Written by `make teacher` while it serves: {base_url, model, gguf, pid}; read by TEACHER=local."""
+    return cache_dir() / "teacher" / "local.json"
+
+
 def repo_path(value: str | Path) -> Path:
     """A path as written in a config: absolute, `~`-relative, or relative to the repo root."""
     path = Path(value).expanduser()

@@ -13,7 +13,6 @@ from the schema, so every output parses and validates; `constrained=False` ignor
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from typing import Any
 
 from psyfactory.core.backend import Sampling, is_plain
 from psyfactory.core.errors import GGUFError
+from psyfactory.core.labels import grammar_schema
 from psyfactory.gguf.common import DEFAULT_QUANT, check_gguf_file, setup_info
 
-_MAX_ENUM_RANGE = 64  # integer ranges up to this size become enums in the grammar
 DEFAULT_CTX = 8192  # KV cache size in tokens ($PSY_GGUF_CTX); prompt + max_new_tokens must fit
 
 
@@ -37,33 +36,6 @@ def load_schema(path: str | Path) -> dict[str, Any]:
         raise GGUFError(f"{path}: JSON schema not found") from None
     except json.JSONDecodeError as e:
         raise GGUFError(f"{path}:{e.lineno}: invalid JSON schema ({e.msg})") from None
-
-
-def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema as handed to the grammar compiler: same language, explicit where it matters.
-
-    Small bounded integer ranges become enums (the grammar then enumerates the allowed numbers
-    instead of relying on min/max support), and objects get `additionalProperties: false` unless
-    they say otherwise, so the grammar cannot wander into extra keys.
-    """
-    out = copy.deepcopy(schema)
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "integer" and "enum" not in node and {"minimum", "maximum"} <= node.keys():
-                lo, hi = int(node["minimum"]), int(node["maximum"])
-                if hi - lo < _MAX_ENUM_RANGE:
-                    node["enum"] = list(range(lo, hi + 1))
-            if node.get("type") == "object" and "properties" in node:
-                node.setdefault("additionalProperties", False)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(out)
-    return out
 
 
 def render_prompt(template: str, conversation: list[dict[str, str]], *, enable_thinking: bool,
