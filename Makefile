@@ -148,7 +148,7 @@ DS      ?=
 SLURM_OPTS := --gpus $(GPUS) --nodes $(NODES) --stages $(STAGES) $(if $(DS),--deepspeed $(DS)) \
 	$(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
 
-sbatch: $(STAMP) ## submit train->merge->gguf->eval to Slurm: MODEL TASK [RUN METHOD GPUS NODES STAGES DS=z2|z3 DRY_RUN=1]
+sbatch: $(STAMP) ## submit [teacher->]train->merge->gguf->eval to Slurm: MODEL TASK [RUN METHOD GPUS NODES STAGES DS=z2|z3 DRY_RUN=1]
 	@$(PSY) sbatch $(SLURM_OPTS) $(RUN_OPTS)
 
 status: $(STAMP) ## state of each job of the run's last Slurm pipeline (+ log tail of failures)

@@ -22,7 +22,8 @@ from data_prep import lexicon
 from psyfactory.core.errors import DataError
 
 PROMPT_FILE = Path(__file__).parent / "prompts" / "student_teacher.md"
-TEACHERS = ("lexicon", "local (the server of `make teacher`)", "http(s)://<OpenAI-compatible base URL>")
+TEACHERS = ("lexicon", "local (the server of `make teacher`)", "gguf (served for this prep: --teacher-gguf)",
+            "http(s)://<OpenAI-compatible base URL>")
 RESPONSE_FORMATS = ("none", "json_object", "json_schema")
 NO_TEACHER = ("no teacher configured. Set PSY_TEACHER_BASE_URL (and PSY_TEACHER_MODEL, "
               "PSY_TEACHER_API_KEY) for an OpenAI-compatible endpoint, or pass --teacher URL; "
@@ -191,8 +192,6 @@ def endpoint_from_env(url: str | None = None) -> TeacherEndpoint | None:
 
 def local_endpoint() -> TeacherEndpoint:
     """The teacher `make teacher` serves on loopback (its state file), schema-constrained."""
-    from dataclasses import replace
-
     from psyfactory.core.paths import local_teacher_file
 
     path = local_teacher_file()
@@ -206,10 +205,17 @@ def local_endpoint() -> TeacherEndpoint:
         raise DataError(f"{path}: unreadable local teacher state; {start}") from None
     except ProcessLookupError:
         raise DataError(f"the local teacher of {path} (pid {state['pid']}) is not running any more: {start}") from None
-    te = endpoint_from_env(url=state["base_url"])
+    return served_endpoint(state["base_url"], state["model"], {k: state.get(k) for k in ("gguf", "gguf_sha256", "server")})
+
+
+def served_endpoint(base_url: str, model: str, served: dict[str, Any]) -> TeacherEndpoint:
+    """A llama.cpp server of ours (`make teacher`, `--teacher gguf`): schema-constrained, one request at a time."""
+    from dataclasses import replace
+
+    te = endpoint_from_env(url=base_url)
     assert te is not None
-    return replace(te, endpoint=replace(te.endpoint, model=state["model"]), response_format="json_object",
-                   workers=1, served={k: state.get(k) for k in ("gguf", "gguf_sha256", "server")})
+    return replace(te, endpoint=replace(te.endpoint, model=model), response_format="json_object", workers=1,
+                   served=served)
 
 
 def resolve_endpoint(spec: str) -> TeacherEndpoint:

@@ -45,11 +45,38 @@ def _teacher(args: argparse.Namespace) -> Any:
     return args.teacher
 
 
+def _gguf_path(value: str | None) -> Path:
+    if value:
+        return Path(value).expanduser()
+    from psyfactory.smollm2 import gguf_file
+
+    return gguf_file()
+
+
 def cmd_prep(args: argparse.Namespace) -> int:
     from data_prep import prepare
 
-    prepare(_tasks(args.task), Path(args.raw_dir), Path(args.dataset_dir or _dataset_dir_default()),
-            teacher=_teacher(args), seed=args.seed)
+    tasks, raw, out = _tasks(args.task), Path(args.raw_dir), Path(args.dataset_dir or _dataset_dir_default())
+    if args.teacher != "gguf":
+        if args.teacher_gguf:
+            raise ConfigError("--teacher-gguf goes with --teacher gguf")
+        prepare(tasks, raw, out, teacher=_teacher(args), seed=args.seed)
+        return 0
+    # a teacher served for this prep only (a Slurm `teacher` job: the GPU node serves and labels)
+    import hashlib
+    from dataclasses import replace
+
+    from data_prep.teacher import served_endpoint
+    from psyfactory.serve import serve_gguf
+
+    gguf = _gguf_path(args.teacher_gguf)
+    with serve_gguf(gguf, n_ctx=args.teacher_ctx) as ep:
+        print(f"[prep] teacher {gguf.name} served by llama.cpp at {ep.base_url}", flush=True)
+        te = served_endpoint(ep.base_url, ep.model, {"gguf": str(gguf.resolve()), "server": "llama-cpp-python",
+                                                     "gguf_sha256": hashlib.sha256(gguf.read_bytes()).hexdigest()})
+        if args.teacher_retries is not None:
+            te = replace(te, retries=args.teacher_retries)
+        prepare(tasks, raw, out, teacher=te, seed=args.seed)
     return 0
 
 
@@ -98,12 +125,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     from psyfactory.core.paths import local_teacher_file
     from psyfactory.serve import serve_gguf
 
-    if args.gguf:
-        gguf = Path(args.gguf).expanduser()
-    else:
-        from psyfactory.smollm2 import gguf_file
-
-        gguf = gguf_file()
+    gguf = _gguf_path(args.gguf)
     state_file = local_teacher_file()
     log = state_file.parent / "server.log"
     with serve_gguf(gguf, port=args.port, model_name="teacher", n_ctx=args.ctx, log_path=log) as ep:
@@ -130,8 +152,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR or the repo)")
     p.add_argument("--teacher", default=None,
                    help="student labeller: an OpenAI-compatible base URL, 'local' (the server `make teacher` runs, "
-                        "schema-constrained) or 'lexicon' (offline keyword heuristic, NOT a real labeller). Default: "
-                        "$PSY_TEACHER_BASE_URL; none -> student is skipped (an error when --task student is named)")
+                        "schema-constrained), 'gguf' (serve --teacher-gguf with llama.cpp for this prep) or 'lexicon' "
+                        "(offline keyword heuristic, NOT a real labeller). Default: $PSY_TEACHER_BASE_URL; none -> "
+                        "student is skipped (an error when --task student is named)")
+    p.add_argument("--teacher-gguf", default=None,
+                   help="with --teacher gguf: the GGUF to serve (default: smollm2-135m, from its PyPI package)")
+    p.add_argument("--teacher-ctx", type=int, default=4096, help="with --teacher gguf: context size (default 4096)")
     p.add_argument("--teacher-model", default=None, help="model name sent to the endpoint ($PSY_TEACHER_MODEL)")
     p.add_argument("--teacher-retries", type=int, default=None,
                    help="bounded retries per invalid answer (default: $PSY_TEACHER_RETRIES or 3)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-STAGES = ("train", "merge", "gguf", "eval")  # psyfactory.slurm.STAGES (imported lazily)
+STAGES = ("train", "merge", "gguf", "eval")  # psyfactory.slurm.DEFAULT_STAGES (imported lazily)
 
 
 def _request(args: argparse.Namespace) -> Any:
@@ -67,10 +67,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from psyfactory.cli import add_run_args
 
-    p = sub.add_parser("sbatch", help="submit train -> merge -> gguf -> eval as dependent Slurm jobs")
+    p = sub.add_parser("sbatch", help="submit [teacher ->] train -> merge -> gguf -> eval as dependent Slurm jobs")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per node for training (default 1)")
     p.add_argument("--nodes", type=int, default=1, help="nodes for training (default 1)")
-    p.add_argument("--stages", default=",".join(STAGES), help="comma list, e.g. train,merge")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help="comma list, e.g. train,merge; teacher,train,... first labels the student set on a GPU node")
     p.add_argument("--deepspeed", default=None, help="z2 | z3 (configs/deepspeed/ds_<x>.json) | a JSON path")
     p.add_argument("--restart", action="store_true", help="move the run's old adapter dir aside, start over")
     p.add_argument("--accept-data-change", action="store_true",

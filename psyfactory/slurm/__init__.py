@@ -1,5 +1,5 @@
 """Slurm pipelines: render batch scripts from the templates in `slurm/` + the cluster profile,
-submit the chain train -> merge -> gguf -> eval with `afterok` dependencies, report its state,
+submit the chain [teacher ->] train -> merge -> gguf -> eval with `afterok` dependencies, report its state,
 and prepare offline compute nodes (model + data staged on the login node, data tokenized once).
 
 Modules, one job each: `profiles` (profile layers), `batch` (batch scripts), `guard` (resume the
@@ -34,11 +34,18 @@ from psyfactory.slurm.jobs import (
     status,
     submit,
 )
-from psyfactory.slurm.profiles import PROFILE_ENV, SLURM_DIR, STAGES, load_profile, parse_mem_mb
+from psyfactory.slurm.profiles import (
+    DEFAULT_STAGES,
+    PROFILE_ENV,
+    SLURM_DIR,
+    STAGES,
+    load_profile,
+    parse_mem_mb,
+)
 from psyfactory.slurm.stage import stage_offline
 
 __all__ = [
-    "BAD_STATES", "PROFILE_ENV", "SLURM_DIR", "STAGES", "Request", "SlurmError", "active_jobs", "check_resumable",
+    "BAD_STATES", "DEFAULT_STAGES", "PROFILE_ENV", "SLURM_DIR", "STAGES", "Request", "SlurmError", "active_jobs", "check_resumable",
     "checkpoints", "deepspeed_path", "has_tokenized", "job_info", "last_pipeline", "load_profile", "parse_mem_mb",
     "parse_stages", "prepare", "records_path", "render", "resolved_hw", "set_aside", "stage_offline", "status",
     "submit", "tokenize_once", "train_overrides",

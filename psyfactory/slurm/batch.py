@@ -12,7 +12,7 @@ from typing import Any
 
 from psyfactory.core import paths
 from psyfactory.core.errors import SlurmError
-from psyfactory.slurm.profiles import SLURM_DIR, STAGES, expand, parse_mem_mb
+from psyfactory.slurm.profiles import DEFAULT_STAGES, SLURM_DIR, STAGES, expand, parse_mem_mb
 
 TEMPLATE = "job.sbatch"
 DEEPSPEED_DIR = paths.CONFIG_DIR / "deepspeed"
@@ -29,13 +29,15 @@ class Request:
     overrides: list[str] = field(default_factory=list)
     gpus: int = 1  # per node, for the training job
     nodes: int = 1
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = DEFAULT_STAGES
     deepspeed: str | None = None  # z2 | z3 | path to a DeepSpeed JSON
     run: str = ""  # run name; default <model>/<task>/<method>
     accept_data_change: bool = False  # the training job resumes checkpoints although the data changed
 
     def __post_init__(self) -> None:
         self.run = self.run or f"{self.model}/{self.task}/{self.method}"
+        if "teacher" in self.stages and self.task != "student":
+            raise SlurmError(f"the teacher stage labels the student set: TASK=student (got TASK={self.task})")
 
     def job_name(self, stage: str) -> str:
         return f"psy-{stage}-{self.run.replace('/', '-')}"
@@ -128,8 +130,11 @@ def sbatch_options(stage: str, req: Request, profile: dict[str, Any]) -> list[st
 
 
 def cli(command: str, req: Request, hw: str, overrides: list[str], profile: dict[str, Any] | None = None) -> list[str]:
-    """`psyfactory <stage> [stage args from the profile] --run … --model … --task … --method … --hw … overrides`."""
+    """`psyfactory <stage> [stage args from the profile] --run … --model … --task … --method … --hw … overrides`.
+    The teacher stage: `psyfactory prep --task student --teacher gguf [args]` (the node serves and labels)."""
     extra = ((profile or {}).get("stages") or {}).get(command, {}) or {}
+    if command == "teacher":
+        return ["psyfactory", "prep", "--task", "student", "--teacher", "gguf", *shlex.split(str(extra.get("args") or ""))]
     return ["psyfactory", command, *shlex.split(str(extra.get("args") or "")), "--run", req.run, "--model", req.model,
             "--task", req.task, "--method", req.method, "--hw", hw, *overrides]
 

@@ -52,7 +52,8 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
     overrides = train_overrides(req, profile) if "train" in req.stages else list(req.overrides)
     c = compose_request(req, overrides)
     if "train" in req.stages:  # config mistakes fail now, not after hours in the queue
-        preflight.check_run(c, need_files=not dry_run)
+        # the teacher job writes the student set first: its files cannot exist yet
+        preflight.check_run(c, need_files=not dry_run and "teacher" not in req.stages)
     if "train" in req.stages and not dry_run:
         active = active_jobs(c.run_dir)
         if active:

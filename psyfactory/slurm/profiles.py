@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from psyfactory.core import paths
 from psyfactory.core.errors import SlurmError
 
-STAGES = ("train", "merge", "gguf", "eval")
+STAGES = ("teacher", "train", "merge", "gguf", "eval")  # pipeline order
+DEFAULT_STAGES = ("train", "merge", "gguf", "eval")  # teacher: opt-in (STAGES=teacher,train,... TASK=student)
 SLURM_DIR = paths.REPO_ROOT / "slurm"
 PROFILE_ENV = "PSY_SLURM_PROFILE"
 PROFILE_KEYS = {

@@ -170,3 +170,17 @@ def test_make_dry_run_prints_scripts_and_commands(clean_env):
     assert "'--dependency=afterok:<merge-jobid>' --kill-on-invalid-dep=yes" in out
     assert not (clean_env / "runs").exists()  # a dry run writes nothing
 
+
+
+def test_teacher_stage_serves_and_labels_on_a_gpu_node(clean_env):
+    req = slurm.Request("qwen3-4b", "student", stages=slurm.parse_stages("teacher,train,merge"))
+    profile = slurm.load_profile(["stages.teacher.args=--raw-dir raw/ --teacher-gguf /models/qwen2.5-7b-q4_k_m.gguf"])
+    teacher = slurm.render("teacher", req, profile)
+    assert req.stages == ("teacher", "train", "merge")  # pipeline order, whatever order was typed
+    assert ("psy_run psyfactory prep --task student --teacher gguf --raw-dir raw/ --teacher-gguf "
+            "/models/qwen2.5-7b-q4_k_m.gguf") in teacher
+    opts = sbatch_lines(teacher)
+    assert "--gres=gpu:a40:1" in opts and "--no-requeue" in opts and "--job-name=psy-teacher-qwen3-4b-student-lora" in opts
+    assert slurm.Request("qwen3-4b", "psydt").stages == slurm.DEFAULT_STAGES  # the teacher stage is opt-in
+    with pytest.raises(slurm.SlurmError, match="the teacher stage labels the student set: TASK=student"):
+        slurm.Request("qwen3-4b", "psydt", stages=("teacher", "train"))

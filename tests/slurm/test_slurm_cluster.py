@@ -161,3 +161,24 @@ def test_two_process_data_parallel(slurm_cluster, slurm_ws):
     assert len(list(rd.rglob("adapter_model.safetensors"))) == 2  # adapter/ + its checkpoint-4
     assert (rd / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((rd / "adapter" / "trainer_state.json").read_text())["global_step"] == 4
+
+
+@pytest.mark.skipif(not gguf.available(), reason="the teacher stage serves a GGUF: run `make setup-gguf`")
+def test_teacher_stage_labels_the_student_set_before_training(slurm_cluster, slurm_ws):
+    from psyfactory.smollm2 import gguf_file
+
+    samples = Path(__file__).resolve().parents[2] / "data_prep" / "samples"
+    teacher_args = f"--raw-dir {samples} --teacher-gguf {gguf_file()}"
+    psy(slurm_ws, "sbatch", "--stages", "teacher,train", "--model", "tiny", "--task", "student", "--method", "lora",
+        "--set", f"stages.teacher.args={teacher_args}", "--set", "stages.teacher.gpus=0",
+        "--set", "stages.teacher.cpus=1", "--set", "stages.teacher.mem=3G", *FAST, "max_steps=2", "save_steps=2")
+    rd = Path(slurm_ws["PSY_RUNS_DIR"]) / "tiny" / "student" / "lora"
+    rec = pipeline(rd)
+    assert [j["stage"] for j in rec["jobs"]] == ["teacher", "train"]
+    info = wait_final(slurm_cluster, [j["job_id"] for j in rec["jobs"]], timeout=400)
+    assert {i["JobState"] for i in info.values()} == {"COMPLETED"}, info
+    student = Path(slurm_ws["PSY_DATASET_DIR"]) / "data" / "student"
+    who = json.loads((student / "accounting.json").read_text(encoding="utf-8"))[0]["labelled_by"]
+    assert who["served"]["gguf"] == str(gguf_file()) and who["decoding"]["response_format"] == "json_object"
+    assert (student / "train.jsonl").read_text(encoding="utf-8").strip()
+    assert json.loads((rd / "adapter" / "trainer_state.json").read_text())["global_step"] == 2
