@@ -125,7 +125,8 @@ def test_unreadable_case_files_are_quarantined_and_a_teacher_typo_is_one_line(tm
     assert a.read == a.written + sum(a.quarantined.values())
     err = one_error_line(cli("prep", "--raw-dir", str(raw), "--dataset-dir", str(tmp_path / "ds2"), "--task",
                              "student", "--teacher", "lexcon", check=False))
-    assert "unknown teacher 'lexcon'; valid: lexicon, local (the server of `make teacher`), http(s)://" in err
+    assert "unknown teacher 'lexcon'; valid: lexicon, local (the server of `make teacher`), gguf" in err
+    assert "http(s)://<OpenAI-compatible base URL>" in err
 
 
 # ---------------------------------------------------------------- 5. half-finished preps

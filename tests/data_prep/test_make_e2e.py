@@ -15,7 +15,12 @@ import pytest
 from psyutil import cli
 
 from data_prep import tasks
+from psyfactory.config import layer_path, load_layer
 from psyfactory.core.paths import REPO_ROOT
+
+
+def _eval_only(task: str) -> bool:
+    return bool(load_layer(layer_path("task", task)).get("psy", {}).get("eval_only"))
 
 
 def _make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -31,12 +36,14 @@ def test_make_prep_then_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert p.returncode == 0, p.stderr[-2000:]
     assert "read" in p.stdout and "quarantined (by reason)" in p.stdout
     info = json.loads((tmp_path / "ds" / "dataset_info.json").read_text(encoding="utf-8"))
-    assert {f"{t}_{s}" for t in tasks() for s in ("train", "eval")} <= set(info)
+    expected = {f"{t}_{s}" for t in tasks() for s in (("eval",) if _eval_only(t) else ("train", "eval"))}
+    assert expected <= set(info)
+    assert not {f"{t}_train" for t in tasks() if _eval_only(t)} & set(info)  # benchmarks are never trained on
     p = _make("prep", "RAW_DIR=data_prep/samples", "TASK=student", env={**env, "PSY_TEACHER_BASE_URL": ""})
     assert p.returncode == 2 and "no teacher configured" in p.stderr  # explicit task, no teacher: clear error
     for key in ("PSY_DATASET_DIR", "PSY_RUNS_DIR"):
         monkeypatch.setenv(key, env[key])
-    for task in tasks():
+    for task in (t for t in tasks() if not _eval_only(t)):
         res = cli("train", "--model", "tiny", "--task", task, "--hw", "cpu", "--dry-run", "max_steps=2")
         assert (tmp_path / "runs" / "tiny" / task / "lora" / "train.yaml").is_file(), res.stdout
     p = _make("train", "MODEL=tiny", "TASK=psydt", "HW=cpu",
