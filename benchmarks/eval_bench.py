@@ -3,7 +3,8 @@
 Same model and items for every format: letter log-likelihood (loglik) with the score of always
 answering "A" and the permutation-debiased accuracy; generation (greedy, 50 new tokens as in the
 seed) with strict and lenient letter extraction and their unparsed counts; the wall time of each and
-the loglik/generate speed ratio. Prints a markdown table; `--json` also writes the figures.
+the loglik/generate speed ratio. Prints a markdown table; `--json` also writes the figures (after
+each format, atomically).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/eval_bench.py --model smollm2-135m \
         --bench-file ../shared/datasets/PsychCounsel-Bench/PsychCounsel-Bench.json \
@@ -13,7 +14,6 @@ the loglik/generate speed ratio. Prints a markdown table; `--json` also writes t
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from psyfactory.config import compose
+    from psyfactory.core.files import atomic_write_json
     from psyfactory.inference import HFBackend
     from psyfactory.models import materialize
 
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, fmt.render, ll["accuracy"], b["always_letter"]["A"],
                      deb["majority_accuracy"] if deb else None, deb["mean_prob_accuracy"] if deb else None,
                      gs["accuracy"], gs["unparsed"], gl["accuracy"], gl["unparsed"], t_ll, t_gen))
+        if args.json:  # after every format, so a long run that dies keeps what it measured
+            atomic_write_json(args.json, out)
         print(f"[bench] {name}: loglik {ll['accuracy']:.3f} in {t_ll:.0f}s, generate {gs['accuracy']:.3f} "
               f"(lenient {gl['accuracy']:.3f}) in {t_gen:.0f}s", flush=True)
     print(f"\n{args.model}, {len(items)} items ({len(bench.excluded)} excluded: "
@@ -89,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(f"{x:.3f}" if isinstance(x, float) else "-" if x is None else str(x) for x in r) + " |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2), encoding="utf-8")
     return 0
 
 
