@@ -75,6 +75,11 @@ bench-train: $(STAMP) ## training speed/memory, plain vs tuned: MODEL METHOD [CU
 	$(PY) benchmarks/train_bench.py --model $(or $(MODEL),tiny) --task $(or $(TASK),psydt) --method $(or $(METHOD),lora) --hw $(HW) \
 		--steps $(STEPS) $(if $(CUTOFF),--cutoff $(CUTOFF))
 
+GPU_OUT ?= benchmarks/results/gpu-check
+.PHONY: bench-gpu
+bench-gpu: $(STAMP) ## every GPU-only check in one go: QLoRA on CUDA, 4B/7B train bench, loglik vs generate [GPU_OUT]
+	PY=$(PY) bash benchmarks/gpu_check.sh $(GPU_OUT)
+
 # ---- data (issue 3) ----
 RAW_DIR ?= raw/
 TEACHER ?=

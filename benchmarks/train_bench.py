@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2, help="steps excluded from timing")
     ap.add_argument("--variants", default="plain,tuned")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for every variant, e.g. gradient_accumulation_steps=1")
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/…)")
     ap.add_argument("--child", nargs=2, metavar=("CONFIG_JSON", "OUT_JSON"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                  "overwrite_output_dir=true", "num_train_epochs=1000"]
     if args.cutoff:
         overrides.append(f"cutoff_len={args.cutoff}")
+    overrides += args.overrides
     base = compose(args.model, args.task, args.method, args.hw, overrides)
     if args.model != "tiny" and (ARCH_DIR / f"{args.model}.json").exists():
         base.lf["model_name_or_path"] = str(build_arch(args.model))
@@ -238,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": time.strftime("%Y-%m-%d"), **dev, "model": args.model, "params": n, "task": args.task,
         "method": args.method, "cutoff_len": base.lf["cutoff_len"], "steps": args.steps, "warmup": args.warmup,
+        "batch": [base.lf.get("per_device_train_batch_size"), base.lf.get("gradient_accumulation_steps")],
+        "overrides": args.overrides,
         "versions": package_versions(), "variants": results,
     }
     out = args.out or (Path(__file__).parent / "results" / (

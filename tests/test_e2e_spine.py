@@ -27,10 +27,16 @@ def _check_merge_parity(run, base_path) -> None:
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     base_logits = _logits(base, tok)
     tuned = PeftModel.from_pretrained(base, run / "adapter").eval()
+    saved = json.loads((run / "merged" / "config.json").read_text())
+    saved_dtype = saved.get("dtype") or saved.get("torch_dtype") or "float32"
     merged = AutoModelForCausalLM.from_pretrained(run / "merged", dtype=torch.float32).eval()
     for want, got, plain in zip(_logits(tuned, tok), _logits(merged, tok), base_logits, strict=True):
-        assert torch.allclose(want, got, atol=1e-4), (want - got).abs().max()
-        assert (got - plain).abs().max() > 1e-4  # training changed the model: parity is not vacuous
+        change = (want - plain).abs().max()
+        assert change > 1e-4  # training changed the model: parity is not vacuous
+        # fp32 exports (CPU) match exactly; bf16 exports (GPU) round each merged weight, so the merged
+        # model must sit far closer to base + adapter than the adapter's own change
+        tol = 1e-4 if saved_dtype == "float32" else 0.05 * float(change)
+        assert (want - got).abs().max() <= tol, ((want - got).abs().max(), change, saved_dtype)
 
 
 def test_demo_prepares_trains_merges_and_predicts(tiny_run, tiny_model):
@@ -93,8 +99,12 @@ def test_a_second_named_run_coexists_and_later_stages_need_only_its_name(in_tiny
     assert "was trained with TASK=student, not TASK=psydt" in one_error_line(wrong)
 
 
-def test_qlora_trains_and_merges_onto_the_full_precision_base(workspace, tiny_model):
-    common = ["--model", "tiny", "--task", "psydt", "--method", "qlora", "--hw", "cpu"]
+@pytest.mark.parametrize("hw", ["cpu", pytest.param("a40", marks=pytest.mark.gpu)])
+def test_qlora_trains_and_merges_onto_the_full_precision_base(workspace, tiny_model, hw):
+    # hw=a40: bitsandbytes' CUDA 4-bit kernels and bf16 through the same `make train METHOD=qlora` path
+    if hw != "cpu" and not torch.cuda.is_available():
+        pytest.skip("QLoRA on CUDA needs a CUDA GPU (bitsandbytes' CUDA kernels); the CPU variant runs here")
+    common = ["--model", "tiny", "--task", "psydt", "--method", "qlora", "--hw", hw]
     cli("train", *common, "max_steps=6", "logging_steps=2", "save_steps=6", "learning_rate=5e-3")
     run = workspace / "runs" / "tiny" / "psydt" / "qlora"
     assert yaml.safe_load((run / "train.yaml").read_text())["quantization_bit"] == 4
