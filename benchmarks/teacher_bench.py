@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
-    from data_prep.teacher import EndpointTeacher, TeacherEndpoint, TeacherError
-    from psyfactory.core.labels import validate_student_labels
+    from data_prep.teacher import EndpointTeacher, TeacherEndpoint, TeacherError, reply_reasons
     from psyfactory.serve import serve_gguf
     from psyfactory.smollm2 import gguf_file
 
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                     value = teacher.label(text)
                 except TeacherError:
                     continue
-                if not validate_student_labels(value):
+                if not reply_reasons(value):  # the 4 labels + student_related
                     valid += 1
                     labels.append(value)
             seconds = time.perf_counter() - t0

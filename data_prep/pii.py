@@ -194,8 +194,8 @@ def _names_before_titles(text: str) -> list[tuple[int, int]]:
             if any((len(bw) == 1 and bf.startswith(("p", "c", "u", "y", "r")))
                    or (len(bw) > 1 and (len(w) > 1 or _function(bf))) for bw, bf, _ in between):
                 break
-            if j > 0 and len(w) == 1 and _dict_word(toks[j - 1][0] + w):
-                break  # the end of a word the tagger split: 咨询/师 教授
+            if j > 0 and len(w) == 1 and f == "ng" and any(_dict_word(toks[j - 1][0][-n:] + w) for n in (1, 2, 3)):
+                break  # a bound morpheme ending the word before it: 心理咨询/nz 师/ng 教授 (咨询师)
             if len(w) == 1:  # 高/a 老师, 许/m 老师, 曾/d 老师; not 向/p 老师, 小老师 (a prefix, not a name)
                 ok = w not in "小老大" and (f.startswith("nr") or (is_surname(w) and not f.startswith(("c", "u", "y")) and (
                     not f.startswith(("p", "r")) or is_surname(w, STRONG_SURNAME_LOGP))))  # 于老师 yes, 向老师请教 no
