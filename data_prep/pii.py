@@ -35,29 +35,52 @@ PLACEHOLDER = {"phone": "[PHONE]", "id_number": "[ID]", "email": "[EMAIL]", "url
 _CJK = "\u4e00-\u9fff"
 _D = r"[0-9０-９]"
 # ------------------------------------------------------------------------- pattern identifiers
-# (type, pattern, group): `group` is the part replaced (0 = the whole match)
-_PATTERNS: list[tuple[str, re.Pattern[str], int]] = [
-    ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), 0),
-    ("url", re.compile(r"(?:https?://|www\.)[^\s，。！？、；）)\]】\u4e00-\u9fff]+"), 0),
+# (type, precheck, pattern, group): the pattern runs only when the cheap precheck finds something;
+# `group` is the part replaced (0 = the whole match)
+_DIGITS = re.compile(r"\d")
+_PATTERNS: list[tuple[str, re.Pattern[str], re.Pattern[str], int]] = [
+    ("email", re.compile("@"), re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), 0),
+    ("url", re.compile(r"https?://|www\."), re.compile(r"(?:https?://|www\.)[^\s，。！？、；）)\]】\u4e00-\u9fff]+"), 0),
     # resident ID: 6-digit region, birth date, 3 digits, check digit (X); a space may split the blocks
-    ("id_number", re.compile(r"(?<![0-9A-Za-z])[1-9]\d{5}\s?(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
-                             r"\s?\d{3}[0-9Xx](?![0-9A-Za-z])"), 0),
-    ("id_number", re.compile(r"(?:学号|准考证号|考生号|学籍号)\s*(?:是|为|[:：])?\s*([A-Za-z]?\d{6,16})(?!\d)"), 1),
+    ("id_number", _DIGITS, re.compile(r"(?<![0-9A-Za-z])[1-9]\d{5}\s?(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])"
+                                      r"(?:0[1-9]|[12]\d|3[01])\s?\d{3}[0-9Xx](?![0-9A-Za-z])"), 0),
+    ("id_number", re.compile("学号|准考证号|考生号|学籍号"),
+     re.compile(r"(?:学号|准考证号|考生号|学籍号)\s*(?:是|为|[:：])?\s*([A-Za-z]?\d{6,16})(?!\d)"), 1),
     # mobile: optional +86 / 0086 / (+86), 11 digits starting 13-19, blocks split by a space or dash
-    ("phone", re.compile(r"(?<![\d+])(?:(?:\+|00)86[\s-]?|[（(]\+?86[)）]\s?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)"), 0),
+    ("phone", _DIGITS, re.compile(r"(?<![\d+])(?:(?:\+|00)86[\s-]?|[（(]\+?86[)）]\s?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}"
+                                  r"(?!\d)"), 0),
     # landline with an area code: 010-12345678, (0755)1234567, 0571 8888 6666
-    ("phone", re.compile(r"(?<!\d)(?:[（(]0\d{2,3}[)）]\s?|0\d{2,3}[\s-])\d{3,4}[\s-]?\d{4}(?!\d)"), 0),
-    ("qq", re.compile(r"(?i)(?<![A-Za-z])(?:qq|扣扣|企鹅|q)\s*(?:号码|号|账号)?\s*(?:是|为|[:：])?\s*(\d{5,11})(?!\d)"), 1),
-    ("wechat", re.compile(r"(?i)(?<![A-Za-z])(?:微信|威信|薇信|v信|vx|wx)\s*(?:号码|号|账号|id)?\s*"
-                          r"(?:是|为|[:：])?\s*([A-Za-z][-_A-Za-z0-9]{5,19}|\d{5,11})(?![-_A-Za-z0-9])"), 1),
+    ("phone", _DIGITS, re.compile(r"(?<!\d)(?:[（(]0\d{2,3}[)）]\s?|0\d{2,3}[\s-])\d{3,4}[\s-]?\d{4}(?!\d)"), 0),
+    ("qq", re.compile("[qQ]|扣扣|企鹅"), re.compile(r"(?<![A-Za-z])(?:[qQ][qQ]|扣扣|企鹅|[qQ])\s*(?:号码|号|账号)?\s*"
+                                                 r"(?:是|为|[:：])?\s*(\d{5,11})(?!\d)"), 1),
+    ("wechat", re.compile("[微威薇vV]信|[vVwW][xX]"),
+     re.compile(r"(?<![A-Za-z])(?:[微威薇vV]信|[vVwW][xX])\s*(?:号码|号|账号|[iI][dD])?\s*(?:是|为|[:：])?\s*"
+                r"([A-Za-z][-_A-Za-z0-9]{5,19}|\d{5,11})(?![-_A-Za-z0-9])"), 1),
     # in English text only with a separator: "WeChat: lily_2020", not "WeChat Moments"
-    ("wechat", re.compile(r"(?i)(?<![A-Za-z])(?:wechat|weixin)\s*(?:id)?\s*[:：]\s*([A-Za-z][-_A-Za-z0-9]{5,19}|\d{5,11})"
-                          r"(?![-_A-Za-z0-9])"), 1),
-    # numbered classes: 高二（3）班, 初三5班, 三年级二班, 2班 (the grade stays)
-    ("class", re.compile(rf"(?:(?<=[高初][一二三])|(?<=[一二三四五六七八九]年级)|(?<=大[一二三四]))\s*"
-                         rf"(?:[（(]\s*(?:{_D}{{1,2}}|[一二三四五六七八九十]{{1,3}})\s*[)）]|{_D}{{1,2}}|[一二三四五六七八九十]{{1,3}})\s*班"
-                         rf"|(?<![{_CJK}0-9０-９])[（(]?{_D}{{1,2}}[)）]?\s*班(?![主长级干])"), 0),
+    ("wechat", re.compile("(?i)wechat|weixin"),
+     re.compile(r"(?i)(?<![A-Za-z])(?:wechat|weixin)\s*(?:id)?\s*[:：]\s*([A-Za-z][-_A-Za-z0-9]{5,19}|\d{5,11})"
+                r"(?![-_A-Za-z0-9])"), 1),
 ]
+# numbered classes, found from their 班: 高二（3）班, 初三5班, 三年级二班, 3班 (the grade stays); not 三班倒, 3个班
+_CLASS_NUMBER = re.compile(rf"(?:[（(]\s*(?:{_D}{{1,2}}|[一二三四五六七八九十]{{1,3}})\s*[)）]|{_D}{{1,2}}|"
+                           rf"[一二三四五六七八九十]{{1,3}})\s*班$")
+_GRADE_BEFORE = re.compile(r"(?:[高初][一二三]|[一二三四五六七八九]年级|大[一二三四])\s*$")
+
+
+def _class_spans(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for m in re.finditer(r"班(?![主长级干])", text):
+        head = text[max(0, m.start() - 10): m.end()]
+        c = _CLASS_NUMBER.search(head)
+        if c is None:
+            continue
+        start = m.end() - (len(head) - c.start())
+        arabic = bool(re.match(rf"[（(]?\s*{_D}", c.group(0)))
+        before = text[max(0, start - 6):start]
+        if _GRADE_BEFORE.search(before) or (arabic and not re.search(r"\d$", before)):
+            spans.append((start, m.end()))
+    return spans
+
 
 # ------------------------------------------------------------------------------------ names
 TITLES = ("老师", "同学", "医生", "大夫", "教授", "主任", "校长", "辅导员", "导师", "先生", "女士", "小姐",
@@ -67,7 +90,8 @@ _TITLE_RE = re.compile(rf"(?<=[{_CJK}])(?:{'|'.join(TITLES)})")
 _INTRO_RE = re.compile(r"(?:我的名字|我的姓名|名字|姓名)\s*(?:叫|是|[:：])\s*|我(?:叫|名叫)|名叫|叫我|我是|我就是|本人是?")
 _STRONG_INTRO = re.compile(r"^(?:我的名字|我的姓名|名字|姓名|我叫|我名叫|名叫|叫我)")
 _SENT_SPLIT = re.compile(r"[。！？!?；;，,、\n\s“”\"'‘’（）()《》【】\[\]:：…—-]")
-_SCHOOL_RE = re.compile(rf"([{_CJK}]{{2,10}}?)(大学|学院|中学|小学|高中|初中|附中|实验学校|外国语学校|职业技术学院|"
+# a school's suffix, after at least one Chinese character (the name before it is read by the tagger)
+_SCHOOL_RE = re.compile(rf"(?<=[{_CJK}])(大学|学院|中学|小学|高中|初中|附中|实验学校|外国语学校|职业技术学院|"
                         rf"[一二三四五六七八九十]{{1,3}}中(?!学)|[一二三四五六七八九十]{{1,3}}小(?!学))(?![生会到习])")
 # tags of words that never start or make up a name (pronouns, prepositions, conjunctions, particles...)
 _FUNCTION = ("p", "c", "u", "d", "y", "e", "o", "m", "q", "f", "t", "x", "zg", "uj", "ul", "uz", "ug", "uv", "ud")
@@ -254,13 +278,13 @@ def _school_spans(text: str) -> list[tuple[int, int]]:
     合肥/n 实验/vn 小学, 北京大学/nt, 第七/m 中学; not 一所/m 普通/nz 大学, 重点高中/l, 985/m 大学, 我们/r 学校."""
     spans = []
     for m in _SCHOOL_RE.finditer(text):
-        lo, toks = _clause(text, m.start(2))
-        end = m.end(2) - lo
+        lo, toks = _clause(text, m.start(1))
+        end = m.end(1) - lo
         k = next((i for i, (w, _, s) in enumerate(toks) if s < end <= s + len(w)), None)
         if k is None or toks[k][2] + len(toks[k][0]) != end:
             continue
         word, flag, start = toks[k]
-        suffix_at = m.start(2) - lo
+        suffix_at = m.start(1) - lo
         first = None  # the earliest proper word of the noun phrase
         if start < suffix_at:  # the suffix ends a longer token: 北京大学/nt, 重点高中/l
             head = word[: suffix_at - start]
@@ -278,7 +302,7 @@ def _school_spans(text: str) -> list[tuple[int, int]]:
             if ordinal or city or f.startswith(("ns", "nt", "nr", "nz", "j")) or (len(w) >= 2 and not _dict_word(w)):
                 first = s  # a place, organisation, name, ordinal or a word jieba does not know (育才...)
         if first is not None:
-            spans.append((lo + first, m.end(2)))
+            spans.append((lo + first, m.end(1)))
     return spans
 
 
@@ -300,11 +324,10 @@ class Scrubber:
                 spans.append((s, e, kind))
                 taken.append((s, e))
 
-        for kind, pat, group in _PATTERNS:
-            if kind == "class":
-                continue
-            for m in pat.finditer(text):
-                add(m.start(group), m.end(group), kind)
+        for kind, precheck, pat, group in _PATTERNS:
+            if precheck.search(text):
+                for m in pat.finditer(text):
+                    add(m.start(group), m.end(group), kind)
         if re.search(rf"[{_CJK}]", text):
             for s, e in _names_before_titles(text):
                 add(s, e, "name")
@@ -313,8 +336,8 @@ class Scrubber:
                     add(*span, "name")
             for s, e in _school_spans(text):
                 add(s, e, "school")
-            for m in _PATTERNS[-1][1].finditer(text):
-                add(m.start(), m.end(), "class")
+            for s, e in _class_spans(text):
+                add(s, e, "class")
         return sorted(spans)
 
     def scrub(self, text: str) -> str:

@@ -210,3 +210,22 @@ def lookalikes(n: int = 400, seed: int = 41) -> list[Case]:
         kind, sentence = _lookalike(rng)
         out.append(Case(kind, _insert(rng, rng.choice(ctx), sentence), sentence, sentence))
     return out
+
+
+def measure(n: int = 600, seed: int = 14) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+    """Recall and false positives of `data_prep.pii.Scrubber`: (identifier type -> (removed, total),
+    look-alike category -> (changed, total)) on `n` cases each."""
+    from data_prep.pii import Scrubber
+
+    s = Scrubber()
+    found: dict[str, list[int]] = {}
+    for c in identifiers(n, seed):
+        v = found.setdefault(c.kind, [0, 0])
+        v[0] += c.key not in s.scrub(c.text)
+        v[1] += 1
+    touched: dict[str, list[int]] = {}
+    for c in lookalikes(n, seed + 27):
+        v = touched.setdefault(c.kind, [0, 0])
+        v[0] += c.key not in s.scrub(c.text)
+        v[1] += 1
+    return ({k: (v[0], v[1]) for k, v in sorted(found.items())}, {k: (v[0], v[1]) for k, v in sorted(touched.items())})

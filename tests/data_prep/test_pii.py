@@ -12,27 +12,11 @@ from pathlib import Path
 
 import pytest
 from dp_helpers import SAMPLES, SHARED, need_shared
-from pii_synth import identifiers, lookalikes
+from pii_synth import measure
 from psyutil import cli
 
 from data_prep import prepare, tasks
 from data_prep.pii import TITLES, Scrubber
-
-
-def measure(n: int = 600) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
-    """type -> (removed, total) on identifiers; category -> (changed, total) on look-alikes."""
-    s = Scrubber()
-    found: dict[str, list[int]] = {}
-    for c in identifiers(n):
-        found.setdefault(c.kind, [0, 0])
-        found[c.kind][0] += c.key not in s.scrub(c.text)
-        found[c.kind][1] += 1
-    touched: dict[str, list[int]] = {}
-    for c in lookalikes(n):
-        touched.setdefault(c.kind, [0, 0])
-        touched[c.kind][0] += c.key not in s.scrub(c.text)
-        touched[c.kind][1] += 1
-    return {k: tuple(v) for k, v in found.items()}, {k: tuple(v) for k, v in touched.items()}  # type: ignore[misc]
 
 
 def test_recall_and_false_positives_meet_the_targets():
