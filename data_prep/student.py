@@ -117,11 +117,12 @@ def build(raw_dir: Path, seed: int, *, teacher: Any, dataset_dir: Path,
     ql = Ledger("student", "PsyQA", raw_dir)
     rule = f"reply rule ({opts.reply_rule} >= {MIN_COUNSELOR_CHARS})"
     items: list[tuple[str, str, str, Ledger, str]] = []  # (id, text, client words, ledger, file)
-    dialogues = cpsycoun.parse_d(raw_dir, dl)
+    dialogues = cpsycoun.parse_d(raw_dir, dl, scrub=False)  # only the turns an item can use are scrubbed
     dl.acc.steps.update({"read": dl.acc.read, "parsed": len(dialogues)})
     kept_rule = 0
     for d in dialogues:
-        turns, clipped = window(d.turns)
+        recent = [(r, dl.scrub(t)) for r, t in d.turns[-(MAX_TURNS + 1):]]  # PII (data_prep.pii)
+        turns, clipped = window(recent)
         dl.note("long_exchange_clipped", int(clipped))
         if len(turns) < len(d.turns):
             dl.note("trimmed_to_recent_turns")
@@ -134,7 +135,7 @@ def build(raw_dir: Path, seed: int, *, teacher: Any, dataset_dir: Path,
         items.append((f"cpsycound-{d.id}", render(turns), client, dl, dl.rel(d.file)))
     dl.acc.steps[rule] = kept_rule
     qpath = dl.rel(psyqa.find_file(raw_dir))
-    questions = psyqa.parse(raw_dir, ql)
+    questions = psyqa.parse(raw_dir, ql, answers=False)  # the answers are not part of a student item
     ql.acc.steps.update({"read": ql.acc.read, "parsed": len(questions)})  # the rule: no counselor text
     for q in questions:
         text = q.question + ("\n" + q.description if q.description else "")
