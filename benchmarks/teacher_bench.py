@@ -2,7 +2,7 @@
 with and without the label schema as the response format: items/s, valid share, label distribution.
 
 The items are the on-topic student texts of a raw folder (default: the shared samples), selected by
-the same prep as `make prep TASK=student` (anonymised, keyword-filtered); the first --limit are asked.
+the same prep as `make prep TASK=student` (PII-scrubbed, filtered); the first --limit are asked.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/teacher_bench.py --limit 100 \
         --json benchmarks/results/2026-12-02-cpu-smollm2-teacher.json
