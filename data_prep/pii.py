@@ -7,14 +7,16 @@ with an area code), 18-digit resident ID numbers with X (`[ID]`), student / exam
 names (`[NAME]`) and school / class names that identify a person (`[SCHOOL]`, `[CLASS]`).
 
 Names come from jieba's part-of-speech tagger in two contexts, so that honorifics are left alone:
-- self-introductions (我叫X, 我的名字叫X, 名叫X, 姓名：X, 叫我X; 我是X only when the tagger tags X `nr`);
+- self-introductions (我叫X, 我的名字叫X, 名叫X, 姓名：X, 叫我X; 我是X only for a tagged name or a short
+  surname-led clause end that is no dictionary word: not 我是高中生, 我是说);
 - a name before a title (老师, 同学, 医生, 主任...): `李老师` -> `[NAME]老师`, `班主任王芳老师` ->
   `班主任[NAME]老师`, while `谢谢老师`, `心理老师`, `班主任老师`, `向老师请教` stay.
 Where the tagger splits a name (`高/a 老师`, `钱/n 多多/m`), the first character decides: a surname is
 a character that jieba's own tagger model (its HMM emission table) gives a high probability of
 starting a person name (`nr`). No list of names is used.
-Schools: a run ending in 大学 / 中学 / 小学 / 学院 / 一中... whose prefix the tagger calls a place or
-an organisation (`北京大学`, `杭州二中`, `华南师范大学`); `一所普通大学`, `重点高中`, `985大学` stay.
+Schools: a noun phrase ending in 大学 / 中学 / 小学 / 学院 / 一中... that holds a place, an organisation,
+an ordinal or a word jieba does not know, besides school-type words (`北京大学`, `杭州二中`,
+`合肥实验小学`: jieba tags 合肥 `n`, but knows `合肥市`); `一所普通大学`, `重点高中`, `985大学` stay.
 Classes: a numbered class (`高二（3）班`, `初三5班`, `三年级二班`) keeps its grade: `高二[CLASS]`.
 Ages, dates, scores, prices, grades and 400/800 hotlines are not touched (see the tests'
 look-alike set). Counts per type are kept for the accounting.
