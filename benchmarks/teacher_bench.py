@@ -2,7 +2,7 @@
 with and without the label schema as the response format: items/s, valid share, label distribution.
 
 The items are the on-topic student texts of a raw folder (default: the shared samples), selected by
-the same prep as `make prep TASK=student` (anonymised, keyword-filtered); the first --limit are asked.
+the same prep as `make prep TASK=student` (PII-scrubbed, filtered); the first --limit are asked.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/teacher_bench.py --limit 100 \
         --json benchmarks/results/2026-12-02-cpu-smollm2-teacher.json
@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
-    from data_prep.teacher import EndpointTeacher, TeacherEndpoint, TeacherError
-    from psyfactory.core.labels import validate_student_labels
+    from data_prep.teacher import EndpointTeacher, TeacherEndpoint, TeacherError, reply_reasons
     from psyfactory.serve import serve_gguf
     from psyfactory.smollm2 import gguf_file
 
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                     value = teacher.label(text)
                 except TeacherError:
                     continue
-                if not validate_student_labels(value):
+                if not reply_reasons(value):  # the 4 labels + student_related
                     valid += 1
                     labels.append(value)
             seconds = time.perf_counter() - t0

@@ -14,9 +14,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from data_prep.common import Accounting, DataError, TaskOutput, info_entries, write_task
+from data_prep.common import (
+    _OPTIONS,
+    Accounting,
+    DataError,
+    PrepOptions,
+    TaskOutput,
+    info_entries,
+    write_task,
+)
 
-__all__ = ["Accounting", "DataError", "format_table", "prepare", "tasks"]
+__all__ = ["Accounting", "DataError", "PrepOptions", "format_table", "prepare", "tasks"]
 
 DEFAULT_SEED = 20240601
 
@@ -53,6 +61,9 @@ def prepare(
     teacher: Any = None,
     seed: int = DEFAULT_SEED,
     quiet: bool = False,
+    scrub: bool = True,
+    oversample_risk: int = 1,
+    reply_rule: str = "mean",
 ) -> dict[str, list[Accounting]]:
     """Build the given tasks (all when None); returns task -> per-source accounting.
 
@@ -62,10 +73,24 @@ def prepare(
     raises DataError when named explicitly and is skipped (with a reason in the accounting) when
     `tasks` is None.
 
+    `scrub` (default on; `--no-scrub`) replaces PII in every task (data_prep.pii), counted per type in
+    the accounting. `oversample_risk` (student, default 1 = off) repeats each train item whose risk_flag
+    is not `none` that many times; `reply_rule` (student) is how the counselor-reply length rule applies
+    to an item: `mean` (default), `all` or `any` of its counselor replies >= 80 characters.
+
     Every task is built before anything is written (a missing or broken source fails first); the
     outputs are then committed together (data_prep.commit), so a reader sees the old set or the new
     one. Leftovers of an interrupted prep are cleaned (or its commit finished) first.
     """
+    token = _OPTIONS.set(PrepOptions(scrub=scrub, oversample_risk=oversample_risk, reply_rule=reply_rule))
+    try:
+        return _prepare(tasks, raw_dir, dataset_dir, teacher=teacher, seed=seed, quiet=quiet)
+    finally:
+        _OPTIONS.reset(token)
+
+
+def _prepare(tasks: list[str] | None, raw_dir: Path, dataset_dir: Path, *, teacher: Any, seed: int,
+             quiet: bool) -> dict[str, list[Accounting]]:
     from data_prep.commit import Commit, clean_orphans
     from data_prep.teacher import NO_TEACHER, resolve_teacher
 
@@ -99,23 +124,45 @@ def prepare(
     report = dataset_dir / "data" / "prep_accounting.json"
     if not quiet:
         print(format_table(result))
+        if steps := format_steps(result):
+            print(steps)
         print(f"accounting (with the quirks fixed per source): {report}\n"
               f"quarantined records with file, line/record and reason: {dataset_dir / 'data'}/<task>/quarantine.jsonl")
     return result
 
 
 def format_table(result: dict[str, list[Accounting]]) -> str:
-    """Plain-text accounting table: read = written + quarantined (by reason), samples per split."""
-    rows = [("task", "source", "read", "written", "quarantined (by reason)", "samples")]
+    """Plain-text accounting table: read = written + quarantined (by reason), samples per split, PII
+    replaced per type (or `off` with --no-scrub)."""
+    rows = [("task", "source", "read", "written", "quarantined (by reason)", "samples", "PII replaced")]
     for accs in result.values():
         for a in accs:
             if a.skipped:
-                rows.append((a.task, a.source, "-", "-", "SKIPPED: " + a.skipped.split(".")[0], "-"))
+                rows.append((a.task, a.source, "-", "-", "SKIPPED: " + a.skipped.split(".")[0], "-", "-"))
                 continue
             q = ", ".join(f"{k}={v}" for k, v in sorted(a.quarantined.items())) or "0"
             s = ", ".join(f"{k}={v}" for k, v in sorted(a.samples.items()))
-            rows.append((a.task, a.source, str(a.read), str(a.written), q, s))
+            pii = (", ".join(f"{k}={v}" for k, v in sorted(a.pii.items())) or "0") if a.pii_scrub else "off (--no-scrub)"
+            rows.append((a.task, a.source, str(a.read), str(a.written), q, s, pii))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_steps(result: dict[str, list[Accounting]]) -> str:
+    """Units kept after each filter step (per source) and the class distribution of each split (per
+    task, summed over its sources): the student task's."""
+    lines = []
+    for task, accs in result.items():
+        totals: dict[str, dict[str, int]] = {}
+        for a in accs:
+            if a.steps:
+                lines.append(f"{a.task}/{a.source} kept per step: " + " -> ".join(f"{k} {v}" for k, v in a.steps.items()))
+            for split, dist in a.classes.items():
+                for cls, n in dist.items():
+                    totals.setdefault(split, {}).setdefault(cls, 0)
+                    totals[split][cls] += n
+        for split, dist in totals.items():
+            lines.append(f"{task} {split} classes: " + ", ".join(f"{k}={v}" for k, v in dist.items()))
     return "\n".join(lines)

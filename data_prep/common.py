@@ -12,6 +12,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,32 @@ ALPACA_INFO: dict[str, Any] = {  # formatting defaults to alpaca in LLaMA-Factor
 FORMATS = {"sharegpt": SHAREGPT_INFO, "alpaca": ALPACA_INFO}
 
 
+REPLY_RULES = ("mean", "all", "any")
+
+
+@dataclass(frozen=True)
+class PrepOptions:
+    """Switches of one `make prep` (recorded in each task's accounting)."""
+
+    scrub: bool = True  # PII scrubbing (data_prep.pii) in every task; --no-scrub turns it off
+    oversample_risk: int = 1  # student: each train item whose risk_flag is not none appears this many times
+    reply_rule: str = "mean"  # student: how the counselor-reply length rule applies to an item (REPLY_RULES)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.oversample_risk, bool) or not isinstance(self.oversample_risk, int) or self.oversample_risk < 1:
+            raise DataError(f"--oversample-risk {self.oversample_risk!r}: a whole number >= 1 (1 = off)")
+        if self.reply_rule not in REPLY_RULES:
+            raise DataError(f"--reply-rule {self.reply_rule!r}; valid: {', '.join(REPLY_RULES)}")
+
+
+_OPTIONS: ContextVar[PrepOptions | None] = ContextVar("prep_options", default=None)
+
+
+def options() -> PrepOptions:
+    """The options of the prep being built (data_prep.prepare sets them; defaults otherwise)."""
+    return _OPTIONS.get() or PrepOptions()
+
+
 @dataclass
 class Quarantined:
     source: str
@@ -68,6 +95,11 @@ class Accounting:
     notes: Counter = field(default_factory=Counter)  # quirks fixed on the way (crlf, bom, merged turns...)
     skipped: str = ""  # non-empty: the whole source was skipped, and why
     labelled_by: dict[str, Any] | None = None  # teacher tasks: who labelled it (model, prompt, decoding)
+    pii_scrub: bool = True  # whether PII was scrubbed (the --no-scrub switch)
+    pii: Counter = field(default_factory=Counter)  # identifiers replaced, per type (data_prep.pii.TYPES)
+    steps: dict[str, int] = field(default_factory=dict)  # filter steps in order -> units kept (student)
+    classes: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> samples (student)
+    options: dict[str, Any] = field(default_factory=dict)  # task-specific prep options in force
 
     def check(self) -> None:
         if self.read != self.written + sum(self.quarantined.values()):
@@ -82,6 +114,9 @@ class Accounting:
             "quarantined": dict(sorted(self.quarantined.items())),
             "samples": dict(sorted(self.samples.items())), "notes": dict(sorted(self.notes.items())),
             "skipped": self.skipped, **({"labelled_by": self.labelled_by} if self.labelled_by else {}),
+            "pii_scrub": self.pii_scrub, "pii": dict(sorted(self.pii.items())),
+            **({"steps": self.steps} if self.steps else {}), **({"classes": self.classes} if self.classes else {}),
+            **({"options": self.options} if self.options else {}),
         }
 
 
@@ -89,9 +124,17 @@ class Ledger:
     """Accounting plus the quarantine list for one source."""
 
     def __init__(self, task: str, source: str, root: Path | None = None) -> None:
+        from data_prep.pii import Scrubber
+
         self.acc = Accounting(task, source)
         self.items: list[Quarantined] = []
         self.root = root
+        self.scrubber = Scrubber(enabled=options().scrub, counts=self.acc.pii)
+        self.acc.pii_scrub = self.scrubber.enabled
+
+    def scrub(self, text: str) -> str:
+        """`text` with PII replaced (counted per type in this source's accounting); as is with --no-scrub."""
+        return self.scrubber.scrub(text)
 
     def rel(self, path: Path | str) -> str:
         path = Path(path)
@@ -279,10 +322,30 @@ def text_key(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
+def hash_unit(key: str, seed: int) -> float:
+    """A number in [0, 1) from seed and key (sha256): the same on every machine and every rerun."""
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:15], 16) / float(1 << 60)
+
+
 def split_of(key: str, seed: int, eval_fraction: float) -> str:
     """Deterministic split from a stable key: same answer on every machine and every rerun."""
-    h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:15], 16) / float(1 << 60)
-    return "eval" if h < eval_fraction else "train"
+    return "eval" if hash_unit(key, seed) < eval_fraction else "train"
+
+
+def stratified_split(classes: dict[str, str], seed: int, eval_fraction: float, prefix: str = "") -> dict[str, str]:
+    """key -> "train" | "eval", stratified on the class of each key: per class, round(fraction x n)
+    keys, at least one, go to eval (those with the smallest `hash_unit`), and at least one stays in train
+    when the class has two or more; a class with a single key puts it in eval, so that eval holds every
+    class present. Seeded and order-independent: reruns give the same split."""
+    by_class: dict[str, list[str]] = {}
+    for key, cls in classes.items():
+        by_class.setdefault(cls, []).append(key)
+    out: dict[str, str] = {}
+    for keys in by_class.values():
+        ranked = sorted(keys, key=lambda k: (hash_unit(f"{prefix}{k}", seed), k))
+        n_eval = 1 if len(ranked) == 1 else min(len(ranked) - 1, max(1, round(eval_fraction * len(ranked))))
+        out.update({k: "eval" if i < n_eval else "train" for i, k in enumerate(ranked)})
+    return out
 
 
 class Dedup:

@@ -122,8 +122,9 @@ def to_pairs(turns: list[tuple[str, str]], ledger: Ledger | None = None) -> list
     return turns
 
 
-def parse_d(raw_dir: Path, ledger: Ledger) -> list[Dialogue]:
-    """All CPsyCounD cases in case-number order; each file is read once and accounted."""
+def parse_d(raw_dir: Path, ledger: Ledger, *, scrub: bool = True) -> list[Dialogue]:
+    """All CPsyCounD cases in case-number order; each file is read once and accounted; PII scrubbed
+    (`scrub=False`: the caller scrubs the turns it uses, as the student task does)."""
     folder = raw_dir.joinpath(*D_DIR)
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found (see `make download`)")
@@ -156,7 +157,7 @@ def parse_d(raw_dir: Path, ledger: Ledger) -> list[Dialogue]:
         if (first := dedup.first(text_key(*(t for _, t in turns)), path.name)) is not None:
             ledger.quarantine(path, "whole file", "duplicate", f"same dialogue as {first}")
             continue
-        out.append(Dialogue(path.stem, path, turns))
+        out.append(Dialogue(path.stem, path, [(r, ledger.scrub(t)) for r, t in turns] if scrub else turns))
         ledger.ok()
     return out
 
@@ -205,7 +206,7 @@ def parse_e(raw_dir: Path, ledger: Ledger) -> list[Dialogue]:
         if not any(r == "assistant" for r, _ in turns):
             ledger.quarantine(path, "whole file", "no_dialogue", "no counselor turn after a client turn")
             continue
-        out.append(Dialogue(f"{path.parent.name}/{path.stem}", path, turns))
+        out.append(Dialogue(f"{path.parent.name}/{path.stem}", path, [(r, ledger.scrub(t)) for r, t in turns]))
         ledger.ok()
     return out
 

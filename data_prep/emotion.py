@@ -88,7 +88,7 @@ def build(raw_dir: Path, seed: int) -> TaskOutput:
     for split, name in FILES.items():
         lg = Ledger("emotion", f"emotion/{name}", raw_dir)
         rows = parse_file(raw_dir / "emotion" / name, lg)
-        splits[split] = [sample(t, lab, split, ln) for t, lab, ln in rows]
+        splits[split] = [sample(lg.scrub(t), lab, split, ln) for t, lab, ln in rows]  # PII (data_prep.pii)
         texts[split] = {t for t, _, _ in rows}
         lg.acc.samples[split] = len(rows)
         ledgers.append(lg)

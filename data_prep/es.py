@@ -106,10 +106,12 @@ def parse_longemotion(raw_dir: Path, ledger: Ledger, *, records: list[dict[str, 
             ledger.quarantine(path, where, "duplicate", f"same case as {first}")
             continue
         rid = rec.get("id", lineno)
+        case, process, target = ledger.scrub(case), ledger.scrub(process), ledger.scrub(target)  # data_prep.pii
         out.append({"id": f"longemotion-es-{rid}", "system": "", "instruction": INSTRUCTION,
                     "input": es_input(case, process), "output": target})
-        if records is not None:
-            records.append({**rec, "id": rid, "_case": case, "_process": process, "_where": where})
+        if records is not None:  # the summary fields are scrubbed by their user (es_summary)
+            records.append({**rec, "id": rid, "_case": case, "_process": process, "_reflection": target,
+                            "_where": where})
         ledger.ok()
     return out
 

@@ -37,9 +37,10 @@ def build(raw_dir: Path, seed: int) -> TaskOutput:
         if missing:
             ledger.reject(ledger.acc.source, rec["_where"], "missing_field", f"no summary field(s) {missing}")
             continue
-        target = {f: " ".join(rec[f].split()) for f in FIELDS}  # the fields' hard line breaks are layout
+        # the fields' hard line breaks are layout; PII scrubbed like the input (data_prep.pii)
+        target = {f: ledger.scrub(" ".join(rec[f].split())) for f in FIELDS}
         rows.append({"id": f"longemotion-es-{rec['id']}", "system": "", "instruction": INSTRUCTION,
-                     "input": es_summary_input(rec["_case"], rec["_process"], rec["experience_and_reflection"].strip()),
+                     "input": es_summary_input(rec["_case"], rec["_process"], rec["_reflection"]),
                      "output": json.dumps(target, ensure_ascii=False)})
     ledger.acc.samples["eval"] = len(rows)
     return TaskOutput("es_summary", "alpaca", {"eval": rows}, [ledger])

@@ -75,6 +75,7 @@ def _records(path: Path, ledger: Ledger, dedup: Dedup) -> list[tuple[str, Messag
         if (first := dedup.first(text_key(*(m["content"] for m in msgs)), where)) is not None:
             ledger.quarantine(path, where, "duplicate", f"same messages as {first}")
             continue
+        msgs = [{"role": m["role"], "content": ledger.scrub(m["content"])} for m in msgs]  # PII (data_prep.pii)
         rid = rec.get("id")
         tag = rec.get("normalizedTag")
         out.append((str(rid if rid is not None else where), msgs, tag if isinstance(tag, str) else ""))

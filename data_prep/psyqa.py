@@ -77,8 +77,9 @@ def _answer(a: Any, i: int) -> Answer:
     return Answer(text, has_label)
 
 
-def parse(raw_dir: Path, ledger: Ledger) -> list[Question]:
-    """Validated, de-duplicated questions in file order."""
+def parse(raw_dir: Path, ledger: Ledger, *, answers: bool = True) -> list[Question]:
+    """Validated, de-duplicated questions in file order, PII scrubbed (`ledger.scrub`); `answers=False`:
+    a task that does not use the answers (student) leaves them unscrubbed and out of its PII counts."""
     path = find_file(raw_dir)
     ledger.acc.source = f"PsyQA/{path.name}"
     out: list[Question] = []
@@ -117,7 +118,9 @@ def parse(raw_dir: Path, ledger: Ledger) -> list[Question]:
         uniq = tuple(a for a in parsed if not (a.text in seen or seen.add(a.text)))
         ledger.note("duplicate_answers_dropped", len(parsed) - len(uniq))
         kw = tuple(k.strip() for k in keywords.split(",") if k.strip())
-        out.append(Question(qid, question, description, kw, uniq))
+        if answers:
+            uniq = tuple(Answer(ledger.scrub(a.text), a.has_label) for a in uniq)  # PII scrubbed (data_prep.pii)
+        out.append(Question(qid, ledger.scrub(question), ledger.scrub(description), kw, uniq))
         ledger.ok()
     return out
 

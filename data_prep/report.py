@@ -81,6 +81,23 @@ def labels_of(kind: str, records: list[dict[str, Any]]) -> dict[str, dict[str, i
     return {"topic": dict(topics.most_common())} if topics else {}
 
 
+def split_classes(folder: Path) -> tuple[str, dict[str, dict[str, int]], dict[str, Any]]:
+    """(stratification field, split -> class -> samples summed over the sources, options) from a task's
+    accounting (`classes`, written by tasks that stratify their split: student); ("", {}, {}) if none."""
+    path = folder / "accounting.json"
+    if not path.exists():
+        return "", {}, {}
+    field, totals, opts = "", {}, {}
+    for acc in json.loads(path.read_text(encoding="utf-8")):
+        opts = acc.get("options") or opts
+        field = opts.get("stratify", field)
+        for split, dist in (acc.get("classes") or {}).items():
+            for cls, n in dist.items():
+                totals.setdefault(split, {}).setdefault(cls, 0)
+                totals[split][cls] += n
+    return field, totals, opts
+
+
 def _pct(sorted_values: list[int], q: float) -> int:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] if sorted_values else 0
 
@@ -147,9 +164,23 @@ def data_report(tasks: list[str] | None, dataset_dir: Path, task_info: TaskInfo,
         png = folder / "report" / f"lengths_{label}.png"
         _plot(task, lengths, cutoff, png, Path(str(tok_path)).name)
         info["histogram"] = str(png.relative_to(dataset_dir))
+        field, classes, opts = split_classes(folder)
+        if classes:
+            info["classes"] = {"field": field, "oversample_risk": opts.get("oversample_risk", 1), "splits": classes}
         atomic_write_json(folder / "report" / "report.json", info)
         out[task] = info
     for task, info in out.items():
+        if "classes" in info:
+            c = info["classes"]
+            names = list(next(iter(c["splits"].values())))
+            lines += ["", f"Class distribution of {task} (split stratified on `{c['field']}`; train oversampled "
+                      f"x{c['oversample_risk']} for the risk classes)" if c["oversample_risk"] > 1 else
+                      f"Class distribution of {task} (split stratified on `{c['field']}`)", "",
+                      "| split | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            for split, dist in c["splits"].items():
+                n = sum(dist.values()) or 1
+                lines.append(f"| {split} | " + " | ".join(f"{dist.get(k, 0)} ({dist.get(k, 0) / n:.0%})" for k in names)
+                             + " |")
         for split, s in info["splits"].items():
             for field, dist in s["labels"].items():
                 lines.append(f"\n{task}/{split} {field}: " + ", ".join(f"{k}={v}" for k, v in dist.items()))

@@ -63,6 +63,39 @@ def ordered(labels: dict[str, Any]) -> dict[str, Any]:
     return {k: labels[k] for k in student_schema().keys}
 
 
+# The teacher's reply = the 4 labels + whether the text is about a student. The relevance is stored with
+# the item (and filters it) but is NOT part of the label the model learns: the training output stays
+# exactly the label schema (evaluation/schemas/student_labels.json).
+RELEVANCE_KEY = "student_related"
+
+
+def reply_schema() -> dict[str, Any]:
+    """JSON Schema of a teacher reply: the student label schema plus `student_related` (boolean)."""
+    import copy
+
+    from psyfactory.core.labels import student_schema
+
+    schema = copy.deepcopy(student_schema().schema)
+    schema["title"] = "Student teacher reply: labels + relevance"
+    schema["properties"][RELEVANCE_KEY] = {"type": "boolean"}
+    schema["required"] = [*schema["required"], RELEVANCE_KEY]
+    return schema
+
+
+def reply_reasons(value: Any) -> list[str]:
+    from psyfactory.core.labels import schema_reasons
+
+    return schema_reasons(value, reply_schema())
+
+
+def split_reply(reply: Any) -> tuple[dict[str, Any], bool]:
+    """(the 4 labels in schema order, student_related) of a valid reply; ValueError with reason codes."""
+    reasons = reply_reasons(reply)
+    if reasons:
+        raise ValueError(f"{', '.join(reasons)}: {str(reply)[:120]}")
+    return ordered(reply), bool(reply[RELEVANCE_KEY])
+
+
 @dataclass(frozen=True)
 class TeacherEndpoint:
     """Where the teacher is and how hard to try. `endpoint` is the spine's llm_client.Endpoint."""
@@ -81,7 +114,7 @@ class TeacherEndpoint:
 class HeuristicTeacher:
     """Offline keyword baseline (`--teacher lexicon`). NOT a real labeller: demos and tests only."""
 
-    cache_id = "lexicon-heuristic-v1"
+    cache_id = "lexicon-heuristic-v2"
     workers = 1
     max_invalid = 0.0  # deterministic: never invalid
 
@@ -89,7 +122,9 @@ class HeuristicTeacher:
         return {"kind": "lexicon", "id": self.cache_id, "note": "offline keyword heuristic, NOT a real labeller"}
 
     def label(self, text: str) -> dict[str, Any]:
-        return lexicon.heuristic_labels(text)
+        from data_prep.student import is_student
+
+        return {**lexicon.heuristic_labels(text), RELEVANCE_KEY: is_student(text)}
 
 
 class EndpointTeacher:
@@ -112,12 +147,12 @@ class EndpointTeacher:
         self.client = ChatClient(te.endpoint, max_tokens=te.max_tokens, temperature=0.0)
 
     def request_options(self) -> dict[str, Any]:
-        from psyfactory.core.labels import grammar_schema, student_schema
+        from psyfactory.core.labels import grammar_schema
 
         kind = self.te.response_format
         if kind == "none":
             return {}
-        schema = grammar_schema(student_schema().schema)
+        schema = grammar_schema(reply_schema())
         if kind == "json_object":
             return {"response_format": {"type": "json_object", "schema": schema}}
         return {"response_format": {"type": "json_schema",
@@ -141,13 +176,17 @@ class EndpointTeacher:
                 "max_invalid": self.te.max_invalid}
 
     def label(self, text: str) -> dict[str, Any]:
+        """The reply: the 4 labels + `student_related` (see reply_schema)."""
         import openai
 
-        from psyfactory.core.labels import parse_student_labels
+        from psyfactory.core.labels import extract_json
 
         def validate(reply: str) -> tuple[Any, list[str]]:
-            lp = parse_student_labels(reply)
-            return lp.labels, lp.reasons
+            ex = extract_json(reply)
+            if ex.error:
+                return None, [ex.error]
+            reasons = reply_reasons(ex.value)
+            return (None if reasons else ex.value), reasons
 
         messages = [{"role": "system", "content": self.system},
                     {"role": "user", "content": self.template.replace("{text}", text)}]
@@ -166,7 +205,8 @@ class EndpointTeacher:
         if not res.ok:
             last = (res.raw[-1] if res.raw else "")[:120].replace("\n", " ")
             raise TeacherError(f"invalid after {res.attempts} attempts: {res.reasons[-1]}; last reply: {last!r}")
-        return ordered(res.value)
+        labels, related = split_reply(res.value)
+        return {**labels, RELEVANCE_KEY: related}
 
 
 def endpoint_from_env(url: str | None = None) -> TeacherEndpoint | None:
@@ -268,7 +308,9 @@ class LabelCache:
         return hashlib.sha256(f"{teacher.cache_id}\x1f{text}".encode()).hexdigest()
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self.data.get(key)
+        """A cached valid reply; one without `student_related` (written before it existed) counts as missing."""
+        reply = self.data.get(key)
+        return reply if reply is not None and RELEVANCE_KEY in reply else None
 
     def put(self, key: str, labels: dict[str, Any]) -> None:
         self.data[key] = labels

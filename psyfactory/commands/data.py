@@ -53,6 +53,10 @@ def _gguf_path(value: str | None) -> Path:
     return gguf_file()
 
 
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"scrub": args.scrub, "oversample_risk": args.oversample_risk, "reply_rule": args.reply_rule}
+
+
 def cmd_prep(args: argparse.Namespace) -> int:
     from data_prep import prepare
 
@@ -60,7 +64,7 @@ def cmd_prep(args: argparse.Namespace) -> int:
     if args.teacher != "gguf":
         if args.teacher_gguf:
             raise ConfigError("--teacher-gguf goes with --teacher gguf")
-        prepare(tasks, raw, out, teacher=_teacher(args), seed=args.seed)
+        prepare(tasks, raw, out, teacher=_teacher(args), seed=args.seed, **_options(args))
         return 0
     # a teacher served for this prep only (a Slurm `teacher` job: the GPU node serves and labels)
     import hashlib
@@ -76,7 +80,7 @@ def cmd_prep(args: argparse.Namespace) -> int:
                                                      "gguf_sha256": hashlib.sha256(gguf.read_bytes()).hexdigest()})
         if args.teacher_retries is not None:
             te = replace(te, retries=args.teacher_retries)
-        prepare(tasks, raw, out, teacher=te, seed=args.seed)
+        prepare(tasks, raw, out, teacher=te, seed=args.seed, **_options(args))
     return 0
 
 
@@ -162,6 +166,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-retries", type=int, default=None,
                    help="bounded retries per invalid answer (default: $PSY_TEACHER_RETRIES or 3)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="split seed (default %(default)s)")
+    p.add_argument("--no-scrub", dest="scrub", action="store_false",
+                   help="keep PII (phones, ID numbers, emails, QQ/WeChat ids, names, schools, classes) instead of "
+                        "replacing it with placeholders in every task (default: scrubbed; recorded in the accounting)")
+    p.add_argument("--oversample-risk", type=int, default=1, metavar="N",
+                   help="student: each train item whose risk_flag is not none appears N times (default 1 = off; "
+                        "eval is never oversampled; recorded in the accounting)")
+    p.add_argument("--reply-rule", choices=("mean", "all", "any"), default="mean",
+                   help="student: keep a dialogue when the mean (default), all or any of its counselor replies in "
+                        "the kept window have >= 80 characters (seed 002's rule, applied to the whole item)")
     p.set_defaults(func=cmd_prep)
 
     t = subparsers.add_parser("teacher", help="serve a GGUF on loopback as the student teacher (TEACHER=local)")

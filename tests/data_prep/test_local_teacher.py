@@ -63,8 +63,10 @@ def test_student_labels_from_the_real_local_teacher(tmp_path: Path, monkeypatch:
     rows = [json.loads(line) for split in ("train", "eval")
             for line in (ds / "data" / "student" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
     accounting = json.loads((ds / "data" / "student" / "accounting.json").read_text(encoding="utf-8"))
-    assert len(rows) == sum(a["written"] for a in accounting) >= 10
+    assert len(rows) == sum(a["written"] for a in accounting) >= 5
     assert not [q for q in quarantine(ds, "student") if q["reason"] == "teacher_invalid"]
+    for a in accounting:  # every asked item got a schema-valid reply, the student_related verdict included
+        assert a["steps"]["teacher valid"] == a["steps"]["student keyword"] > 0, a["steps"]
     assert all(validate_student_labels(json.loads(r["output"])) == [] for r in rows)  # 100% schema-valid
     who = accounting[0]["labelled_by"]
     assert who["model"] == "teacher" and who["decoding"]["response_format"] == "json_object"

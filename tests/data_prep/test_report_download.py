@@ -41,13 +41,21 @@ def test_data_report_counts_histograms_truncation(sample_prep, capsys):
         r["output"] == "joy" for r in rows(out, "emotion", "train"))
     assert set(rep["student"]["splits"]["train"]["labels"]) == {
         "depression_level", "anxiety_level", "risk_flag", "student_distress_score"}
+    # the class distribution of each split (the split is stratified on risk_flag), as in the files
+    classes = rep["student"]["classes"]
+    assert classes["field"] == "risk_flag" and classes["oversample_risk"] == 1
+    for split in ("train", "eval"):
+        flags = [json.loads(r["output"])["risk_flag"] for r in rows(out, "student", split)]
+        assert classes["splits"][split] == {c: flags.count(c) for c in ("none", "suicidal", "self_harm", "violence")}
     # truncation share moves with the cutoff as it must
     lo = report(["psydt"], out, cutoff_len=8)["psydt"]["splits"]["train"]["truncated_share"]
     hi = report(["psydt"], out, cutoff_len=10**6)["psydt"]["splits"]["train"]["truncated_share"]
     mid_cut = rep["psydt"]["splits"]["train"]["tokens_p50"]
     mid = report(["psydt"], out, cutoff_len=mid_cut)["psydt"]["splits"]["train"]["truncated_share"]
     assert (lo, hi) == (1.0, 0.0) and 0.0 < mid < 1.0
-    assert "| psydt | train |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| psydt | train |" in printed and "Class distribution of student (split stratified on `risk_flag`)" in printed
+    assert "| eval | " in printed
     assert (out / "data" / "data_report.md").exists()
 
 

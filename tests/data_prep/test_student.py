@@ -1,4 +1,5 @@
-"""Student task: anonymisation, topic filter, teacher validation/quarantine, cache, crisis lexicon."""
+"""Student task: whole-dialogue windows, the item-level reply rule, topic filter, teacher relevance,
+teacher validation/quarantine, cache, crisis lexicon, stratified split and oversampling."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dp_helpers import SAMPLES, acc, quarantine, rows
 
 from data_prep import DataError, prepare
 from data_prep.lexicon import detect_risk, heuristic_labels
-from data_prep.student import anonymise, dialogue_text, is_student
+from data_prep.student import MAX_CHARS, MAX_TURNS, is_student, render, reply_rule_ok, window
 
 
 class RecordingTeacher:
@@ -23,29 +24,48 @@ class RecordingTeacher:
         if self.crash_after is not None and len(self.calls) >= self.crash_after:
             raise KeyboardInterrupt  # simulated crash mid-run
         self.calls.append(text)
-        return self.answer(text) if self.answer else heuristic_labels(text)
+        reply = self.answer(text) if self.answer else heuristic_labels(text)
+        return {"student_related": True, **reply}
 
 
-def test_anonymise_replaces_identifiers():
-    counts: dict[str, int] = {}
-    text = ("我叫王小明，手机13812345678，身份证11010519900307123X，邮箱xm.wang@example.com，"
-            "QQ：123456789，微信号：wx_abc123，网址 https://example.com/a?b=1 。")
-    out = anonymise(text, counts)
-    for secret in ("王小明", "13812345678", "11010519900307123X", "xm.wang@example.com", "123456789", "wx_abc123",
-                   "https://example.com"):
-        assert secret not in out
-    assert {"name", "phone", "id_card", "email", "qq", "wechat", "url"} <= set(counts)
-    assert "[PHONE]" in out and "[ID]" in out and "[NAME]" in out
+def _alternates(turns) -> bool:
+    roles = [r for r, _ in turns]
+    return bool(roles) and roles[0] == "user" and all(a != b for a, b in zip(roles, roles[1:], strict=False))
 
 
-def test_topic_filter_and_trimming():
+def test_topic_filter_and_whole_turn_windows():
     assert is_student("我是高二学生，月考没考好") and not is_student("我和丈夫总是吵架")
-    turns = [("user", "考试压力大" * 30), ("assistant", "嗯。")] * 20  # long dialogue, short counselor replies
-    text = dialogue_text(turns)
-    assert len(text) <= 2000 and "咨询师" not in text  # replies < 80 chars dropped, client turns merged
+    # a long dialogue with short counselor replies: the window keeps whole, alternating turns (the old
+    # filter cut the short replies out and merged the client turns into a monologue)
+    turns = [("user", "考试压力大" * 30), ("assistant", "嗯。")] * 20
+    win, clipped = window(turns)
+    assert not clipped and _alternates(win) and ("assistant", "嗯。") in win
+    assert len(render(win)) <= MAX_CHARS and all(t in turns for t in win)
+    assert win == turns[-len(win):] or win == turns[-len(win) + 1:]  # the most recent turns, none cut out
+    assert reply_rule_ok(win, "mean") == (False, "mean counselor reply 2 characters < 80 (--reply-rule mean)")
     turns = [t for i in range(10) for t in (("user", f"第{i}次：我很焦虑。"), ("assistant", "我理解你的感受，" * 12))]
-    text = dialogue_text(turns)
-    assert text.count("\n") + 1 <= 12 and text.endswith("我理解你的感受，" * 12)
+    win, _ = window(turns)
+    assert len(win) == MAX_TURNS and win == turns[-MAX_TURNS:] and render(win).endswith("我理解你的感受，" * 12)
+    assert reply_rule_ok(win, "mean")[0] and reply_rule_ok(win, "all")[0]
+    # a dialogue that starts with the counselor and ends on the client: starts with the client, keeps the end
+    turns = [("assistant", "你好。"), ("user", "我高三了。"), ("assistant", "说说看" * 30), ("user", "我睡不着。")]
+    win, _ = window(turns)
+    assert win == turns[1:] and _alternates(win)
+    # the last exchange alone is longer than MAX_CHARS: that exchange, both turns clipped, still a dialogue
+    turns = [("user", "前面的话。"), ("assistant", "好的。"), ("user", "很长的倾诉" * 300), ("assistant", "回应" * 800)]
+    win, clipped = window(turns)
+    assert clipped and [r for r, _ in win] == ["user", "assistant"] and len(render(win)) <= MAX_CHARS
+    assert win[0][1].endswith("很长的倾诉") and win[1][1].startswith("回应")
+
+
+def test_reply_rule_is_applied_to_the_item():
+    item = [("user", "a"), ("assistant", "x" * 120), ("user", "b"), ("assistant", "x" * 50)]
+    assert reply_rule_ok(item, "mean") == (True, "")  # mean 85
+    assert reply_rule_ok(item, "any") == (True, "")
+    assert reply_rule_ok(item, "all") == (False, "shortest counselor reply 50 characters < 80 (--reply-rule all)")
+    short = [("user", "a"), ("assistant", "x" * 100), ("user", "b"), ("assistant", "x" * 40)]
+    assert not reply_rule_ok(short, "mean")[0] and reply_rule_ok(short, "any")[0]
+    assert reply_rule_ok([("user", "a")], "any") == (False, "no counselor reply")
 
 
 def test_crisis_lexicon():
@@ -122,6 +142,14 @@ def test_no_teacher_is_an_error_or_a_visible_skip(tmp_path, monkeypatch):
 def test_sample_student_sources(sample_prep):
     out, result = sample_prep
     d = acc(result, "student", "CPsyCounD")
-    assert d.quarantined == {"off_topic": 2}  # the two cases without a school context
-    off = {x["where"] for x in quarantine(out, "student")}
-    assert {"cpsycound-case_2", "cpsycound-case_4"} <= off
+    # case_2 and case_4 (no school context) and case_5 have short counselor replies: the whole item goes
+    assert d.quarantined == {"short_counselor_replies": 3}
+    off = {x["where"]: x["detail"] for x in quarantine(out, "student") if x["reason"] == "short_counselor_replies"}
+    assert set(off) == {"cpsycound-case_2", "cpsycound-case_4", "cpsycound-case_5"}
+    assert off["cpsycound-case_5"] == "mean counselor reply 60 characters < 80 (--reply-rule mean)"
+    q = acc(result, "student", "PsyQA")
+    assert q.quarantined == {"off_topic": 2}
+    assert list(d.steps) == ["read", "parsed", "reply rule (mean >= 80)", "student keyword", "teacher valid",
+                             "teacher: student_related", "written"]
+    assert list(d.steps.values()) == [6, 6, 3, 3, 3, 3, 3]
+    assert list(q.steps.values()) == [6, 6, 4, 4, 4, 4]  # no counselor text in a PsyQA item: no reply rule

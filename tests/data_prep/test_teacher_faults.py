@@ -18,7 +18,8 @@ from data_prep import DataError, prepare
 from data_prep.teacher import TeacherEndpoint
 from psyfactory.core.llm_client import ChatClient, Endpoint
 
-GOOD = {"depression_level": 1, "anxiety_level": 2, "risk_flag": "none", "student_distress_score": 4}
+GOOD = {"depression_level": 1, "anxiety_level": 2, "risk_flag": "none", "student_distress_score": 4,
+        "student_related": True}
 Reply = tuple[int, str, bytes]
 
 
@@ -94,6 +95,8 @@ ERROR_500 = (500, "application/json", b'{"error": {"message": "internal error"}}
     (completion("I cannot help with that."), "no_json"),
     (HTML, "malformed_response"),
     (EMPTY_CHOICES, "malformed_response"),
+    # the 4 labels without saying whether the text is about a student
+    (completion(json.dumps({k: v for k, v in GOOD.items() if k != "student_related"})), "missing_key:student_related"),
 ])
 def test_a_failing_teacher_keeps_the_previous_set(good_set: Path, reply: Reply, reason: str) -> None:
     before = student_files(good_set)
@@ -101,7 +104,7 @@ def test_a_failing_teacher_keeps_the_previous_set(good_set: Path, reply: Reply, 
         # another model: the good run's cached labels do not apply, every item is asked
         prepare(["student"], SAMPLES, good_set, teacher=teacher(url, "broken-teacher"), quiet=True)
     msg = str(exc.value)
-    assert "8 of 8 answers invalid (100%, above the 20% limit PSY_TEACHER_MAX_INVALID)" in msg, msg
+    assert "7 of 7 answers invalid (100%, above the 20% limit PSY_TEACHER_MAX_INVALID)" in msg, msg
     assert "the previous student set is kept" in msg and reason in msg and "\n" not in msg
     assert student_files(good_set) == before
 
@@ -140,7 +143,7 @@ def test_a_silent_server_times_out_within_the_setting(tmp_path: Path, monkeypatc
 def test_a_few_invalid_answers_are_quarantined_and_the_teacher_recorded(tmp_path: Path) -> None:
     ds = tmp_path / "ds"
     with FaultServer(lambda n: completion("?") if n == 3 else completion(json.dumps(GOOD))) as url:
-        prepare(["student"], SAMPLES, ds, teacher=teacher(url), quiet=True)  # 1 of 8 invalid: 12.5% <= 20%
+        prepare(["student"], SAMPLES, ds, teacher=teacher(url), quiet=True)  # 1 of 7 invalid: 14% <= 20%
     q = [x for x in quarantine(ds, "student") if x["reason"] == "teacher_invalid"]
     assert len(q) == 1 and "no_json" in q[0]["detail"]
     accounting = json.loads((ds / "data" / "student" / "accounting.json").read_text(encoding="utf-8"))
