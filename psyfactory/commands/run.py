@@ -14,7 +14,7 @@ def compose_args(args: argparse.Namespace, *, inherit: bool = True):  # noqa: AN
     from psyfactory.config import compose_run
 
     return compose_run(args.run, args.model, args.task, getattr(args, "method", None), args.hw, args.overrides,
-                       inherit=inherit)
+                       inherit=inherit, recipe=getattr(args, "recipe", None))
 
 
 def cmd_list(args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ STAGES = ("train", "merge", "gguf", "eval")  # psyfactory.slurm.DEFAULT_STAGES (
 def _request(args: argparse.Namespace) -> Any:
     from psyfactory import runs, slurm
 
-    rid, _ = runs.resolve(args.run, args.model, args.task, args.method)
+    rid, _ = runs.resolve(args.run, args.model, args.task, args.method, args.recipe)
     return slurm.Request(
         model=rid.model, task=rid.task, method=rid.method, hw=args.hw, overrides=list(args.overrides),
         gpus=getattr(args, "gpus", 1), nodes=getattr(args, "nodes", 1),
@@ -41,7 +41,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _run_dir(args: argparse.Namespace) -> Any:
     from psyfactory import runs
 
-    return runs.resolve(args.run, args.model, args.task, args.method)[0].dir
+    return runs.resolve(args.run, args.model, args.task, args.method, args.recipe)[0].dir
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
