@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "psyfactory.commands.eval",
     "psyfactory.commands.gguf",
     "psyfactory.commands.slurm",
+    "psyfactory.commands.recipes",
 ]
 
 

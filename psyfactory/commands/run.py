@@ -19,9 +19,11 @@ def compose_args(args: argparse.Namespace, *, inherit: bool = True):  # noqa: AN
 
 def cmd_list(args: argparse.Namespace) -> None:
     from psyfactory.config import list_names
+    from psyfactory.recipes import list_recipes
 
     for kind in ("model", "task", "method", "hardware"):
         print(f"{kind:9} {' '.join(list_names(kind))}")
+    print(f"{'recipe':9} {' '.join(list_recipes())}")
     if args.psy:
         from psyfactory.psyconfig import describe
 
