@@ -74,6 +74,8 @@ def _coerce(value: Any, kinds: set[Any]) -> tuple[bool, Any]:
         elif isinstance(kind, type) and issubclass(kind, enum.Enum):
             if value in {e.value for e in kind} or value in kind.__members__:
                 return True, value
+            if value is False and "no" in {e.value for e in kind}:  # YAML 1.1 reads a bare `no` as false
+                return True, "no"
         elif kind is bool:
             if isinstance(value, bool):
                 return True, value

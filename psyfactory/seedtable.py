@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from psyfactory.core.errors import ConfigError, format_validation_error
 from psyfactory.recipes import Recipe, list_recipes, load_recipe, recipe_dir
 
 SEEDS_URL = "../shared/seeds"  # where the seed documents live, relative to the checkout
+_PIPE = re.compile(r"(?<!\\)\|")  # a table cell's own "|" (not yet escaped)
 
 
 class Setting(BaseModel):
@@ -127,7 +129,7 @@ def show(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return str(value).replace("\n", " ")
 
 
 @dataclass
@@ -238,7 +240,7 @@ def _fmt(value: Any) -> str:
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(c.replace("\n", " ") for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_PIPE.sub(r"\\|", c.replace("\n", " ")) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -255,7 +257,7 @@ def recipe_section(recipe: str, hw: str = "a40", run_dir: Path | None = None) ->
     if facts is None:
         out += ["", "Reproduces no seed (no `configs/recipes/seeds/" + recipe + ".yaml`)."]
         return "\n".join(out) + "\n"
-    out += ["", f"Seed: [{facts.source}]({SEEDS_URL}/{facts.source}). Recipe values composed for HW={hw} and read "
+    out += ["", f"Seed: `{SEEDS_URL}/{facts.source}` (beside the checkout). Recipe values composed for HW={hw} and read "
                 "back through LLaMA-Factory's parser (defaults included); the layer that sets each is in brackets.", ""]
     out.append(_table(["setting", "seed", f"recipe (HW={hw})", "how it compares"],
                       [row.cells() for row in setting_rows(recipe, hw)]))
