@@ -245,11 +245,15 @@ def check_run(c: Composed, *, need_files: bool = True, source: str | None = None
 
     check_options(c)
     notice = precision_notice(c)
-    if notice:
+    if notice and notice not in _SAID:  # once per process (make reproduce checks before it trains)
         import sys
 
+        _SAID.add(notice)
         print(notice, file=sys.stderr, flush=True)
     return files
+
+
+_SAID: set[str] = set()
 
 
 # report_to integrations -> the modules transformers needs for them (any one of them)
