@@ -207,7 +207,7 @@ def test_results_are_read_from_the_run(tmp_path):
 # ---------------------------------------------------------------------------- Slurm
 
 
-def test_sbatch_dry_run_renders_the_recipe_chain(tmp_path):
+def test_sbatch_dry_run_renders_the_recipe_chain(tmp_path, monkeypatch):
     env = {**__import__("os").environ, "HOME": str(tmp_path), "PSY_RUNS_DIR": str(tmp_path / "runs")}
     env.pop("PSY_SLURM_PROFILE", None)
     res = subprocess.run(["make", "-s", "sbatch", "RECIPE=seed002-student", "DRY_RUN=1"], cwd=paths.REPO_ROOT,
@@ -221,9 +221,10 @@ def test_sbatch_dry_run_renders_the_recipe_chain(tmp_path):
     assert ("psy_run psyfactory reproduce --steps eval,compare,report --run seed002-student --recipe seed002-student "
             "--hw a40") in out
     assert "--job-name=psy-eval-seed002-student" in out and "afterok:<gguf-jobid>" in out
-    res = subprocess.run(["make", "-s", "sbatch", "RECIPE=seed004-psydt", "DRY_RUN=1"], cwd=paths.REPO_ROOT,
-                         capture_output=True, text=True, env=env)
-    assert res.returncode == 0, res.stderr
+    for key in ("HOME", "PSY_RUNS_DIR"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.delenv("PSY_SLURM_PROFILE", raising=False)
+    res = cli("sbatch", "--recipe", "seed004-psydt", "--dry-run")
     assert re.findall(r"# ===== (\w+):", res.stdout) == ["train", "merge", "eval"]  # no GGUF in seed 004
     assert not (tmp_path / "runs").exists()
 
