@@ -220,8 +220,9 @@ def compose(
         # Reasoning templates add an empty <think> block to the prompt (no loss) when thinking is off,
         # matching Qwen3's own chat template with enable_thinking=False at inference.
         lf["enable_thinking"] = psy.thinking
+    model_layer = data[3]
     return Composed(model, task, method, hw, lf, psy, ref, run, layers, list(overrides), list(inherited), recipe,
-                    data[3].get("template"))
+                    model_layer.get("template"))
 
 
 def compose_run(run: str | None, model: str | None, task: str | None, method: str | None, hw: str = "auto",

@@ -224,8 +224,17 @@ def test_sbatch_dry_run_renders_the_recipe_chain(tmp_path, monkeypatch):
     for key in ("HOME", "PSY_RUNS_DIR"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.delenv("PSY_SLURM_PROFILE", raising=False)
-    res = cli("sbatch", "--recipe", "seed004-psydt", "--dry-run")
-    assert re.findall(r"# ===== (\w+):", res.stdout) == ["train", "merge", "eval"]  # no GGUF in seed 004
+    import io
+
+    from psyfactory import slurm
+    from psyfactory.cli import build_parser
+    from psyfactory.commands.slurm import _request
+
+    req = _request(build_parser().parse_args(["sbatch", "--recipe", "seed004-psydt", "--dry-run"]))
+    assert (req.run, req.recipe, req.stages) == ("seed004-psydt", "seed004-psydt", ("train", "merge", "eval"))
+    buf = io.StringIO()
+    slurm.submit(req, slurm.load_profile(), dry_run=True, out=buf)
+    assert re.findall(r"# ===== (\w+):", buf.getvalue()) == ["train", "merge", "eval"]  # no GGUF in seed 004
     assert not (tmp_path / "runs").exists()
 
 
