@@ -2,11 +2,14 @@
 #   make help                                  list targets
 #   make train MODEL=qwen3-4b TASK=psydt       LoRA SFT through llamafactory-cli
 #   make train RUN=lr5e-5 MODEL=qwen3-4b TASK=psydt ARGS=learning_rate=5e-5   a second, named run
+#   make reproduce RECIPE=seed004-psydt         a seed experiment's whole chain (docs/recipes.md)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# A run is RUN=<name>, or MODEL/TASK/METHOD (default tiny/psydt/lora); once trained, RUN alone is enough.
+# A run is RUN=<name>, or RECIPE=<name> (configs/recipes/, the run is named after it), or MODEL/TASK/METHOD
+# (default tiny/psydt/lora); once trained, RUN alone is enough.
 RUN    ?=
+RECIPE ?=
 MODEL  ?=
 TASK   ?=
 METHOD ?=
@@ -18,7 +21,7 @@ PYTHON ?= python3.11
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.psyfactory-setup
 PSY      := $(PY) -m psyfactory
-RUN_OPTS := $(if $(RUN),--run $(RUN)) $(if $(MODEL),--model $(MODEL)) $(if $(TASK),--task $(TASK)) \
+RUN_OPTS := $(if $(RUN),--run $(RUN)) $(if $(RECIPE),--recipe $(RECIPE)) $(if $(MODEL),--model $(MODEL)) $(if $(TASK),--task $(TASK)) \
 	$(if $(METHOD),--method $(METHOD)) --hw $(HW) $(ARGS)
 PYTEST   := OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=20
 
@@ -26,7 +29,7 @@ PYTEST   := OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=20
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  variables: RUN=<name> MODEL=tiny TASK=psydt METHOD=lora HW=$(HW) ARGS='key=value ...'"
+	@echo "  variables: RUN=<name> RECIPE=<name> MODEL=tiny TASK=psydt METHOD=lora HW=$(HW) ARGS='key=value ...'"
 
 $(STAMP): pyproject.toml requirements/constraints.txt scripts/setup_env.sh
 	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/setup_env.sh
@@ -46,13 +49,13 @@ test-fast: $(STAMP) ## unit and in-process tests, no training (a few minutes)
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check .
 
-list: $(STAMP) ## list models, tasks, methods, hardware profiles (ARGS=--psy: the psy keys, --runs: the runs)
+list: $(STAMP) ## list models, tasks, methods, hardware profiles, recipes (ARGS=--psy: the psy keys, --runs: the runs)
 	@$(PSY) list $(ARGS)
 
 config: $(STAMP) ## print the composed flat LLaMA-Factory config
 	@$(PSY) config $(RUN_OPTS)
 
-train: $(STAMP) ## LoRA/QLoRA SFT: MODEL TASK METHOD [HW] [ARGS]
+train: $(STAMP) ## LoRA/QLoRA SFT: MODEL TASK METHOD or RECIPE [HW] [ARGS]
 	$(PSY) train $(RUN_OPTS)
 
 merge: $(STAMP) ## merge the run's adapter into its (unquantized) base
@@ -146,14 +149,14 @@ test: $(GGUF_STAMP)
 # ---- slurm (issue 6) ----
 GPUS    ?= 1
 NODES   ?= 1
-STAGES  ?= train,merge,gguf,eval
+STAGES  ?=
 DRY_RUN ?=
 DS      ?=
 .PHONY: sbatch status stage
-SLURM_OPTS := --gpus $(GPUS) --nodes $(NODES) --stages $(STAGES) $(if $(DS),--deepspeed $(DS)) \
+SLURM_OPTS := --gpus $(GPUS) --nodes $(NODES) $(if $(STAGES),--stages $(STAGES)) $(if $(DS),--deepspeed $(DS)) \
 	$(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
 
-sbatch: $(STAMP) ## submit [teacher->]train->merge->gguf->eval to Slurm: MODEL TASK [RUN METHOD GPUS NODES STAGES DS=z2|z3 DRY_RUN=1]
+sbatch: $(STAMP) ## submit [teacher->]train->merge->gguf->eval to Slurm: MODEL TASK or RECIPE [RUN METHOD GPUS NODES STAGES DS=z2|z3 DRY_RUN=1]
 	@$(PSY) sbatch $(SLURM_OPTS) $(RUN_OPTS)
 
 status: $(STAMP) ## state of each job of the run's last Slurm pipeline (+ log tail of failures)
@@ -161,3 +164,20 @@ status: $(STAMP) ## state of each job of the run's last Slurm pipeline (+ log ta
 
 stage: $(STAMP) ## login node: download model, check data, tokenize once, for offline compute nodes
 	$(PSY) stage $(RUN_OPTS)
+
+# ---- recipes (issue 13) ----
+LIMIT ?=
+PORT  ?= 6006
+.PHONY: reproduce recipes recipe-table tensorboard
+
+reproduce: $(STAMP) ## a seed's chain: train -> merge -> eval tuned+base -> compare [-> gguf] -> runs/<recipe>/reproduce.md: RECIPE [HW ARGS LIMIT=n]
+	$(PSY) reproduce $(if $(LIMIT),--limit $(LIMIT)) $(RUN_OPTS)
+
+recipes: $(STAMP) ## list the recipes (configs/recipes/)
+	@$(PSY) recipes
+
+recipe-table: $(STAMP) ## regenerate docs/recipes.md: every seed setting vs the recipe's composed value
+	$(PSY) recipes --write docs/recipes.md
+
+tensorboard: $(STAMP) ## TensorBoard on a run's training logs: RUN or RECIPE (none: every run) [PORT=6006]
+	$(PSY) tensorboard --port $(PORT) $(RUN_OPTS)

@@ -20,12 +20,16 @@ COMMAND_MODULES = [
     "psyfactory.commands.eval",
     "psyfactory.commands.gguf",
     "psyfactory.commands.slurm",
+    "psyfactory.commands.recipes",
 ]
 
 
 def add_run_args(p: argparse.ArgumentParser, *, method: bool = True) -> None:
     """The options every run-scoped command takes, plus trailing key=value overrides."""
-    p.add_argument("--run", default=None, help="run name (runs/<name>); default <model>/<task>/<method>")
+    p.add_argument("--run", default=None,
+                   help="run name (runs/<name>); default: the recipe's name, else <model>/<task>/<method>")
+    p.add_argument("--recipe", default=None,
+                   help="configs/recipes/<name>.yaml: model, task, method and the experiment's own keys")
     p.add_argument("--model", default=None, help="configs/models/<name>.yaml (default: the run's, else tiny)")
     p.add_argument("--task", default=None, help="configs/tasks/<name>.yaml (default: the run's, else psydt)")
     if method:

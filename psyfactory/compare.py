@@ -110,8 +110,8 @@ def _reference(entry: dict[str, Any], bases: list[dict[str, Any]]) -> tuple[dict
     return (ok[0], True) if ok else (None, False)
 
 
-def compare(root: Path | None = None, runs: list[str] | None = None) -> tuple[Path, Path]:
-    """Write compare.md and compare.csv under the runs root; returns their paths."""
+def compare(root: Path | None = None, runs: list[str] | None = None, out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write compare.md and compare.csv under the runs root (or `out_dir`); returns their paths."""
     root = root or paths.runs_root()
     entries = collect(root, runs)
     if not entries:
@@ -171,7 +171,7 @@ def compare(root: Path | None = None, runs: list[str] | None = None) -> tuple[Pa
                "permutation p)", "",
                md_table(["model", "task", "run", "variant", "vs", "plugin", "metric", "n", "Δ mean", "95% CI", "p"],
                         score_tests)]
-    md_path, csv_path = root / "compare.md", root / "compare.csv"
+    md_path, csv_path = (out_dir or root) / "compare.md", (out_dir or root) / "compare.csv"
     files.atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
     buf = io.StringIO()
     writer = csv.writer(buf)

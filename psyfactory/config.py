@@ -1,9 +1,10 @@
 """Compose layered YAML configs into the one flat LLaMA-Factory config a run executes.
 
 Layers (later wins): configs/base.yaml < hardware/<hw> < methods/<method> < models/<model>
-< tasks/<task> < the overrides a run was trained with < command-line overrides (`key=value`). Each
-layer holds LLaMA-Factory keys plus an optional `psy:` block of PsyFactory keys
-(psyfactory.psyconfig.PsyConfig), which never reaches LLaMA-Factory.
+< tasks/<task> < recipes/<recipe> (if the run has one) < the overrides a run was trained with
+< command-line overrides (`key=value`). Each layer holds LLaMA-Factory keys plus an optional `psy:`
+block of PsyFactory keys (psyfactory.psyconfig.PsyConfig), which never reaches LLaMA-Factory. A key
+written twice in one file is an error (YAML would silently keep the last).
 """
 
 from __future__ import annotations
@@ -37,16 +38,40 @@ def list_names(kind: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def layer_path(kind: str, name: str) -> Path:
+def layer_path(kind: str, name: str, source: str = "") -> Path:
     valid = list_names(kind)
     if name not in valid:
-        raise ConfigError(f"unknown {kind.upper()} '{name}'; valid: {', '.join(valid)}")
+        import difflib
+
+        hint = difflib.get_close_matches(name, valid, n=1)
+        raise ConfigError(f"{source + ': ' if source else ''}unknown {kind.upper()} '{name}'; valid: {', '.join(valid)}"
+                          + (f" (did you mean '{hint[0]}'?)" if hint else ""))
     return paths.CONFIG_DIR / LAYER_DIRS[kind] / f"{name}.yaml"
+
+
+def parse_layer_names(model: str, task: str, method: str, source: str = "") -> None:
+    """Each name must have its layer file (a recipe's names are checked when it is loaded)."""
+    for kind, name in (("model", model), ("task", task), ("method", method)):
+        layer_path(kind, name, source)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping key written twice (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is set twice (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_layer(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     if data is None:
@@ -105,6 +130,14 @@ class Composed:
     layers: list[Path] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # given to this command
     inherited: list[str] = field(default_factory=list)  # the run's training overrides, applied first
+    recipe: str | None = None  # configs/recipes/<name>.yaml, composed after the task layer
+    model_template: str | None = None  # the model layer's `template` (the model's own chat format)
+
+    @property
+    def foreign_template(self) -> bool:
+        """The run trains with another chat template than the model layer's (e.g. `qwen` on an R1 distill):
+        evaluation and the merged tokenizer then use LLaMA-Factory's rendering of it (psyfactory.templates)."""
+        return self.model_template is not None and self.lf.get("template") != self.model_template
 
     @property
     def run_dir(self) -> Path:
@@ -116,18 +149,23 @@ class Composed:
 
     def source(self, file: Path | str | None = None) -> str:
         """Where a config problem comes from, for error messages."""
-        what = f"RUN={self.run} (MODEL={self.model} TASK={self.task} METHOD={self.method})"
+        recipe = f"RECIPE={self.recipe} " if self.recipe else ""
+        what = f"RUN={self.run} ({recipe}MODEL={self.model} TASK={self.task} METHOD={self.method})"
         return f"{file} (from {what})" if file else what
 
     def header(self) -> str:
         rel = [str(p.relative_to(paths.REPO_ROOT)) if p.is_relative_to(paths.REPO_ROOT) else str(p)
                for p in self.layers]
         over = self.all_overrides
-        run = "" if self.run == f"{self.model}/{self.task}/{self.method}" else f" RUN={self.run}"
+        if self.recipe:
+            run = "" if self.run == self.recipe else f" RUN={self.run}"
+            what = f"RECIPE={self.recipe}{run} HW={self.hw}"
+        else:
+            run = "" if self.run == f"{self.model}/{self.task}/{self.method}" else f" RUN={self.run}"
+            what = f"MODEL={self.model} TASK={self.task} METHOD={self.method} HW={self.hw}{run}"
         lines = [
             "# Composed by psyfactory: " + " < ".join(rel) + (f" < {' '.join(over)}" if over else ""),
-            f"# Recreate: make config MODEL={self.model} TASK={self.task} METHOD={self.method} HW={self.hw}{run}"
-            + (f' ARGS="{" ".join(over)}"' if over else ""),
+            f"# Recreate: make config {what}" + (f' ARGS="{" ".join(over)}"' if over else ""),
         ]
         return "\n".join(lines) + "\n"
 
@@ -144,9 +182,11 @@ def compose(
     *,
     run: str | None = None,
     inherited: list[str] | tuple[str, ...] = (),
+    recipe: str | None = None,
 ) -> Composed:
-    """Merge the layers of (model, task, method, hw) with the overrides; `run` names the run
-    (default `<model>/<task>/<method>`), `inherited` are overrides applied before `overrides`."""
+    """Merge the layers of (model, task, method, hw) and the recipe's with the overrides; `run` names
+    the run (default: the recipe's name, else `<model>/<task>/<method>`), `inherited` are overrides
+    applied before `overrides`."""
     hw = os.environ.get("PSY_HW", hw) if hw == "auto" else hw
     if hw == "auto":
         hw = detect_hardware()
@@ -157,12 +197,20 @@ def compose(
         layer_path("model", model),
         layer_path("task", task),
     ]
-    merged = OmegaConf.merge(*(OmegaConf.create(load_layer(p)) for p in layers),
+    data = [load_layer(p) for p in layers]
+    if recipe:
+        from psyfactory.recipes import load_recipe
+
+        r = load_recipe(recipe)
+        layers.append(r.path)
+        data.append(r.layer)
+    merged = OmegaConf.merge(*(OmegaConf.create(d) for d in data),
                              parse_overrides(list(inherited)), parse_overrides(list(overrides)))
     lf: dict[str, Any] = OmegaConf.to_container(merged, resolve=True)  # type: ignore[assignment]
-    run = run or f"{model}/{task}/{method}"
-    check_secrets(lf, f"RUN={run} (MODEL={model} TASK={task} METHOD={method})")
-    psy = PsyConfig.parse(lf.pop(PSY_KEY, None), f"RUN={run} (MODEL={model} TASK={task} METHOD={method} HW={hw})")
+    run = run or recipe or f"{model}/{task}/{method}"
+    who = f"RUN={run} ({f'RECIPE={recipe} ' if recipe else ''}MODEL={model} TASK={task} METHOD={method}"
+    check_secrets(lf, who + ")")
+    psy = PsyConfig.parse(lf.pop(PSY_KEY, None), f"{who} HW={hw})")
 
     ref = str(lf["model_name_or_path"])
     lf["model_name_or_path"] = resolve_model_path(model, ref)
@@ -172,15 +220,18 @@ def compose(
         # Reasoning templates add an empty <think> block to the prompt (no loss) when thinking is off,
         # matching Qwen3's own chat template with enable_thinking=False at inference.
         lf["enable_thinking"] = psy.thinking
-    return Composed(model, task, method, hw, lf, psy, ref, run, layers, list(overrides), list(inherited))
+    model_layer = data[3]
+    return Composed(model, task, method, hw, lf, psy, ref, run, layers, list(overrides), list(inherited), recipe,
+                    model_layer.get("template"))
 
 
 def compose_run(run: str | None, model: str | None, task: str | None, method: str | None, hw: str = "auto",
-                overrides: list[str] | tuple[str, ...] = (), *, inherit: bool = True) -> Composed:
+                overrides: list[str] | tuple[str, ...] = (), *, inherit: bool = True,
+                recipe: str | None = None) -> Composed:
     """Compose the config of the run a command names (see psyfactory.runs.resolve). `inherit`: apply
     the overrides the run was trained with (every stage after training does)."""
     from psyfactory import runs
 
-    rid, inherited = runs.resolve(run, model, task, method)
+    rid, inherited = runs.resolve(run, model, task, method, recipe)
     return compose(rid.model, rid.task, rid.method, hw, overrides, run=rid.name,
-                   inherited=inherited if inherit else ())
+                   inherited=inherited if inherit else (), recipe=rid.recipe)

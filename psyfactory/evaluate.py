@@ -209,8 +209,10 @@ def run_eval(rid: RunId, task: str, *, base: bool = False, hw: str = "auto", ove
              batch_size: int = 8, cli_options: dict[str, Any] | None = None, plugins_only: list[str] | None = None,
              variant: str | None = None, overwrite: bool = False, allow_unfinished: bool = False) -> Path:
     """Evaluate run `rid` (its adapter, or its base model) on `task`; returns the variant's folder."""
+    # the recipe is a layer of every stage of its run (its chat template, too); the run's training
+    # overrides apply to evaluations on its own task only
     c = compose(rid.model, task, rid.method, hw, overrides, run=rid.name,
-                inherited=inherited if task == rid.task else ())
+                inherited=inherited if task == rid.task else (), recipe=rid.recipe)
     psy = c.psy
     if base and backend == "gguf":
         raise EvalError("the gguf backend evaluates a run's export (make gguf), not its base model: drop BASE=1")
@@ -284,7 +286,8 @@ def _evaluate(c: Composed, rid: RunId, out_dir: Path, plugins: list[EvalPlugin],
     t0 = time.perf_counter()
     be = make_backend(backend, c.lf["model_name_or_path"], adapter,
                       needs_loglik=any(p.needs_loglik(options[p.name]) for p in plugins),
-                      reasoning=psy.reasoning, thinking=psy.thinking, batch_size=batch_size)
+                      reasoning=psy.reasoning, thinking=psy.thinking, batch_size=batch_size,
+                      lf_template=c.lf["template"] if c.foreign_template else None)
     load_s = time.perf_counter() - t0
     summary: dict[str, Any] = {
         "run": rid.name, "run_task": rid.task, "model": rid.model, "method": rid.method, "task": task,

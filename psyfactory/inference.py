@@ -31,7 +31,7 @@ class HFBackend:
 
     def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
                  thinking: bool = False, batch_size: int = 8, device: str | None = None,
-                 dtype: str = "auto", progress: bool = True) -> None:
+                 dtype: str = "auto", progress: bool = True, lf_template: str | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -42,6 +42,10 @@ class HFBackend:
         self.template_kwargs: dict[str, Any] = {} if reasoning == "none" else {"enable_thinking": thinking}
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self.tokenizer.padding_side = "left"
+        if lf_template:  # the run trained with another template than the model's own (psyfactory.templates)
+            from psyfactory.templates import apply
+
+            apply(self.tokenizer, lf_template)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if dtype == "auto":
@@ -213,11 +217,16 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
-                 thinking: bool = False, max_lora_rank: int = 64) -> None:
+                 thinking: bool = False, max_lora_rank: int = 64, lf_template: str | None = None) -> None:
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
         self.llm = LLM(model=str(model_path), enable_lora=adapter is not None, max_lora_rank=max_lora_rank)
+        self.chat_template: str | None = None
+        if lf_template:  # the run trained with another template than the model's own (psyfactory.templates)
+            from psyfactory.templates import lf_chat_template
+
+            self.chat_template = lf_chat_template(lf_template, self.llm.get_tokenizer())
         self.lora = LoRARequest("adapter", 1, str(adapter)) if adapter is not None else None
         self.template_kwargs: dict[str, Any] = {} if reasoning == "none" else {"enable_thinking": thinking}
 
@@ -234,7 +243,7 @@ class VLLMBackend:
             outs = self.llm.generate([c[0]["content"] for c in conversations], params, lora_request=self.lora,
                                      use_tqdm=True)
         else:
-            outs = self.llm.chat(conversations, params, lora_request=self.lora,
+            outs = self.llm.chat(conversations, params, lora_request=self.lora, chat_template=self.chat_template,
                                  chat_template_kwargs=self.template_kwargs, use_tqdm=True)
         return [o.outputs[0].text for o in outs]
 
@@ -270,7 +279,8 @@ def make_backend(kind: str, model_path: str | Path, adapter: str | Path | None =
         if needs_loglik:
             raise EvalError("--backend vllm: loglik scoring needs the hf backend")
     if kind == "vllm" or (kind == "auto" and reason is None and not needs_loglik):
-        return VLLMBackend(model_path, adapter, **{k: v for k, v in kwargs.items() if k in ("reasoning", "thinking")})
+        return VLLMBackend(model_path, adapter,
+                           **{k: v for k, v in kwargs.items() if k in ("reasoning", "thinking", "lf_template")})
     if kind == "auto":
         log.info("using the hf backend (%s)", reason or "loglik scoring requested")
     return HFBackend(model_path, adapter, **kwargs)

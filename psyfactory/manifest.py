@@ -87,5 +87,5 @@ def record_identity(run_dir: Path, c: Any) -> None:
     """manifest.json `run`: who the run is (psyfactory.runs reads it back for later commands)."""
     manifest = read_manifest(run_dir)
     manifest["run"] = {"name": c.run, "model": c.model, "task": c.task, "method": c.method, "hw": c.hw,
-                       "overrides": c.all_overrides}
+                       "overrides": c.all_overrides, "recipe": c.recipe}
     atomic_write_json(run_dir / "manifest.json", manifest)

@@ -74,6 +74,8 @@ def _coerce(value: Any, kinds: set[Any]) -> tuple[bool, Any]:
         elif isinstance(kind, type) and issubclass(kind, enum.Enum):
             if value in {e.value for e in kind} or value in kind.__members__:
                 return True, value
+            if value is False and "no" in {e.value for e in kind}:  # YAML 1.1 reads a bare `no` as false
+                return True, "no"
         elif kind is bool:
             if isinstance(value, bool):
                 return True, value
@@ -128,9 +130,10 @@ def check_values(cfg: dict[str, Any], stage: str, source: str) -> dict[str, Any]
     return out
 
 
-def _lf_parse(cfg: dict[str, Any], source: str) -> None:
-    """LF's HfArgumentParser step (dataclass construction and __post_init__ checks). Hardware is not
-    checked here: a config for A40 nodes is checked on a CPU login node too (use_cpu, no DeepSpeed)."""
+def _lf_parse(cfg: dict[str, Any], source: str) -> tuple[Any, ...]:
+    """LF's HfArgumentParser step (dataclass construction and __post_init__ checks); returns LF's
+    (model, data, training, finetuning, generating) arguments. Hardware is not checked here: a config
+    for A40 nodes is checked on a CPU login node too (use_cpu, no DeepSpeed)."""
     import torch
     from llamafactory.hparams.parser import _parse_train_args
 
@@ -138,7 +141,7 @@ def _lf_parse(cfg: dict[str, Any], source: str) -> None:
     if not torch.cuda.is_available():
         args["use_cpu"] = True
     try:
-        _parse_train_args(args)
+        return tuple(_parse_train_args(args))
     except ValueError as e:
         raise PreflightError(f"{source}: LLaMA-Factory rejects the config: {' '.join(str(e).split())}") from None
 
@@ -241,13 +244,63 @@ def check_run(c: Composed, *, need_files: bool = True, source: str | None = None
     from psyfactory.evaluate import check_options
 
     check_options(c)
+    notice = precision_notice(c)
+    if notice and notice not in _SAID:  # once per process (make reproduce checks before it trains)
+        import sys
+
+        _SAID.add(notice)
+        print(notice, file=sys.stderr, flush=True)
     return files
+
+
+_SAID: set[str] = set()
+
+
+# report_to integrations -> the modules transformers needs for them (any one of them)
+REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+             "swanlab": ("swanlab",), "comet_ml": ("comet_ml",), "clearml": ("clearml",), "trackio": ("trackio",)}
+
+
+def check_training_options(cfg: dict[str, Any], source: str) -> None:
+    """What LF's parser lets through but fails later: no samples, evaluation without eval data, a logger
+    whose package is missing."""
+    import importlib.util
+
+    n = cfg.get("max_samples")
+    if n is not None and not isinstance(n, bool) and isinstance(n, int) and n < 1:
+        raise PreflightError(f"{source}: max_samples={n} loads no samples (LLaMA-Factory then stops with "
+                             "StopIteration); drop the key to use every sample, or set a positive number")
+    strategy = str(cfg.get("eval_strategy") or "no")
+    if strategy != "no" and not cfg.get("val_size") and not cfg.get("eval_dataset"):
+        raise PreflightError(f"{source}: eval_strategy={strategy} evaluates during training but there is no eval "
+                             "data: set val_size (a share of the training set, e.g. 0.05) or eval_dataset (a "
+                             "dataset_info.json name)")
+    reporters = cfg.get("report_to") or []
+    for name in [reporters] if isinstance(reporters, str) else reporters:
+        mods = REPORTERS.get(str(name))
+        if mods and not any(importlib.util.find_spec(m) for m in mods):
+            raise PreflightError(f"{source}: report_to={name} needs the {mods[0]} package, which is not installed "
+                                 f"(.venv/bin/pip install {mods[0]})")
+
+
+def precision_notice(c: Composed) -> str | None:
+    """fp16 where the hardware profile trains in bf16 (A40): worth knowing, not an error (a seed used it)."""
+    if not c.lf.get("fp16"):
+        return None
+    from psyfactory.config import layer_path, load_layer
+
+    if load_layer(layer_path("hardware", c.hw)).get("bf16"):
+        return (f"warning: fp16 on {c.hw}, which trains in bf16 (same memory, fp32's range, no loss scaling); "
+                f"{'RECIPE=' + c.recipe + ' keeps the seed' if c.recipe else 'the config asks for'} fp16. For bf16: "
+                "ARGS='fp16=false bf16=true'")
+    return None
 
 
 def check_train(cfg: dict[str, Any], source: str, *, need_files: bool = True) -> list[Path]:
     """LF keys, values (converted in place where a number was written as a string), template, datasets."""
     check_keys(cfg, "train", source)
     cfg.update(check_values(cfg, "train", source))
+    check_training_options(cfg, source)
     check_template(cfg, source)
     resume = cfg.get("resume_from_checkpoint")
     if resume and not (Path(str(resume)) / "trainer_state.json").is_file():
@@ -267,3 +320,16 @@ def check_merge(cfg: dict[str, Any], source: str) -> None:
     adapter = Path(str(cfg.get("adapter_name_or_path", "")))
     if not (adapter / "adapter_config.json").is_file():
         raise PreflightError(f"{source}: no trained adapter at {adapter} (run `make train` for this run first)")
+
+
+def lf_effective(cfg: dict[str, Any], source: str) -> dict[str, Any]:
+    """Every LLaMA-Factory (and transformers) argument as LF's parser sets it for this config, defaults
+    included: what the run really trains with. Enums are given as their values."""
+    import enum
+
+    out: dict[str, Any] = {}
+    for group in _lf_parse(check_values(cfg, "train", source), source):
+        for f in dataclasses.fields(group):
+            value = getattr(group, f.name)
+            out.setdefault(f.name, value.value if isinstance(value, enum.Enum) else value)
+    return out

@@ -201,7 +201,12 @@ def merge(c: Composed, *, allow_unfinished: bool = False) -> Path:
     write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli export {cfg_file}\n")
     materialize(c.model_ref)
     run_lf("export", cfg_file)
-    record_stage(c.run_dir, "merge", cfg_file, cfg, c.psy.model_dump(mode="json"), status="done")
+    if c.foreign_template:  # the merged model (and its GGUF) carries the format the run trained with
+        from psyfactory.templates import write_into
+
+        write_into(Path(cfg["export_dir"]), c.lf["template"])
+    record_stage(c.run_dir, "merge", cfg_file, cfg, c.psy.model_dump(mode="json"), status="done",
+                 chat_template=c.lf["template"] if c.foreign_template else None)
     return Path(cfg["export_dir"])
 
 

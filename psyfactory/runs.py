@@ -30,6 +30,7 @@ class RunId:
     model: str
     task: str
     method: str
+    recipe: str | None = None  # configs/recipes/<name>.yaml, a layer of every stage of the run
 
     @property
     def dir(self) -> Path:
@@ -58,23 +59,42 @@ def recorded(run_dir: Path) -> dict[str, Any] | None:
     return read_manifest(run_dir).get("run")
 
 
-def resolve(run: str | None, model: str | None, task: str | None, method: str | None) -> tuple[RunId, list[str]]:
+def resolve(run: str | None, model: str | None, task: str | None, method: str | None,
+            recipe: str | None = None) -> tuple[RunId, list[str]]:
     """The run a command addresses, and the config overrides it was trained with ([] if never trained).
 
-    With a recorded identity, MODEL/TASK/METHOD default to it and must not contradict it."""
+    A recipe gives the run's default name and its MODEL/TASK/METHOD; running it on another model or
+    task needs a RUN name of its own. With a recorded identity, MODEL/TASK/METHOD/RECIPE default to
+    it and must not contradict it."""
+    given = {"model": model, "task": task, "method": method}  # what the command line says
+    if recipe:
+        from psyfactory.recipes import load_recipe
+
+        spec = load_recipe(recipe).spec
+        differs = [f"{k.upper()}={v}" for k, v in given.items() if v is not None and v != getattr(spec, k)]
+        if differs and not run:
+            raise ConfigError(f"RECIPE={recipe} runs MODEL={spec.model} TASK={spec.task} METHOD={spec.method}; "
+                              f"to run it with {' '.join(differs)} give the run a name of its own: RUN=<name>")
+        model, task, method = model or spec.model, task or spec.task, method or spec.method
     if run:
         name = check_name(run)
+    elif recipe:
+        name = check_name(recipe)
     else:
         name = default_name(model or DEFAULT_MODEL, task or DEFAULT_TASK, method or DEFAULT_METHOD)
     rec = recorded(paths.run_dir(name))
     if rec is None:
-        return RunId(name, model or DEFAULT_MODEL, task or DEFAULT_TASK, method or DEFAULT_METHOD), []
-    given = {"model": model, "task": task, "method": method}
+        return RunId(name, model or DEFAULT_MODEL, task or DEFAULT_TASK, method or DEFAULT_METHOD, recipe), []
+    if recipe and rec.get("recipe") != recipe:
+        was = f"RECIPE={rec['recipe']}" if rec.get("recipe") else "no recipe"
+        raise ConfigError(f"run '{name}' was trained with {was}, not RECIPE={recipe}: drop RECIPE= or choose "
+                          "another RUN=")
     for key, value in given.items():
         if value is not None and value != rec[key]:
             raise ConfigError(f"run '{name}' was trained with {key.upper()}={rec[key]}, not {key.upper()}={value}: "
                               f"drop {key.upper()}= or choose another RUN=")
-    return RunId(name, rec["model"], rec["task"], rec["method"]), list(rec.get("overrides") or [])
+    return (RunId(name, rec["model"], rec["task"], rec["method"], rec.get("recipe")),
+            list(rec.get("overrides") or []))
 
 
 def all_runs(root: Path | None = None) -> list[str]:

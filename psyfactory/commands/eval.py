@@ -16,9 +16,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
         os.environ["PSY_RAW_DIR"] = str(Path(args.raw_dir).resolve())
     # The run is RUN, or <model>/<adapter task or task>/<method>; the eval task is TASK (default: the run's).
     run_task = args.adapter_task or args.task
+    if args.recipe and not args.adapter_task:
+        run_task = None  # a recipe names its training task: TASK names the eval task only
     if args.run and not args.adapter_task and runs.recorded(paths.run_dir(runs.check_name(args.run))):
         run_task = None  # a trained run: TASK names the eval task only
-    rid, inherited = runs.resolve(args.run, args.model, run_task, args.method)
+    rid, inherited = runs.resolve(args.run, args.model, run_task, args.method, args.recipe)
     cli_options = {"scoring": args.scoring, "prompt_format": args.prompt_format, "bench_file": args.bench_file,
                    "rubric": args.rubric, "judge_url": args.judge_url, "judge_model": args.judge_model}
     out = run_eval(rid, args.task or rid.task, base=args.base, hw=args.hw, overrides=args.overrides,

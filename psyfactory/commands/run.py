@@ -14,14 +14,16 @@ def compose_args(args: argparse.Namespace, *, inherit: bool = True):  # noqa: AN
     from psyfactory.config import compose_run
 
     return compose_run(args.run, args.model, args.task, getattr(args, "method", None), args.hw, args.overrides,
-                       inherit=inherit)
+                       inherit=inherit, recipe=getattr(args, "recipe", None))
 
 
 def cmd_list(args: argparse.Namespace) -> None:
     from psyfactory.config import list_names
+    from psyfactory.recipes import list_recipes
 
     for kind in ("model", "task", "method", "hardware"):
         print(f"{kind:9} {' '.join(list_names(kind))}")
+    print(f"{'recipe':9} {' '.join(list_recipes())}")
     if args.psy:
         from psyfactory.psyconfig import describe
 

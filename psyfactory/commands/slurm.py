@@ -12,13 +12,18 @@ STAGES = ("train", "merge", "gguf", "eval")  # psyfactory.slurm.DEFAULT_STAGES (
 def _request(args: argparse.Namespace) -> Any:
     from psyfactory import runs, slurm
 
-    rid, _ = runs.resolve(args.run, args.model, args.task, args.method)
+    rid, _ = runs.resolve(args.run, args.model, args.task, args.method, args.recipe)
+    stages = getattr(args, "stages", None)
+    if not stages and rid.recipe:  # the recipe's chain: GGUF only where the seed exported one
+        from psyfactory.recipes import load_recipe
+
+        stages = ",".join(s for s in STAGES if s != "gguf" or load_recipe(rid.recipe).spec.gguf)
     return slurm.Request(
         model=rid.model, task=rid.task, method=rid.method, hw=args.hw, overrides=list(args.overrides),
         gpus=getattr(args, "gpus", 1), nodes=getattr(args, "nodes", 1),
-        stages=slurm.parse_stages(getattr(args, "stages", ",".join(STAGES))),
+        stages=slurm.parse_stages(stages or ",".join(STAGES)),
         deepspeed=getattr(args, "deepspeed", None), run=rid.name,
-        accept_data_change=getattr(args, "accept_data_change", False),
+        accept_data_change=getattr(args, "accept_data_change", False), recipe=rid.recipe,
     )
 
 
@@ -41,7 +46,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _run_dir(args: argparse.Namespace) -> Any:
     from psyfactory import runs
 
-    return runs.resolve(args.run, args.model, args.task, args.method)[0].dir
+    return runs.resolve(args.run, args.model, args.task, args.method, args.recipe)[0].dir
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -70,8 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sbatch", help="submit [teacher ->] train -> merge -> gguf -> eval as dependent Slurm jobs")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per node for training (default 1)")
     p.add_argument("--nodes", type=int, default=1, help="nodes for training (default 1)")
-    p.add_argument("--stages", default=",".join(STAGES),
-                   help="comma list, e.g. train,merge; teacher,train,... first labels the student set on a GPU node")
+    p.add_argument("--stages", default=None,
+                   help="comma list, e.g. train,merge (default train,merge,gguf,eval; a recipe: its chain); "
+                        "teacher,train,... first labels the student set on a GPU node")
     p.add_argument("--deepspeed", default=None, help="z2 | z3 (configs/deepspeed/ds_<x>.json) | a JSON path")
     p.add_argument("--restart", action="store_true", help="move the run's old adapter dir aside, start over")
     p.add_argument("--accept-data-change", action="store_true",

@@ -31,11 +31,12 @@ class Request:
     nodes: int = 1
     stages: tuple[str, ...] = DEFAULT_STAGES
     deepspeed: str | None = None  # z2 | z3 | path to a DeepSpeed JSON
-    run: str = ""  # run name; default <model>/<task>/<method>
+    run: str = ""  # run name; default: the recipe's name, else <model>/<task>/<method>
     accept_data_change: bool = False  # the training job resumes checkpoints although the data changed
+    recipe: str | None = None  # configs/recipes/<name>.yaml: a layer of every job; eval runs its chain
 
     def __post_init__(self) -> None:
-        self.run = self.run or f"{self.model}/{self.task}/{self.method}"
+        self.run = self.run or self.recipe or f"{self.model}/{self.task}/{self.method}"
         if "teacher" in self.stages and self.task != "student":
             raise SlurmError(f"the teacher stage labels the student set: TASK=student (got TASK={self.task})")
 
@@ -68,7 +69,7 @@ def compose_request(req: Request, overrides: list[str] | None = None) -> Any:
     from psyfactory.config import compose
 
     return compose(req.model, req.task, req.method, req.hw, req.overrides if overrides is None else overrides,
-                   run=req.run)
+                   run=req.run, recipe=req.recipe)
 
 
 def train_overrides(req: Request, profile: dict[str, Any]) -> list[str]:
@@ -129,14 +130,29 @@ def sbatch_options(stage: str, req: Request, profile: dict[str, Any]) -> list[st
     return opts
 
 
+def run_args(req: Request) -> list[str]:
+    """`--run … [--recipe …] --model … --task … --method …` of a job's command."""
+    recipe = ["--recipe", req.recipe] if req.recipe else []
+    return ["--run", req.run, *recipe, "--model", req.model, "--task", req.task, "--method", req.method]
+
+
 def cli(command: str, req: Request, hw: str, overrides: list[str], profile: dict[str, Any] | None = None) -> list[str]:
     """`psyfactory <stage> [stage args from the profile] --run … --model … --task … --method … --hw … overrides`.
-    The teacher stage: `psyfactory prep --task student --teacher gguf [args]` (the node serves and labels)."""
-    extra = ((profile or {}).get("stages") or {}).get(command, {}) or {}
+    The teacher stage: `psyfactory prep --task student --teacher gguf [args]` (the node serves and labels).
+    A recipe's eval job runs the eval part of its chain (`psyfactory reproduce --steps eval,compare,report`),
+    its gguf job exports the recipe's quantization."""
+    extra = shlex.split(str((((profile or {}).get("stages") or {}).get(command, {}) or {}).get("args") or ""))
     if command == "teacher":
-        return ["psyfactory", "prep", "--task", "student", "--teacher", "gguf", *shlex.split(str(extra.get("args") or ""))]
-    return ["psyfactory", command, *shlex.split(str(extra.get("args") or "")), "--run", req.run, "--model", req.model,
-            "--task", req.task, "--method", req.method, "--hw", hw, *overrides]
+        return ["psyfactory", "prep", "--task", "student", "--teacher", "gguf", *extra]
+    if req.recipe and command == "eval":
+        return ["psyfactory", "reproduce", "--steps", "eval,compare,report", *extra, "--run", req.run,
+                "--recipe", req.recipe, "--hw", hw, *overrides]
+    if req.recipe and command == "gguf" and "--quant" not in extra:
+        from psyfactory.recipes import load_recipe
+
+        quant = load_recipe(req.recipe).spec.gguf
+        extra = ["--quant", quant.upper()] + extra if quant else extra
+    return ["psyfactory", command, *extra, *run_args(req), "--hw", hw, *overrides]
 
 
 def quote(args: list[str]) -> str:
@@ -152,8 +168,7 @@ def _train_values(req: Request, profile: dict[str, Any], hw: str, overrides: lis
     if r["nodes"] > 1 and launcher == "direct":
         raise SlurmError("profile launcher: direct cannot start a multi-node job (use auto or srun)")
     accept = ["--accept-data-change"] if req.accept_data_change else []
-    prepare = ["psyfactory", "slurm-prepare", *accept, "--run", req.run, "--model", req.model, "--task", req.task,
-               "--method", req.method, "--hw", hw, *overrides]
+    prepare = ["psyfactory", "slurm-prepare", *accept, *run_args(req), "--hw", hw, *overrides]
     train = cli("train", req, hw, overrides, profile)
     train[2:2] = accept
     return {"nproc": nproc, "multiprocess": nproc * r["nodes"] > 1, "master_port": int(profile.get("master_port") or 29500),
@@ -172,7 +187,8 @@ def render(stage: str, req: Request, profile: dict[str, Any], overrides: list[st
     exports = [f"export {k}={shlex.quote(os.environ[k])}" for k in FORWARD_ENV if os.environ.get(k)]
     exports += [f"export {k}={shlex.quote(expand(str(v)))}" for k, v in (profile.get("extra_env") or {}).items()]
     values: dict[str, Any] = {
-        "sbatch": sbatch_options(stage, req, profile), "stage": stage, "run": req.run, "model": req.model,
+        "sbatch": sbatch_options(stage, req, profile), "stage": stage, "run": req.run, "recipe": req.recipe,
+        "model": req.model,
         "task": req.task, "method": req.method, "repo": shlex.quote(str(paths.REPO_ROOT)),
         "env_setup": expand(str(profile.get("env_setup") or "")).rstrip(),
         "hf_home": expand(str(profile.get("hf_home") or "$HOME/.cache/huggingface")),

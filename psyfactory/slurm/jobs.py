@@ -99,7 +99,8 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
         jobs.append({"stage": stage, "job_id": job_id, "name": name, "script": str(path),
                      "log": str(logs / f"{name}-{job_id}.out")})
     if not dry_run:
-        record = {"submitted_at": _dt.datetime.now().isoformat(timespec="seconds"), "run": req.run, "model": req.model,
+        record = {"submitted_at": _dt.datetime.now().isoformat(timespec="seconds"), "run": req.run,
+                  "recipe": req.recipe, "model": req.model,
                   "task": req.task, "method": req.method, "hw": req.hw, "gpus": req.gpus, "nodes": req.nodes,
                   "overrides": overrides, "config_hash": config_hash(c.lf), "jobs": jobs}
         rec_file = records_path(c.run_dir)

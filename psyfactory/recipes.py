@@ -1,0 +1,122 @@
+"""Recipes: one experiment in one file, `configs/recipes/<name>.yaml`.
+
+A recipe names a model, a task and a method (its `recipe:` block, with the evaluation chain that
+`make reproduce` runs) and holds the keys where the experiment departs from the layers, written like
+any layer (LLaMA-Factory keys plus a `psy:` block). It composes after the task layer, so it may
+override task defaults; the run is named after the recipe. Seed facts for the side-by-side tables
+of docs/recipes.md live next to it in `configs/recipes/seeds/<name>.yaml` (psyfactory.seedtable).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from psyfactory.core import paths
+from psyfactory.core.errors import ConfigError, format_validation_error
+
+RECIPE_KEY = "recipe"
+# Keys a recipe may not set: the run's identity and folders come from the recipe block and its name.
+FORBIDDEN = {"model_name_or_path": "recipe.model", "output_dir": "the run's name (RUN=)"}
+
+
+def recipe_dir() -> Path:
+    return paths.CONFIG_DIR / "recipes"
+
+
+class RecipeSpec(BaseModel):
+    """The `recipe:` block: what the experiment runs, and the chain `make reproduce` follows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="configs/models/<name>.yaml")
+    task: str = Field(description="configs/tasks/<name>.yaml (the training task)")
+    method: str = Field("lora", description="configs/methods/<name>.yaml")
+    evals: list[str] = Field(default_factory=list,
+                             description="eval tasks, each evaluated tuned and base (default: the training task)")
+    gguf: str | None = Field(None, description="quantization of the final GGUF export (e.g. Q4_K_M); none: no export")
+    seed: str | None = Field(None, description="the seed document it reproduces (file name in ../shared/seeds/)")
+
+    @model_validator(mode="after")
+    def _check(self) -> RecipeSpec:
+        if self.gguf is not None:
+            from psyfactory.gguf.common import QUANTS
+
+            if self.gguf.upper() not in QUANTS:
+                raise ValueError(f"gguf: {self.gguf!r} is not one of {', '.join(QUANTS)}")
+        return self
+
+    @property
+    def eval_tasks(self) -> list[str]:
+        return list(self.evals) or [self.task]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    path: Path
+    spec: RecipeSpec
+    layer: dict[str, Any]  # LF keys + psy block, composed after the task layer
+    header: str  # the leading comment block
+
+    @property
+    def run_command(self) -> str:
+        return f"make reproduce RECIPE={self.name}"
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    valid = list_recipes()
+    if name not in valid:
+        hint = difflib.get_close_matches(name, valid, n=1)
+        raise ConfigError(f"unknown RECIPE '{name}'; valid: {', '.join(valid) or 'none'} (configs/recipes/)"
+                          + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    return recipe_dir() / f"{name}.yaml"
+
+
+def load_recipe(name: str) -> Recipe:
+    from psyfactory.config import load_layer, parse_layer_names
+
+    path = recipe_path(name)
+    data = load_layer(path)
+    block = data.pop(RECIPE_KEY, None)
+    if not isinstance(block, dict):
+        raise ConfigError(f"{path}: a recipe needs a `recipe:` block naming model, task and method")
+    try:
+        spec = RecipeSpec.model_validate(block)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {format_validation_error(e, RECIPE_KEY, list(RecipeSpec.model_fields))}") from None
+    for key, where in FORBIDDEN.items():
+        if key in data:
+            raise ConfigError(f"{path}: a recipe does not set {key} (it comes from {where})")
+    parse_layer_names(spec.model, spec.task, spec.method, source=str(path))
+    text = path.read_text(encoding="utf-8")
+    header = "".join(line + "\n" for line in _leading_comments(text))
+    return Recipe(name, path, spec, data, header)
+
+
+def _leading_comments(text: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        out.append(line)
+    return out
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(name, model/task/method, evals, seed) per recipe, for `psyfactory list`."""
+    rows = []
+    for name in list_recipes():
+        r = load_recipe(name)
+        s = r.spec
+        rows.append((name, f"{s.model}/{s.task}/{s.method}", ",".join(s.eval_tasks) + (f" +gguf {s.gguf}" if s.gguf else ""),
+                     s.seed or "-"))
+    return rows

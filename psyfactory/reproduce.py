@@ -1,0 +1,141 @@
+"""`make reproduce RECIPE=<name>`: the chain a seed ran, in one command.
+
+    train -> merge -> eval (each of the recipe's eval tasks, tuned and base) -> compare [-> gguf] -> report
+
+Each step is the command a user would run by hand (`make train`, `make merge`, `make eval [BASE=1]`,
+`make compare`, `make gguf`) on the run named after the recipe; the report,
+`runs/<run>/reproduce.md`, puts the seed's settings and results beside the run's
+(psyfactory.seedtable). Every config and input is checked before the first step starts, so a
+mistake costs seconds. A rerun resumes training from its last checkpoint and redoes the later
+steps; `--steps` picks some (the Slurm pipeline runs `eval,compare,report` in its eval job).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from psyfactory.core.errors import ConfigError
+
+STEPS = ("train", "merge", "eval", "compare", "gguf", "report")
+
+
+def parse_steps(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return STEPS
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in STEPS]
+    if bad or not names:
+        raise ConfigError(f"--steps {text!r}: expected a comma list of {', '.join(STEPS)}")
+    return tuple(s for s in STEPS if s in names)
+
+
+def _check_evals(recipe: str, rid: Any, hw: str, inherited: list[str]) -> None:
+    """Every eval task composes and its plugin options and inputs are valid (before any training)."""
+    from plugins import plugin_class
+    from psyfactory.config import compose
+    from psyfactory.evaluate import plugin_options
+    from psyfactory.recipes import load_recipe
+
+    for task in load_recipe(recipe).spec.eval_tasks:
+        c = compose(rid.model, task, rid.method, hw, run=rid.name, recipe=recipe,
+                    inherited=inherited if task == rid.task else ())
+        classes = [plugin_class(n) for n in c.psy.eval_plugins]
+        options = plugin_options(c, classes)
+        for cls in classes:
+            cls().check(options[cls.name])
+
+
+def reproduce(recipe: str, *, run: str | None = None, hw: str = "auto", overrides: list[str] | tuple[str, ...] = (),
+              steps: tuple[str, ...] = STEPS, limit: int | None = None, batch_size: int = 8, backend: str = "auto",
+              out: Any = sys.stdout) -> Path:
+    """Run the recipe's chain; returns the report's path."""
+    from psyfactory import preflight, runner, runs
+    from psyfactory.config import compose, compose_run
+    from psyfactory.recipes import load_recipe
+
+    spec = load_recipe(recipe).spec
+    t_all = time.perf_counter()
+    timings: list[tuple[str, float]] = []
+
+    def say(msg: str) -> None:
+        print(f"[reproduce] {msg}", file=out, flush=True)
+
+    c = compose_run(run, None, None, None, hw, overrides, inherit=False, recipe=recipe)
+    hw = c.hw
+    # fail fast: training config and data, every eval task, the GGUF stack
+    if "train" in steps:
+        preflight.check_run(c)
+    rid, inherited = runs.resolve(c.run, None, None, None, recipe)
+    _check_evals(recipe, rid, hw, inherited or list(overrides))
+    if "gguf" in steps and spec.gguf:
+        from psyfactory.gguf.common import setup_info
+
+        setup_info()
+    say(f"RECIPE={recipe} RUN={c.run}: {spec.model}/{spec.task}/{spec.method} on {hw}; steps {', '.join(steps)}")
+
+    def step(name: str, fn: Any) -> Any:
+        t0 = time.perf_counter()
+        say(f"--- {name}")
+        result = fn()
+        timings.append((name, time.perf_counter() - t0))
+        say(f"{name} done in {timings[-1][1]:.1f}s")
+        return result
+
+    if "train" in steps:
+        step("train", lambda: runner.train(c))
+    rid, inherited = runs.resolve(c.run, None, None, None, recipe)
+    trained = compose(rid.model, rid.task, rid.method, hw, run=rid.name, inherited=inherited, recipe=recipe)
+    if "merge" in steps:
+        step("merge", lambda: runner.merge(trained))
+    if "eval" in steps:
+        from psyfactory.evaluate import run_eval
+
+        for task in spec.eval_tasks:
+            for base in (False, True):
+                label = f"eval {task} {'base' if base else 'tuned'}"
+                step(label, lambda task=task, base=base: run_eval(
+                    rid, task, base=base, hw=hw, inherited=inherited, backend=backend, limit=limit,
+                    batch_size=batch_size))
+    if "compare" in steps:
+        from psyfactory.compare import compare
+
+        md, _ = step("compare", lambda: compare(runs=[rid.name], out_dir=rid.dir))
+        say(f"base vs tuned: {md}")
+    if "gguf" in steps and spec.gguf:
+        from psyfactory.commands.gguf import _local_tokenizer, _options
+        from psyfactory.gguf.export import export_run
+
+        step(f"gguf {spec.gguf}", lambda: export_run(rid.dir, quant=spec.gguf.upper(),
+                                                     local_tokenizer=_local_tokenizer(trained), **_options(trained)))
+    report = rid.dir / "reproduce.md"
+    if "report" in steps:
+        write_report(recipe, rid.dir, hw, timings, time.perf_counter() - t_all)
+        say(f"report: {report}")
+        print(report.read_text(encoding="utf-8"), file=out, flush=True)
+    return report
+
+
+def write_report(recipe: str, run_dir: Path, hw: str, timings: list[tuple[str, float]], total: float) -> Path:
+    """runs/<run>/reproduce.md: the recipe's side-by-side tables with this run's figures, and what ran."""
+    from psyfactory.core.files import atomic_write_text
+    from psyfactory.seedtable import recipe_section
+
+    lines = [f"# Reproduction: RECIPE={recipe}, run `{run_dir.name}`", "",
+             f"Written {time.strftime('%Y-%m-%d %H:%M')} by `make reproduce`; hardware profile {hw}."]
+    if timings:
+        lines += ["", "| step | seconds |", "|---|---|"] + [f"| {n} | {s:.1f} |" for n, s in timings]
+        lines += [f"| all | {total:.1f} |"]
+    evals = sorted(p.parent.name for p in run_dir.glob("eval/*/metrics.json"))
+    if evals:
+        lines += ["", "Evaluations: " + ", ".join(f"`eval/{v}/report.md`" for v in evals)
+                  + (" · base vs tuned: `compare.md`" if (run_dir / "compare.md").is_file() else "")]
+    gguf = sorted(p.name for p in run_dir.glob("gguf/*.gguf"))
+    if gguf:
+        lines += ["", "GGUF: " + ", ".join(f"`gguf/{g}`" for g in gguf)]
+    lines += ["", recipe_section(recipe, hw, run_dir).replace(f"## {recipe}\n", "## Recipe and seed\n", 1)]
+    path = run_dir / "reproduce.md"
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path

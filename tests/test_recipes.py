@@ -1,0 +1,288 @@
+"""Recipes (configs/recipes/): each composes and passes LLaMA-Factory's parser, sets only departures from
+the layers, matches its seed's values (docs/recipes.md is generated and checked here); the layer options
+the seeds need are checked in preflight; a run trained with a foreign template is evaluated in it; and
+`make reproduce RECIPE=tiny-student` runs the whole chain on CPU (slow)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from psyutil import cli, one_error_line
+
+from psyfactory import preflight
+from psyfactory.config import compose
+from psyfactory.core import paths
+from psyfactory.recipes import list_recipes, load_recipe
+from psyfactory.seedtable import load_seed, markdown, same, setting_rows, show
+
+SEED_RECIPES = ["seed000-es", "seed002-student", "seed003-emotion", "seed004-psydt"]
+SEEDS_DIR = paths.REPO_ROOT.parent / "shared" / "seeds"
+
+
+def test_one_recipe_per_seed_plus_the_cpu_rehearsal():
+    assert set(list_recipes()) == {*SEED_RECIPES, "tiny-student"}
+    got = {n: (r.spec.model, r.spec.task, r.spec.method) for n in SEED_RECIPES for r in [load_recipe(n)]}
+    assert got == {"seed000-es": ("qwen2-7b-instruct", "es", "qlora"),
+                   "seed002-student": ("deepseek-r1-distill-qwen-1.5b", "student", "qlora"),
+                   "seed003-emotion": ("qwen3-0.6b", "emotion", "lora"),
+                   "seed004-psydt": ("qwen3-4b", "psydt", "lora")}
+    assert load_recipe("seed004-psydt").spec.eval_tasks == ["psydt", "psychcounsel_seed004"]
+    assert load_recipe("seed002-student").spec.gguf == "Q4_K_M"
+
+
+@pytest.mark.parametrize("name", sorted({*SEED_RECIPES, "tiny-student"}))
+def test_recipe_composes_passes_lf_parser_and_sets_only_departures(name):
+    r = load_recipe(name)
+    assert f"make reproduce RECIPE={name}" in r.header  # torchtune-style: the header gives the command
+    if r.spec.seed:
+        assert f"../shared/seeds/{r.spec.seed}" in r.header
+        if SEEDS_DIR.is_dir():
+            assert (SEEDS_DIR / r.spec.seed).is_file()
+    for hw in ("a40", "cpu"):
+        c = compose(r.spec.model, r.spec.task, r.spec.method, hw, recipe=name)
+        assert c.run == name and c.lf["output_dir"].endswith(f"{name}/adapter")
+        preflight.check_keys(c.lf, "train", name)
+        preflight.check_template(c.lf, name)
+        eff = preflight.lf_effective(dict(c.lf), name)  # LLaMA-Factory's own parser (HfArgumentParser + post_init)
+        for key, value in r.layer.items():
+            if key != "psy":
+                assert same(eff[key], value), (name, hw, key, eff[key], value)
+    # every key departs from what the layers give on the seeds' hardware: a recipe holds no restatements
+    plain = compose(r.spec.model, r.spec.task, r.spec.method, "a40")
+    for key, value in r.layer.items():
+        if key == "psy":
+            for k, v in value.items():
+                assert getattr(plain.psy, k) != v, f"{name}: psy.{k}={v} is already the layers' value"
+        else:
+            assert not same(plain.lf.get(key), value), f"{name}: {key}={value} is already the layers' value"
+
+
+def test_make_config_and_train_accept_a_recipe(workspace):
+    res = subprocess.run(["make", "-s", "config", "RECIPE=seed004-psydt", "HW=a40"], cwd=paths.REPO_ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    cfg = yaml.safe_load(res.stdout)
+    assert (cfg["lora_rank"], cfg["cutoff_len"], cfg["fp16"], cfg["eval_steps"]) == (8, 384, True, 200)
+    assert "# Recreate: make config RECIPE=seed004-psydt HW=a40" in res.stdout
+    assert "warning: fp16 on a40, which trains in bf16" in res.stderr  # the seed's fp16, said once
+    out = cli("train", "--recipe", "seed004-psydt", "--hw", "cpu", "--dry-run", "max_steps=1").stdout
+    assert str(workspace / "runs" / "seed004-psydt" / "train.yaml") in out
+    assert "fp16" not in cli("config", "--recipe", "seed003-emotion", "--hw", "a40").stderr
+
+
+def test_recipe_mistakes_are_one_error_line(tmp_path, monkeypatch):
+    err = one_error_line(cli("config", "--recipe", "seed04-psydt", check=False))
+    assert "unknown RECIPE 'seed04-psydt'; valid: seed000-es, seed002-student" in err
+    assert "(did you mean 'seed004-psydt'?)" in err
+    err = one_error_line(cli("config", "--recipe", "seed004-psydt", "--model", "qwen3-8b", check=False))
+    assert "give the run a name of its own: RUN=<name>" in err
+    c = compose("qwen3-8b", "psydt", "lora", "a40", run="s4-8b", recipe="seed004-psydt")  # with a RUN it is fine
+    assert c.lf["lora_rank"] == 8 and c.model == "qwen3-8b"
+    err = one_error_line(cli("reproduce", check=False))
+    assert "reproduce needs RECIPE=<name>; valid: seed000-es" in err
+    # a key written twice in one file is refused (YAML alone would keep the last silently)
+    configs = tmp_path / "configs"
+    shutil.copytree(paths.CONFIG_DIR, configs)
+    monkeypatch.setattr(paths, "CONFIG_DIR", configs)
+    text = (configs / "recipes" / "seed004-psydt.yaml").read_text()
+    (configs / "recipes" / "seed004-psydt.yaml").write_text(text + "lora_rank: 16\n")
+    err = one_error_line(cli("config", "--recipe", "seed004-psydt", check=False))
+    line = 1 + text.splitlines().index("lora_rank: 8")
+    assert "seed004-psydt.yaml: invalid YAML" in err and f"key 'lora_rank' is set twice (first on line {line})" in err
+    (configs / "recipes" / "bad.yaml").write_text("recipe: {model: qwen3-4b, task: psydt, methd: lora}\n")
+    assert "unknown key 'recipe.methd' (did you mean 'recipe.method'?)" in one_error_line(
+        cli("config", "--recipe", "bad", check=False))
+    (configs / "recipes" / "bad.yaml").write_text("recipe: {model: qwen3-4b, task: psydt}\noutput_dir: /tmp/x\n")
+    assert "does not set output_dir" in one_error_line(cli("config", "--recipe", "bad", check=False))
+    (configs / "recipes" / "bad.yaml").write_text("recipe: {model: qwen3-4b, task: psydtt}\n")
+    assert "unknown TASK 'psydtt'" in one_error_line(cli("config", "--recipe", "bad", check=False))
+
+
+def test_layer_options_the_seeds_need_are_checked_in_preflight():
+    def err(*args: str) -> str:
+        return one_error_line(cli("config", "--model", "qwen3-4b", "--task", "psydt", "--hw", "a40", *args,
+                                  check=False))
+
+    assert "max_samples=0 loads no samples" in err("max_samples=0")  # seed 002 hit it
+    assert "no eval data: set val_size" in err("eval_strategy=steps")
+    e = err("val_size=0.05", "eval_strategy=no", "load_best_model_at_end=true")
+    assert "LLaMA-Factory rejects the config" in e and "load_best_model_at_end" in e
+    if not __import__("importlib").util.find_spec("wandb"):
+        assert "report_to=wandb needs the wandb package" in err("report_to=wandb")
+    cli("config", "--model", "qwen3-4b", "--task", "psydt", "--hw", "a40", "report_to=tensorboard", "val_size=0.05",
+        "eval_strategy=steps", "eval_steps=50", "save_steps=100", "load_best_model_at_end=true", "warmup_steps=100",
+        "weight_decay=0.01", "upcast_layernorm=true", "upcast_lmhead_output=true")
+
+
+def test_foreign_template_is_used_for_evaluation(tiny_model):
+    """A run trained with LF's `qwen` template on a model whose own is another (seed 002) is evaluated with
+    LLaMA-Factory's rendering of `qwen`: ChatML with Qwen's default system prompt."""
+    from psyfactory.inference import HFBackend
+
+    assert compose("deepseek-r1-distill-qwen-1.5b", "student", "qlora", "a40", recipe="seed002-student").foreign_template
+    assert not compose("qwen3-4b", "psydt", "lora", "a40", recipe="seed004-psydt").foreign_template
+    assert not compose("deepseek-r1-distill-qwen-1.5b", "student", "qlora", "a40").foreign_template
+    conv = [{"role": "user", "content": "你好"}]
+    own = HFBackend(tiny_model, batch_size=1, progress=False, reasoning="hybrid").render(conv)
+    qwen = HFBackend(tiny_model, batch_size=1, progress=False, reasoning="hybrid", lf_template="qwen").render(conv)
+    assert own != qwen
+    assert qwen == ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+                    "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n")
+
+
+# ---------------------------------------------------------------------------- side-by-side tables
+
+
+def test_docs_recipes_md_is_the_generated_table():
+    doc = (paths.REPO_ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    assert doc == markdown(), "docs/recipes.md is out of date: run `make recipe-table`"
+
+
+@pytest.mark.parametrize("name", SEED_RECIPES)
+def test_table_rows_match_the_seed_values_and_the_composed_config(name):
+    """Each row: the seed's value as the seed file states it, the recipe's value as LLaMA-Factory parses
+    the composed config; equal, or the seed file says why not. The same rows are in docs/recipes.md."""
+    facts = load_seed(name)
+    r = load_recipe(name)
+    c = compose(r.spec.model, r.spec.task, r.spec.method, "a40", recipe=name)
+    eff = preflight.lf_effective(dict(c.lf), name)
+    rows = setting_rows(name)
+    assert [row.setting for row in rows] == facts.settings
+    doc = (paths.REPO_ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    section = doc.split(f"## {name}\n", 1)[1].split("\n## ", 1)[0]
+    for row in rows:
+        s = row.setting
+        assert row.ok, f"{name}: '{s.setting}' differs from the seed ({show(s.seed)}) without a reason"
+        cells = row.cells()
+        assert cells[1].startswith(show(s.seed))
+        if s.key and s.key != "model_name_or_path" and not s.key.startswith("psy."):
+            assert same(row.value, eff[s.key])
+            assert f"`{show(eff[s.key])}`" in cells[2]
+            assert row.status == ("not stated" if s.seed is None else "same" if same(eff[s.key], s.wanted)
+                                  else "not followed")
+        line = next(ln for ln in section.splitlines() if ln.startswith(f"| {s.setting} | "))
+        assert cells[2] in line and "DIFFERS" not in line
+    if SEEDS_DIR.is_dir():  # numbers are the seed's own, text for text
+        text = (SEEDS_DIR / facts.source).read_text(encoding="utf-8")
+        for s in facts.settings:
+            if isinstance(s.seed, int | float) and not isinstance(s.seed, bool):
+                assert re.search(rf"(?<![\d.]){re.escape(str(s.seed))}(?![\d])", text), (name, s.setting, s.seed)
+        for res in facts.results:
+            for number in re.findall(r"\d\d:\d\d:\d\d|\d+(?:,\d{3})*(?:\.\d+)?%?", res.seed):
+                assert number in text, (name, res.result, number)
+
+
+def test_a_recipe_that_drifts_from_its_seed_is_caught(tmp_path, monkeypatch):
+    configs = tmp_path / "configs"
+    shutil.copytree(paths.CONFIG_DIR, configs)
+    monkeypatch.setattr(paths, "CONFIG_DIR", configs)
+    path = configs / "recipes" / "seed004-psydt.yaml"
+    path.write_text(path.read_text().replace("lora_rank: 8", "lora_rank: 16"))
+    rows = {row.setting.setting: row for row in setting_rows("seed004-psydt")}
+    assert rows["r"].status == "DIFFERS" and rows["r"].value == 16
+    assert "✗ DIFFERS" in markdown(names=["seed004-psydt"])
+    res = cli("recipes", "--check", check=False)
+    assert res.returncode == 1 and "seed004-psydt: 'r' differs from the seed" in res.stderr
+
+
+def test_results_are_read_from_the_run(tmp_path):
+    """The report's 'this run' column reads the files the run wrote (the slow test below does it for real)."""
+    from psyfactory.seedtable import measured, recipe_section
+
+    run = tmp_path / "seed004-psydt"
+    (run / "eval" / "psychcounsel_seed004-base").mkdir(parents=True)
+    metrics = {"plugins": {"psychcounsel_bench": {"formats": {"seed004-professional": {"lenient": {"accuracy": 0.75}}}}}}
+    (run / "eval" / "psychcounsel_seed004-base" / "metrics.json").write_text(json.dumps(metrics))
+    res = load_seed("seed004-psydt").results
+    assert measured(run, res[0]) == 0.75 and measured(run, res[1]) is None
+    text = recipe_section("seed004-psydt", run_dir=run)
+    assert "| 专业心理咨询师格式, base | 80.60% (403/500) |" in text and "| 0.7500 |" in text
+
+
+# ---------------------------------------------------------------------------- Slurm
+
+
+def test_sbatch_dry_run_renders_the_recipe_chain(tmp_path, monkeypatch):
+    env = {**__import__("os").environ, "HOME": str(tmp_path), "PSY_RUNS_DIR": str(tmp_path / "runs")}
+    env.pop("PSY_SLURM_PROFILE", None)
+    res = subprocess.run(["make", "-s", "sbatch", "RECIPE=seed002-student", "DRY_RUN=1"], cwd=paths.REPO_ROOT,
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert [m for m in re.findall(r"# ===== (\w+):", out)] == ["train", "merge", "gguf", "eval"]
+    who = "--run seed002-student --recipe seed002-student --model deepseek-r1-distill-qwen-1.5b --task student"
+    assert f"psy_run psyfactory train {who}" in out and f"psyfactory slurm-prepare {who}" in out
+    assert f"psy_run psyfactory gguf --quant Q4_K_M {who}" in out
+    assert ("psy_run psyfactory reproduce --steps eval,compare,report --run seed002-student --recipe seed002-student "
+            "--hw a40") in out
+    assert "--job-name=psy-eval-seed002-student" in out and "afterok:<gguf-jobid>" in out
+    for key in ("HOME", "PSY_RUNS_DIR"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.delenv("PSY_SLURM_PROFILE", raising=False)
+    import io
+
+    from psyfactory import slurm
+    from psyfactory.cli import build_parser
+    from psyfactory.commands.slurm import _request
+
+    req = _request(build_parser().parse_args(["sbatch", "--recipe", "seed004-psydt", "--dry-run"]))
+    assert (req.run, req.recipe, req.stages) == ("seed004-psydt", "seed004-psydt", ("train", "merge", "eval"))
+    buf = io.StringIO()
+    slurm.submit(req, slurm.load_profile(), dry_run=True, out=buf)
+    assert re.findall(r"# ===== (\w+):", buf.getvalue()) == ["train", "merge", "eval"]  # no GGUF in seed 004
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_make_reproduce_runs_the_chain_on_cpu(tiny_run, tmp_path, monkeypatch):
+    """`make reproduce RECIPE=tiny-student`: train (QLoRA, foreign template, in-training validation with the
+    best checkpoint kept, TensorBoard) -> merge -> eval tuned and base -> compare -> GGUF Q4_K_M -> report,
+    on the student set the session's demo prepared."""
+    runs = tmp_path / "runs"
+    env = tiny_run.env(PSY_RUNS_DIR=str(runs))
+    res = subprocess.run(["make", "-s", "reproduce", "RECIPE=tiny-student", "HW=cpu"], cwd=paths.REPO_ROOT,
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run = runs / "tiny-student"
+    for step in ("train", "merge", "eval student tuned", "eval student base", "compare", "gguf Q4_K_M"):
+        assert f"[reproduce] {step} done in" in res.stdout
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["run"]["recipe"] == "tiny-student" and manifest["stages"]["train"]["status"] == "done"
+    assert manifest["stages"]["merge"]["chat_template"] == "qwen"
+    state = json.loads((run / "adapter" / "trainer_state.json").read_text())
+    evals = [e for e in state["log_history"] if "eval_loss" in e]
+    assert [e["step"] for e in evals] == [3, 6]  # eval_steps: 3 on the 20% validation split
+    best = min(evals, key=lambda e: e["eval_loss"])
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    assert (run / "adapter" / "training_eval_loss.png").is_file() and (run / "adapter" / "training_loss.png").is_file()
+    assert list((run / "adapter" / "runs").glob("*/events.out.tfevents.*"))  # TensorBoard
+    monkeypatch.setenv("PSY_RUNS_DIR", str(runs))
+    tb = cli("tensorboard", "--recipe", "tiny-student", "--print-only", "--hw", "cpu")
+    assert f"--logdir {run / 'adapter' / 'runs'}" in tb.stdout
+    # the merged model (and its GGUF) carry the template the run trained with
+    from transformers import AutoTokenizer
+
+    merged = AutoTokenizer.from_pretrained(run / "merged")
+    assert merged.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False).startswith(
+        "<|im_start|>system\nYou are Qwen")
+    for variant in ("tuned", "base"):
+        m = json.loads((run / "eval" / variant / "metrics.json").read_text())
+        assert m["run"] == "tiny-student" and "json_labels.validity_rate" in m["headline"]
+    assert "tiny-student" in (run / "compare.md").read_text()
+    assert (run / "gguf" / "model-Q4_K_M.gguf").stat().st_size > 0
+    report = (run / "reproduce.md").read_text()
+    assert "# Reproduction: RECIPE=tiny-student" in report and "| gguf Q4_K_M |" in report
+    assert "`eval/base/report.md`, `eval/tuned/report.md`" in report
+    # later commands need only the run's name: the recipe comes back from the manifest
+    from psyfactory.config import compose_run
+
+    again = compose_run("tiny-student", None, None, None, "cpu")
+    assert (again.recipe, again.lf["template"], again.lf["max_steps"]) == ("tiny-student", "qwen", 6)
