@@ -265,8 +265,8 @@ def load_lexicon(path: str | Path = DEFAULT_LEXICON) -> Lexicon:
         spec = _LexiconFile.model_validate(data if isinstance(data, dict) else {})
     except ValidationError as e:
         loc = tuple(e.errors()[0]["loc"])
-        raise ConfigError(f"{_where(full, lines, loc)}: {format_validation_error(e, '', list(_LexiconFile.model_fields))}"
-                          .replace(": .", ": ")) from None
+        msg = format_validation_error(e, "", list(_LexiconFile.model_fields)).replace("'.", "'")  # no prefix
+        raise ConfigError(f"{_where(full, lines, loc)}: {msg}") from None
 
     def compile_(rx: str, loc: tuple) -> re.Pattern[str]:
         try:
