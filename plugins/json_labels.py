@@ -177,6 +177,7 @@ def net_metrics(net: SafetyNet, decisions: Sequence[NetDecision], references: Se
     with_net = [d.value if d.value is not None else INVALID for d in decisions]
     lexicon = [d.hit.cls if d.hit else net.none_value for d in decisions]
     raised = [d for d in decisions if d.raised]
+    model_net = class_table(refs, with_net, classes, min_support)
     return {
         "lexicon": str(net.lexicon.path), "lexicon_sha256": net.lexicon.sha256, "field": f,
         "raised": len(raised), "raised_from_none": sum(d.model is not None for d in raised),
@@ -187,10 +188,10 @@ def net_metrics(net: SafetyNet, decisions: Sequence[NetDecision], references: Se
         "items_with_negated": sum(any(h.status == "negated" for h in d.hits) for d in decisions),
         "items_with_excluded": sum(any(h.status == "excluded" for h in d.hits) for d in decisions),
         "model": class_table(refs, model, classes, min_support),
-        "model_net": class_table(refs, with_net, classes, min_support),
+        "model_net": model_net,
         "lexicon_alone": class_table(refs, lexicon, classes, min_support),
-        "recall": {c: t["recall"] for c, t in class_table(refs, with_net, classes, min_support).items()},
-        "precision": {c: t["precision"] for c, t in class_table(refs, with_net, classes, min_support).items()},
+        "recall": {c: t["recall"] for c, t in model_net.items()},
+        "precision": {c: t["precision"] for c, t in model_net.items()},
         # exact McNemar on the safety field's correctness, model alone (a) vs model + net (b)
         "mcnemar": mcnemar_exact([m == r for m, r in zip(model, refs, strict=True)],
                                  [w == r for w, r in zip(with_net, refs, strict=True)]),

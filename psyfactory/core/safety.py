@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -179,8 +179,6 @@ class Lexicon:
         return hits
 
     def _judge(self, text: str, hit: Hit, excluded: list[tuple[str, re.Match[str]]]) -> Hit:
-        from dataclasses import replace
-
         for name, m in excluded:
             if m.start() < hit.end and hit.start < m.end():
                 return replace(hit, status="excluded", why=f"{name}: {m.group(0)}")

@@ -115,6 +115,15 @@ def test_counselor_lines_are_not_read_and_records_say_why() -> None:
     assert net.decide(lab("violence"), "I want to kill myself.").note().endswith("the model's risk_flag 'violence' stands")
 
 
+def test_hurting_someone_emotionally_is_not_violence() -> None:
+    lex = load_lexicon()
+    for text in ("我怕伤害她。", "分手的时候我伤害了他。", "I hurt her badly when we broke up.",
+                 "I'm afraid I'll hurt her feelings."):
+        assert lex.detect(text)[0] == "none", text
+    for text in ("我想伤害他。", "I'm going to hurt him the way he hurt me."):
+        assert lex.detect(text)[0] == "violence", text
+
+
 def test_lexicon_errors_name_file_line_and_field(tmp_path) -> None:
     with pytest.raises(ConfigError, match="crisis lexicon not found"):
         load_lexicon(tmp_path / "missing.yaml")
