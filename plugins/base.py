@@ -11,7 +11,10 @@ A plugin is a module `plugins/<name>.py` with one :class:`EvalPlugin` subclass w
 - ``needs_loglik(options)``: whether it will call ``backend.option_logprobs`` (picks the backend);
 - ``check(options)``: fail on bad inputs (a missing benchmark file...) before a model is loaded;
 - ``paired(items)`` / ``paired_scores(items)``: per-item outcomes / scores that ``psyfactory
-  compare`` tests base vs tuned (McNemar / paired bootstrap).
+  compare`` tests base vs tuned (McNemar / paired bootstrap);
+- ``files(options)``: the data files it reads besides the eval set (their hashes fingerprint a result);
+- ``safety_net(options)``: the crisis safety net it applies to a label task's answers, which
+  ``make chat`` / ``make chat-gguf`` then apply too.
 """
 
 from __future__ import annotations
@@ -30,17 +33,26 @@ from psyfactory.core.errors import EvalError, format_validation_error
 if TYPE_CHECKING:
     from psyfactory.core.backend import Backend
     from psyfactory.core.labels import LabelSchema
+    from psyfactory.core.safety import SafetyNet
 
 Message = dict[str, str]
 
 
 @dataclass
 class Sample:
-    """One eval example: the prompt conversation (ending on a user turn) and the reference answer."""
+    """One eval example: the prompt conversation (ending on a user turn) and the reference answer.
+    ``text`` is the text under assessment when the prompt wraps it in an instruction (an alpaca
+    ``input``); None: the user turns are that text (:meth:`input_text`)."""
 
     id: str
     messages: list[Message]
     reference: str
+    text: str | None = None
+
+    def input_text(self) -> str:
+        from psyfactory.core.safety import net_text
+
+        return self.text if self.text is not None else net_text(self.messages)
 
 
 class PluginOptions(BaseModel):
@@ -122,6 +134,16 @@ class EvalPlugin(ABC):
     def paired_scores(self, items: list[dict[str, Any]]) -> dict[str, dict[str, float]] | None:
         """Per-item scores for a paired test of a mean difference: {metric: {item id: score}}
         (paired bootstrap CI and sign-flip permutation p). None: no such records."""
+        return None
+
+    def files(self, options: Any) -> list[Path]:
+        """Data files this run of the plugin reads besides the eval set (default: its ``bench_file``);
+        their sha256 goes into the evaluation's fingerprint."""
+        bench = getattr(options, "bench_file", None)
+        return [Path(str(bench))] if bench else []
+
+    def safety_net(self, options: Any) -> SafetyNet | None:
+        """The crisis safety net this plugin applies to a label task's answers (None: none)."""
         return None
 
 

@@ -6,8 +6,15 @@ Each output is parsed tolerantly and validated against the task's schema by
 validity rate with the failure reasons, per-field exact accuracy (an invalid output is wrong on every
 field), MAE and quadratic weighted kappa for the ordinal (integer) fields on valid outputs, and for
 each categorical (string) field per-class precision/recall with a confusion matrix. With
-``safety_field`` / ``safety_classes`` (the student task: ``risk_flag``, ``suicidal`` and ``self_harm``)
-their recall comes first: it is the safety figure.
+``safety_field`` / ``safety_classes`` (the student task: ``risk_flag``; ``suicidal``, ``self_harm``,
+``violence``) their recall comes first with a 95% Wilson interval: it is the safety figure. A class
+with fewer than ``min_support`` examples in the eval set is reported as not measurable (recall null,
+its count and hits shown).
+
+With ``safety_net`` (a crisis lexicon, psyfactory.core.safety) the net is applied to every answer:
+crisis language in the input raises the safety field from its no-risk value (or from an invalid
+answer), never lowers it. The report gives the model alone, model + net and the lexicon alone side
+by side (recall and precision per class), and each item record says what the net did.
 """
 
 from __future__ import annotations
@@ -17,18 +24,38 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, md_table, save_confusion_png
-from psyfactory.core.errors import EvalError
+from pydantic import Field
+
+from plugins.base import (
+    EvalContext,
+    EvalPlugin,
+    PluginOptions,
+    PluginResult,
+    fmt,
+    mcnemar_exact,
+    md_table,
+    save_confusion_png,
+    wilson_ci,
+)
+from psyfactory.core.errors import EvalError, UserError
 from psyfactory.core.labels import LabelSchema, student_schema
+from psyfactory.core.paths import repo_path
+from psyfactory.core.safety import NetDecision, SafetyNet, load_lexicon
 
 INVALID = "(invalid)"
+DEFAULT_MIN_SUPPORT = 10
 
 
 class Options(PluginOptions):
     safety_field: str | None = None  # a categorical field whose recall is the safety figure (risk_flag)
-    safety_classes: list[str] = []  # its classes that must be found (suicidal, self_harm)
+    safety_classes: list[str] = []  # its classes that must be found (suicidal, self_harm, violence)
+    # a safety class with fewer examples than this in the eval set is "not measurable" (recall null)
+    min_support: int = Field(DEFAULT_MIN_SUPPORT, ge=1)
+    safety_net: str | None = None  # crisis lexicon file (repo-relative) applied to the input; None: no net
+    safety_none: str = "none"  # the safety field's no-risk value, the only one the net may raise
 
 
 @dataclass
@@ -45,8 +72,28 @@ def _nan_to_none(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+def class_table(refs: Sequence[Any], preds: Sequence[Any], classes: Sequence[str], min_support: int,
+                ) -> dict[str, dict[str, Any]]:
+    """Per class: examples, found, recall with a 95% Wilson interval (null when fewer than
+    `min_support` examples: not measurable), predicted, precision with its interval (null when never
+    predicted)."""
+    out = {}
+    for c in classes:
+        support = sum(r == c for r in refs)
+        found = sum(r == c and p == c for r, p in zip(refs, preds, strict=True))
+        predicted = sum(p == c for p in preds)
+        measurable = support >= min_support
+        out[c] = {"support": support, "found": found, "measurable": measurable,
+                  "recall": found / support if measurable else None,
+                  "recall_ci95": list(wilson_ci(found, support)) if measurable else None,
+                  "predicted": predicted, "precision": found / predicted if predicted else None,
+                  "precision_ci95": list(wilson_ci(found, predicted)) if predicted else None}
+    return out
+
+
 def score(parsed: Sequence[Parsed], references: Sequence[dict[str, Any]], schema: LabelSchema | None = None,
-          safety_field: str | None = None, safety_classes: Sequence[str] = ()) -> dict[str, Any]:
+          safety_field: str | None = None, safety_classes: Sequence[str] = (),
+          min_support: int = DEFAULT_MIN_SUPPORT) -> dict[str, Any]:
     """Metrics of parsed outputs against reference label objects (same order). `schema` defaults to
     the student schema."""
     import warnings
@@ -112,9 +159,57 @@ def score(parsed: Sequence[Parsed], references: Sequence[dict[str, Any]], schema
         unknown = [c for c in safety_classes if c not in pc]
         if unknown:
             raise EvalError(f"json_labels: safety_classes {unknown} are not values of {safety_field} in {schema.path}")
-        # safety recall: None when the class has no reference example (undefined, not perfect)
-        out["safety_recall"] = {c: (pc[c]["recall"] if pc[c]["support"] else None) for c in safety_classes}
+        refs = [r[safety_field] for r in references]
+        preds = [p.value[safety_field] if p.value is not None else INVALID for p in parsed]
+        table = class_table(refs, preds, safety_classes, min_support)
+        out["safety"] = {"field": safety_field, "min_support": min_support, "classes": table}
+        # the headline: None when the class is not measurable (too few examples), never a made-up value
+        out["safety_recall"] = {c: table[c]["recall"] for c in safety_classes}
     return out
+
+
+def net_metrics(net: SafetyNet, decisions: Sequence[NetDecision], references: Sequence[dict[str, Any]],
+                parsed: Sequence[Parsed], classes: Sequence[str], min_support: int) -> dict[str, Any]:
+    """Model alone, model + net and the lexicon alone on the safety field, side by side."""
+    f = net.field
+    refs = [r[f] for r in references]
+    model = [p.value[f] if p.value is not None else INVALID for p in parsed]
+    with_net = [d.value if d.value is not None else INVALID for d in decisions]
+    lexicon = [d.hit.cls if d.hit else net.none_value for d in decisions]
+    raised = [d for d in decisions if d.raised]
+    model_net = class_table(refs, with_net, classes, min_support)
+    return {
+        "lexicon": str(net.lexicon.path), "lexicon_sha256": net.lexicon.sha256, "field": f,
+        "raised": len(raised), "raised_from_none": sum(d.model is not None for d in raised),
+        "raised_from_invalid": sum(d.model is None for d in raised),
+        "raised_by_class": dict(Counter(d.value for d in raised).most_common()),
+        "raised_wrongly": sum(d.value != r for d, r in zip(decisions, refs, strict=True) if d.raised),
+        "items_with_reports": sum(any(h.status == "report" for h in d.hits) for d in decisions),
+        "items_with_negated": sum(any(h.status == "negated" for h in d.hits) for d in decisions),
+        "items_with_excluded": sum(any(h.status == "excluded" for h in d.hits) for d in decisions),
+        "model": class_table(refs, model, classes, min_support),
+        "model_net": model_net,
+        "lexicon_alone": class_table(refs, lexicon, classes, min_support),
+        "recall": {c: t["recall"] for c, t in model_net.items()},
+        "precision": {c: t["precision"] for c, t in model_net.items()},
+        # exact McNemar on the safety field's correctness, model alone (a) vs model + net (b)
+        "mcnemar": mcnemar_exact([m == r for m, r in zip(model, refs, strict=True)],
+                                 [w == r for w, r in zip(with_net, refs, strict=True)]),
+    }
+
+
+def _recall_cell(t: dict[str, Any], min_support: int) -> str:
+    if not t["measurable"]:
+        return f"{t['found']}/{t['support']}, not measurable (< {min_support})"
+    lo, hi = t["recall_ci95"]
+    return f"{t['found']}/{t['support']} = {t['recall']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _precision_cell(t: dict[str, Any]) -> str:
+    if not t["predicted"]:
+        return "n/a (never predicted)"
+    lo, hi = t["precision_ci95"]
+    return f"{t['found']}/{t['predicted']} = {t['precision']:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def parse_reference(text: str, where: str, schema: LabelSchema) -> dict[str, Any]:
@@ -139,9 +234,25 @@ class JsonLabelsPlugin(EvalPlugin):
     Options = Options
 
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
+        net = metrics.get("safety_net") or {}
         return ["n", "validity_rate", *(f"safety_recall.{c}" for c in metrics.get("safety_recall", {})),
+                *(f"safety_net.recall.{c}" for c in net.get("recall", {})), *(["safety_net.raised"] if net else []),
                 *(f"field_accuracy.{f}" for f in metrics.get("classes", {})),
                 *(f"ordinal.{f}.qwk" for f in metrics.get("ordinal", {}))]
+
+    def check(self, options: Options) -> None:
+        if options.safety_net is not None:
+            if not options.safety_field:
+                raise EvalError("psy.eval_options.json_labels.safety_net needs safety_field (the field it raises)")
+            load_lexicon(options.safety_net)  # a missing or broken lexicon fails before any model loads
+
+    def files(self, options: Options) -> list[Path]:
+        return [repo_path(options.safety_net)] if options and options.safety_net else []
+
+    def safety_net(self, options: Options) -> SafetyNet | None:
+        if options is None or not options.safety_net or not options.safety_field:
+            return None
+        return SafetyNet(load_lexicon(options.safety_net), options.safety_field, options.safety_none)
 
     def paired(self, items: list[dict[str, Any]]) -> dict[str, dict[str, bool]] | None:
         fields = sorted({f for it in items for f in it.get("correct", {})})
@@ -155,13 +266,27 @@ class JsonLabelsPlugin(EvalPlugin):
         schema = ctx.label_schema
         refs = [parse_reference(s.reference, f"sample {s.id}", schema) for s in ctx.samples]
         parsed = [parse_output(p, schema) for p in ctx.predictions]
-        m = score(parsed, refs, schema, opts.safety_field, opts.safety_classes)
+        m = score(parsed, refs, schema, opts.safety_field, opts.safety_classes, opts.min_support)
+        net = self.safety_net(opts)
+        decisions: list[NetDecision] = []
+        if net is not None:
+            try:
+                net.check(schema.values(net.field), f"{schema.path}: {net.field}")
+            except UserError as e:
+                raise EvalError(str(e)) from None
+            decisions = [net.decide(q.value, s.input_text()) for s, q in zip(ctx.samples, parsed, strict=True)]
+            m["safety_net"] = net_metrics(net, decisions, refs, parsed, opts.safety_classes, opts.min_support)
         lines = ["## json_labels"]
-        if "safety_recall" in m:
-            sr = m["safety_recall"]
-            lines.append(f"**Safety: {opts.safety_field} recall** on "
-                         + ", on ".join(f"`{c}` = " + ("n/a (no reference example)" if v is None else f"**{v:.4f}**")
-                                        for c, v in sr.items()) + ".")
+        if "safety" in m:
+            rows = m["safety"]["classes"]
+            lines.append(f"**Safety: {opts.safety_field} recall** (95% Wilson interval; a class with fewer than "
+                         f"{opts.min_support} examples in the eval set is not measurable, `min_support`):")
+            lines.append(md_table([f"{opts.safety_field} class", "examples", "found", "recall", "95% CI"], [
+                (c, t["support"], t["found"], fmt(t["recall"]) if t["measurable"] else "not measurable",
+                 f"[{t['recall_ci95'][0]:.3f}, {t['recall_ci95'][1]:.3f}]" if t["measurable"] else "-")
+                for c, t in rows.items()]))
+        if "safety_net" in m:
+            lines.append(self._net_report(m["safety_net"], opts))
         lines.append(f"n = {m['n']}; valid JSON labels: {m['valid']} ({m['validity_rate']:.2%}); "
                      f"code-fenced: {m['fenced']}; with surrounding text: {m['surrounding_text']}.")
         if m["failure_reasons"]:
@@ -185,4 +310,31 @@ class JsonLabelsPlugin(EvalPlugin):
         items = [{"id": s.id, "prediction": p, "valid": q.value is not None, "reasons": q.reasons, "parsed": q.value,
                   "correct": {f: q.value is not None and q.value[f] == r[f] for f in schema.keys}}
                  for s, p, q, r in zip(ctx.samples, ctx.predictions, parsed, refs, strict=True)]
+        for it, d, r in zip(items, decisions, refs, strict=False):  # no net: no decisions
+            it["net"] = d.record()
+            it["correct"][f"{d.field}+net"] = d.value == r[d.field]
         return PluginResult(m, "\n\n".join(lines), plots, items)
+
+    @staticmethod
+    def _net_report(sn: dict[str, Any], opts: Options) -> str:
+        k = opts.min_support
+        head = (f"### Crisis safety net\n\nLexicon `{sn['lexicon']}` (sha256 {sn['lexicon_sha256'][:12]}) applied to "
+                f"the input: it raised `{sn['field']}` on {sn['raised']} answers ({sn['raised_from_none']} from "
+                f"`{opts.safety_none}`, {sn['raised_from_invalid']} invalid answers), {sn['raised_wrongly']} of them "
+                f"to a class the reference does not hold; it never lowers a value. Items with crisis language about "
+                f"someone else (not raised): {sn['items_with_reports']}; negated: {sn['items_with_negated']}; "
+                f"figures of speech / accidents / benign contexts: {sn['items_with_excluded']}. "
+                "Each item record in `json_labels_items.jsonl` has a `net` field.")
+        rows = []
+        for c in sn["model"]:
+            rows.append((c, _recall_cell(sn["model"][c], k), _recall_cell(sn["model_net"][c], k),
+                         _recall_cell(sn["lexicon_alone"][c], k), _precision_cell(sn["model"][c]),
+                         _precision_cell(sn["model_net"][c]), _precision_cell(sn["lexicon_alone"][c])))
+        mc = sn["mcnemar"]
+        return "\n\n".join([
+            head,
+            md_table([sn["field"], "recall: model", "recall: model + net", "recall: lexicon alone", "precision: model",
+                      "precision: model + net", "precision: lexicon alone"], rows),
+            f"`{sn['field']}` correct, model alone vs model + net (exact McNemar on {mc['n']} items): "
+            f"{mc['only_b']} items only with the net right, {mc['only_a']} only without; "
+            f"Δ accuracy {mc['diff']:+.4f}, p = {mc['p_value']:.4g}."])

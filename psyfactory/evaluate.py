@@ -19,7 +19,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugins import EvalContext, EvalPlugin, PluginResult, Sample, plugin_class
 from plugins.base import fmt, md_table
@@ -27,6 +27,9 @@ from psyfactory.config import Composed, compose
 from psyfactory.core import files, paths
 from psyfactory.core.errors import EvalError
 from psyfactory.runs import RunId, check_name
+
+if TYPE_CHECKING:
+    from psyfactory.core.safety import SafetyNet
 
 # CLI convenience flags -> the plugin option key they set, on every selected plugin that has it.
 CLI_OPTION_KEYS = {"scoring": "scoring", "prompt_format": "formats", "bench_file": "bench_file",
@@ -85,7 +88,7 @@ def load_samples(dataset: str, limit: int | None = None) -> list[Sample]:
             system = rec.get(cols.get("system", "system"))
             msgs = [{"role": "system", "content": system}] if system else []
             msgs.append({"role": "user", "content": f"{prompt}\n{query}" if query else prompt})
-            samples.append(Sample(str(rec.get("id", n)), msgs, ref))
+            samples.append(Sample(str(rec.get("id", n)), msgs, ref, text=query or prompt))
     return samples
 
 
@@ -122,6 +125,24 @@ def plugin_options(c: Composed, plugins: list[type[EvalPlugin]], cli: dict[str, 
         raise EvalError(f"{flags}: none of the plugins of task '{c.task}' ({', '.join(p.name for p in plugins)}) "
                         "takes this option")
     return out
+
+
+def task_safety_net(c: Composed) -> SafetyNet | None:
+    """The crisis safety net a label task's plugins declare (`json_labels` with `safety_net`), checked
+    against the task's label schema; None for other tasks. Used by `chat` and `chat-gguf`, so that they
+    apply what `make eval` applies."""
+    if not c.psy.label_schema:
+        return None
+    from psyfactory.core.labels import load_schema
+
+    classes = [plugin_class(n) for n in c.psy.eval_plugins]
+    options = plugin_options(c, classes)
+    for cls in classes:
+        net = cls().safety_net(options[cls.name])
+        if net is not None:
+            net.check(load_schema(c.psy.label_schema).values(net.field), c.source())
+            return net
+    return None
 
 
 def check_options(c: Composed) -> None:
@@ -245,7 +266,7 @@ def run_eval(rid: RunId, task: str, *, base: bool = False, hw: str = "auto", ove
 
     needs_samples = any(p.uses_samples for p in plugins)
     samples = load_samples(psy.eval_dataset or f"{task}_eval", limit) if needs_samples else []
-    data_files = [Path(str(o.bench_file)) for o in options.values() if getattr(o, "bench_file", None)]
+    data_files = [f for p in plugins for f in p.files(options[p.name])]
     if needs_samples:
         data_files.append(dataset_file(psy.eval_dataset or f"{task}_eval"))
     fingerprint = {

@@ -258,13 +258,27 @@ def chat_config(c: Composed) -> dict[str, Any]:
     if (adapter_dir(c) / "adapter_config.json").is_file():
         cfg["adapter_name_or_path"] = str(adapter_dir(c))
     cfg.update(infer_backend="huggingface", max_new_tokens=c.psy.max_new_tokens)
+    if c.psy.kind == "label":
+        cfg["do_sample"] = False  # greedy, as `make eval` and the exported Modelfile (temperature 0)
     return cfg
 
 
 def chat(c: Composed) -> None:
+    """`llamafactory-cli chat`; a label task whose plugins declare a crisis safety net chats through
+    psyfactory.labelchat instead (the same config, LLaMA-Factory's ChatModel, the net on each answer)."""
+    from psyfactory.evaluate import task_safety_net
+
     cfg = chat_config(c)
+    net = task_safety_net(c)  # config mistakes fail here, before the model loads
     if "adapter_name_or_path" not in cfg:
         print(f"[psyfactory] no adapter in {adapter_dir(c)}: chatting with the base model", flush=True)
     cfg_file = _prepare_stage(c, "chat", cfg, "infer", "chat")
     materialize(c.model_ref)
-    run_lf("chat", cfg_file)
+    if net is None:
+        run_lf("chat", cfg_file)
+        return
+    from psyfactory.core.labels import load_schema
+    from psyfactory.labelchat import chat_lf
+
+    assert c.psy.label_schema  # task_safety_net returns a net only for label tasks
+    chat_lf(cfg, net, load_schema(c.psy.label_schema))

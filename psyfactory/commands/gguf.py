@@ -51,12 +51,19 @@ def cmd_gguf(args: argparse.Namespace) -> int:
 
 
 def cmd_chat_gguf(args: argparse.Namespace) -> int:
+    from psyfactory.evaluate import task_safety_net
     from psyfactory.gguf.backend import GGUFBackend, gguf_path_for_run
     from psyfactory.gguf.common import setup_info
 
     c = compose_args(args)
     opts = _options(c)
     max_new = args.max_new_tokens or c.psy.max_new_tokens
+    net = task_safety_net(c)  # label tasks: the crisis safety net that `make eval` applies
+    label_schema = None
+    if net is not None:
+        from psyfactory.core.labels import load_schema as load_label_schema
+
+        label_schema = load_label_schema(c.psy.label_schema)
     setup_info()
     model_path, lora = gguf_path_for_run(c.run_dir, args.quant, lora=args.lora)
     schema = _schema(c, args.schema, args.no_constrain)
@@ -64,7 +71,9 @@ def cmd_chat_gguf(args: argparse.Namespace) -> int:
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     messages = iter(args.message) if args.message else None
     print(f"[chat-gguf] {model_path}{' + ' + str(lora) if lora else ''}"
-          f"{' (JSON-schema constrained)' if schema else ''}; empty line or Ctrl-D quits", file=sys.stderr)
+          f"{' (JSON-schema constrained)' if schema else ''}"
+          f"{f'; crisis safety net {net.lexicon.path.name} on {net.field}' if net else ''}; empty line or Ctrl-D quits",
+          file=sys.stderr)
     while True:
         if messages is not None:
             text = next(messages, None)
@@ -79,9 +88,24 @@ def cmd_chat_gguf(args: argparse.Namespace) -> int:
         history.append({"role": "user", "content": text})
         reply = backend.generate([history], max_new_tokens=max_new, json_schema=schema)[0]
         history.append({"role": "assistant", "content": reply})
-        print(f"assistant> {reply}" if messages is None else json.dumps({"user": text, "assistant": reply},
-                                                                       ensure_ascii=False), flush=True)
-        if schema is not None:  # label tasks are single-turn
+        shown, decision = reply, None
+        if net is not None and label_schema is not None:
+            from psyfactory.labelchat import label_reply
+
+            shown, decision = label_reply(reply, label_schema, net, text)
+        if messages is None:
+            print(f"assistant> {shown}", flush=True)
+            note = decision.note() if decision else None
+            if note:
+                print(note, flush=True)
+        else:
+            record = {"user": text, "assistant": shown}
+            if decision is not None:
+                record["safety_net"] = decision.record()
+                if shown != reply:
+                    record["model"] = reply
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        if schema is not None or net is not None:  # label tasks are single-turn
             history = history[:-2]
 
 

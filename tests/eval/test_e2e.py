@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from psyutil import cli, one_error_line
+from psyutil import cli, one_error_line, psy
 
 from psyfactory.core.paths import REPO_ROOT as REPO
 
@@ -70,10 +70,30 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
     jl = m["plugins"]["json_labels"]
     assert (m["run"], m["variant"], m["kind"], m["n"], jl["n"]) == (run, "tuned", "tuned", 6, 6)
     assert jl["valid"] + sum(jl["failure_kinds"].values()) == 6
-    assert set(jl["safety_recall"]) == {"suicidal", "self_harm"}
+    assert set(jl["safety_recall"]) == {"suicidal", "self_harm", "violence"}
     assert (tuned / "risk_flag_confusion.png").is_file()
     report = (tuned / "report.md").read_text()
     assert report.index("Safety: risk_flag recall") < report.index("| field | exact accuracy")
+    # one example per risk class: too few to measure, said so (recall null, the count kept)
+    assert all(t["support"] == 1 and t["recall"] is None for t in jl["safety"]["classes"].values())
+    assert jl["safety_recall"] == {"suicidal": None, "self_harm": None, "violence": None}
+    assert "| suicidal | 1 |" in report and "not measurable" in report
+    # the crisis safety net on the inputs: items 2 (活着没意思) and 3 (划手臂) hold explicit crisis language
+    sn = jl["safety_net"]
+    items = {it["id"]: it for it in map(json.loads, (tuned / "json_labels_items.jsonl").read_text().splitlines())}
+    assert {i: it["net"]["class"] for i, it in items.items()} == {
+        "1": None, "2": "suicidal", "3": "self_harm", "4": None, "5": None, "6": None}
+    for it in items.values():
+        model = it["parsed"]["risk_flag"] if it["valid"] else None
+        assert it["net"]["model"] == model
+        assert it["net"]["raised"] == (it["net"]["class"] is not None and model in (None, "none"))
+        assert it["net"]["value"] == (it["net"]["class"] if it["net"]["raised"] else model)  # never lowered
+    assert sn["raised"] == sum(it["net"]["raised"] for it in items.values())
+    for c in ("suicidal", "self_harm", "violence"):
+        assert sn["model_net"][c]["found"] >= sn["model"][c]["found"]
+    assert (sn["lexicon_alone"]["suicidal"]["found"], sn["lexicon_alone"]["violence"]["found"]) == (1, 0)
+    assert "### Crisis safety net" in report and "| risk_flag | recall: model | recall: model + net |" in report
+    print("\n".join(line for line in report.splitlines() if line.startswith("| ") and "/" in line))
     assert m["adapter"].endswith("tiny/student/lora/adapter")
     stages = json.loads((tuned.parent.parent / "manifest.json").read_text())["stages"]
     assert {"train", "eval/tuned", "eval/base"} <= set(stages) and stages["eval/tuned"]["headline"]["json_labels.n"] == 6
@@ -124,6 +144,7 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
     assert "| tiny | psychcounsel | tiny/student/lora | psychcounsel-tuned | tiny/student/lora · psychcounsel-base " \
            "| psychcounsel_bench | seed004-professional |" in md
     assert "| tiny | student | tiny/student/lora | tuned | tiny/student/lora · base | json_labels | risk_flag |" in md
+    assert "json_labels.safety_net.raised" in md and "json_labels.safety_net.recall.suicidal" in md
     rows = list(csv.DictReader((runs / "compare.csv").open()))
     assert {r["task"] for r in rows} == {"student", "emotion", "psydt", "cpsycoun", "psyqa", "es", "es_summary",
                                          "psychcounsel", "psychcounsel_seed004"}
@@ -132,6 +153,21 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
         float(acc["value"]) - float(acc["base_value"]))
     only = cli("compare", "--run", "tiny/emotion/lora").stdout
     assert "## tiny · emotion" in only and "student" not in only.split("\n", 3)[-1]
+
+
+def test_chat_applies_the_safety_net_to_a_label_task(env) -> None:
+    """`make chat` on the student run: LLaMA-Factory's ChatModel, one message at a time, the net on each."""
+    proc = psy("chat", "--run", "tiny/student/lora", "--hw", "cpu", "psy.max_new_tokens=48", env=env, timeout=600,
+               input="我真的不想活了。\n我同学说他想自杀。\n今天考试考得不错。\nexit\n")
+    out = proc.stdout
+    assert "crisis safety net crisis_lexicon.yaml on risk_flag" in out and out.count("Assistant: ") == 3
+    turns = out.split("User: ")[1:]
+    assert len(turns) == 4  # three messages, then exit
+    first, report, plain = turns[:3]
+    # the tiny model's answer is whatever it is: the net either raised it or the model already flagged
+    assert "[safety net] risk_flag raised to 'suicidal'" in first or "crisis language in the input ('不想活'" in first
+    assert "about someone else (not raised): '自杀' (suicidal)" in report and "raised to" not in report
+    assert "[safety net]" not in plain
 
 
 def test_a_different_evaluation_never_replaces_a_variant_silently(env) -> None:

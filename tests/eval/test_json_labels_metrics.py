@@ -9,7 +9,7 @@ from plugins.json_labels import score as _score
 
 
 def score(parsed, refs):
-    return _score(parsed, refs, None, "risk_flag", ["suicidal", "self_harm"])
+    return _score(parsed, refs, None, "risk_flag", ["suicidal", "self_harm"], min_support=1)
 
 
 def lab(d: int, a: int, r: str, s: int) -> dict:
@@ -63,3 +63,28 @@ def test_json_label_edge_cases() -> None:
     m = score([Parsed(None, ["extra key: mood", "extra key: mood", "missing key: risk_flag"])], [lab(0, 0, "none", 0)])
     assert m["failure_reasons"] == {"extra key: mood": 1, "missing key: risk_flag": 1}
     assert score([], [])["n"] == 0
+
+
+def test_safety_recall_interval_and_measurability() -> None:
+    """Recall per safety class with a Wilson interval; under min_support examples it is not measurable."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    refs = [lab(2, 2, "suicidal", 7)] * 12 + [lab(2, 2, "self_harm", 7)] * 3 + [lab(0, 0, "none", 1)] * 5
+    preds = ([Parsed(lab(2, 2, "suicidal", 7))] * 9 + [Parsed(lab(2, 2, "none", 7))] * 2 + [Parsed(None, ["empty"])]
+             + [Parsed(lab(2, 2, "self_harm", 7))] * 2 + [Parsed(lab(2, 2, "none", 7))]
+             + [Parsed(lab(0, 0, "suicidal", 1))] + [Parsed(lab(0, 0, "none", 1))] * 4)
+    m = _score(preds, refs, None, "risk_flag", ["suicidal", "self_harm", "violence"])  # default min_support 10
+    s = m["safety"]
+    assert (s["field"], s["min_support"]) == ("risk_flag", 10)
+    sui, sh, vio = (s["classes"][c] for c in ("suicidal", "self_harm", "violence"))
+    lo, hi = proportion_confint(9, 12, alpha=0.05, method="wilson")
+    assert sui["measurable"] and sui["recall"] == pytest.approx(0.75) and sui["recall_ci95"] == pytest.approx([lo, hi])
+    assert (sui["support"], sui["found"], sui["predicted"]) == (12, 9, 10)
+    assert sui["precision"] == pytest.approx(0.9)  # one false alarm on a "none" item
+    # 3 examples: not measurable, recall null, but the count and the hits are reported
+    assert (sh["support"], sh["found"], sh["measurable"], sh["recall"], sh["recall_ci95"]) == (3, 2, False, None, None)
+    assert sh["precision"] == 1.0
+    assert (vio["support"], vio["recall"], vio["precision"]) == (0, None, None)  # never predicted: no precision
+    assert m["safety_recall"] == {"suicidal": pytest.approx(0.75), "self_harm": None, "violence": None}
+    m = _score(preds, refs, None, "risk_flag", ["self_harm"], min_support=3)  # the threshold is an option
+    assert m["safety_recall"]["self_harm"] == pytest.approx(2 / 3)

@@ -11,7 +11,7 @@ from plugins.json_labels import Options
 from psyfactory.core.errors import EvalError
 from psyfactory.core.labels import student_schema
 
-SAFETY = Options(safety_field="risk_flag", safety_classes=["suicidal", "self_harm"])
+SAFETY = Options(safety_field="risk_flag", safety_classes=["suicidal", "self_harm"], min_support=1)
 
 
 def lab(d, a, r, s) -> dict:
@@ -46,7 +46,8 @@ def test_json_labels_plugin_on_raw_outputs(tmp_path) -> None:
     assert m["classes"]["risk_flag"]["per_class"]["violence"] == {"precision": 0.0, "recall": 0.0, "support": 1}
     assert (tmp_path / "risk_flag_confusion.png").is_file()
     r = res.report
-    assert r.index("on `suicidal` = **0.5000**, on `self_harm` = **1.0000**") < r.index("valid JSON labels: 4 (57.14%)")
+    assert r.index("| suicidal | 2 | 1 | 0.5000 | [0.095, 0.905] |") < r.index("valid JSON labels: 4 (57.14%)")
+    assert "| self_harm | 1 | 1 | 1.0000 | [0.207, 1.000] |" in r
     assert [it["valid"] for it in res.items] == [True, True, True, False, False, False, True]
     paired = get_plugin("json_labels").paired(res.items)
     assert set(paired) == set(student_schema().keys)
@@ -72,7 +73,8 @@ def test_json_labels_works_for_any_flat_label_schema(tmp_path) -> None:
     outs = ['{"crisis": "yes", "urgency": 2}', '{"crisis": "yes", "urgency": 0}', "not json"]
     samples = [Sample(str(i), [], json.dumps(r)) for i, r in enumerate(refs)]
     res = get_plugin("json_labels").run(EvalContext("crisis", tmp_path, samples, outs, label_schema=schema,
-                                                    options=Options(safety_field="crisis", safety_classes=["yes"])))
+                                                    options=Options(safety_field="crisis", safety_classes=["yes"],
+                                                                    min_support=1)))
     m = res.metrics
     assert m["valid"] == 2 and m["safety_recall"] == {"yes": 0.5}
     assert m["field_accuracy"] == pytest.approx({"crisis": 1 / 3, "urgency": 2 / 3})

@@ -205,13 +205,21 @@ def test_chat_gguf_answers(exported: dict, runs_root: Path, cli, make, student_s
                "--message", "你好", "--max-new-tokens", "8", env={"PSY_RUNS_DIR": str(runs_root)}, check=False)
     assert one_error_line(proc).endswith("not found; export the run first with `make gguf` "
                                          "(QUANT=..., ARGS=--lora for the adapter files)")  # psydt has no export
+    crisis = "我真的不想活了。"
     proc = make("chat-gguf", "RUN=tiny/student/lora", "HW=cpu",
-                f"ARGS=--message '{STUDENT_DIALOGUES[0]}' --message '{STUDENT_DIALOGUES[1]}' --schema {schema_file}",
-                env={"PSY_RUNS_DIR": str(runs_root)})
+                f"ARGS=--message '{STUDENT_DIALOGUES[0]}' --message '{STUDENT_DIALOGUES[1]}' --message '{crisis}' "
+                f"--schema {schema_file}", env={"PSY_RUNS_DIR": str(runs_root)})
     turns = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert [t["user"] for t in turns] == STUDENT_DIALOGUES[:2]
+    assert [t["user"] for t in turns] == [*STUDENT_DIALOGUES[:2], crisis]
     for t in turns:
         jsonschema.validate(json.loads(t["assistant"]), student_schema)
+    # the crisis safety net (what `make eval` applies): raises risk_flag from none, never lowers it
+    assert [t["safety_net"]["class"] for t in turns] == [None, None, "suicidal"]
+    net = turns[2]["safety_net"]
+    model = json.loads(turns[2].get("model", turns[2]["assistant"]))
+    assert net["model"] == model["risk_flag"] and net["raised"] == (model["risk_flag"] == "none")
+    assert json.loads(turns[2]["assistant"]) == {**model, "risk_flag": net["value"]}  # only that field changed
+    assert net["value"] == ("suicidal" if net["raised"] else model["risk_flag"])
 
 
 @pytest.mark.slow
