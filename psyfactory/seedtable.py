@@ -146,7 +146,7 @@ class Row:
     def cells(self) -> list[str]:
         s = self.setting
         seed = show(s.seed) + (f" (`{s.key}: {show(s.expect)}`)" if s.expect is not None else "")
-        recipe = f"`{show(self.value)}` ({self.origin})" if s.key else "—"
+        recipe = f"`{s.key}: {show(self.value)}` ({self.origin})" if s.key else "—"
         chosen = "the recipe's choice" if self.origin.startswith("recipes/") else "the layers' value"
         why = {"same": "✓ same", "not stated": f"the seed does not say; {chosen}",
                "not followed": f"✗ not followed: {s.instead}", "followed": f"✓ {s.how}",

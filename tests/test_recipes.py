@@ -162,7 +162,7 @@ def test_table_rows_match_the_seed_values_and_the_composed_config(name):
         assert cells[1].startswith(show(s.seed))
         if s.key and s.key != "model_name_or_path" and not s.key.startswith("psy."):
             assert same(row.value, eff[s.key])
-            assert f"`{show(eff[s.key])}`" in cells[2]
+            assert f"`{s.key}: {show(eff[s.key])}`" in cells[2]
             assert row.status == ("not stated" if s.seed is None else "same" if same(eff[s.key], s.wanted)
                                   else "not followed")
         line = next(ln for ln in section.splitlines() if ln.startswith(f"| {s.setting} | "))
