@@ -134,8 +134,9 @@ def test_a_teacher_url_sends_the_key_from_the_environment(monkeypatch):
 
     monkeypatch.delenv("PSY_TEACHER_BASE_URL", raising=False)
     monkeypatch.setenv("PSY_TEACHER_API_KEY", "sk-test-42")
-    server = ScriptedServer([json.dumps(GOOD)])
+    reply = {**GOOD, "student_related": True}  # a teacher's reply: the labels + its relevance verdict
+    server = ScriptedServer([json.dumps(reply)])
     with server as url:
         labels = resolve_teacher(url).label("学生：最近考试压力很大。")
     headers = {k.lower(): v for k, v in server.headers[0].items()}
-    assert labels == GOOD and headers["authorization"] == "Bearer sk-test-42"
+    assert labels == reply and headers["authorization"] == "Bearer sk-test-42"

@@ -86,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     os.environ["PSY_DATASET_DIR"] = str(demo_root / "dataset")  # keep the user's data/ untouched
     # The student task needs a teacher LLM; the demo uses the offline keyword stand-in (not a real labeller).
     prepare([args.task], DEMO_SAMPLES, paths.dataset_dir(), teacher="lexicon")
-    overrides = ["max_steps=20", "logging_steps=5", "save_steps=20", "cutoff_len=512", "psy.max_new_tokens=32",
+    overrides = ["max_steps=20", "logging_steps=5", "save_steps=20", "cutoff_len=1024", "psy.max_new_tokens=32",
                  "overwrite_output_dir=true", *args.overrides]
     c = compose("tiny", args.task, "lora", "cpu", overrides)
     adapter = runner.train(c)
