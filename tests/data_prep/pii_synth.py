@@ -120,30 +120,14 @@ def _identifier(rng: random.Random) -> tuple[str, str, str]:
     if kind == "name":
         n = _name(rng)
         surname = n[:2] if n[:2] in COMPOUND else n[0]
-        form = rng.randrange(12)
-        if form == 0:
-            return kind, f"我叫{n}，", n
-        if form == 1:
-            return kind, f"我是{n}，", n
-        if form == 2:
-            return kind, f"我的名字叫{n}。", n
-        if form == 3:
-            return kind, f"大家好，我是{n}。", n
-        if form == 4:
-            return kind, f"班主任{surname}老师说我上课不认真。", f"{surname}老师"
-        if form == 5:
-            return kind, f"{surname}老师让我去办公室。", f"{surname}老师"
-        if form == 6:
-            return kind, f"{n}同学总是在背后说我。", n
-        if form == 7:
-            return kind, f"{surname}医生建议我来咨询。", f"{surname}医生"
-        if form == 8:
-            return kind, f"我去找了{n}医生。", n
-        if form == 9:
-            return kind, f"姓名：{n}。", n
-        if form == 10:
-            return kind, f"我叫{n}今年十六岁。", n
-        return kind, f"我的同桌{n}同学成绩很好。", n
+        # (sentence, what must be replaced): self-introductions, then names before titles
+        forms = [(f"我叫{n}，", n), (f"我是{n}，", n), (f"我的名字叫{n}。", n), (f"大家好，我是{n}。", n),
+                 (f"班主任{surname}老师说我上课不认真。", f"{surname}老师"), (f"{surname}老师让我去办公室。", f"{surname}老师"),
+                 (f"{n}同学总是在背后说我。", n), (f"{surname}医生建议我来咨询。", f"{surname}医生"),
+                 (f"我去找了{n}医生。", n), (f"姓名：{n}。", n), (f"我叫{n}今年十六岁。", n),
+                 (f"我的同桌{n}同学成绩很好。", n)]
+        sentence, target = forms[rng.randrange(len(forms))]
+        return kind, sentence, target
     if kind == "school":
         s = _school(rng)
         return kind, rng.choice(("我在{}读书。", "我是{}的学生，", "我考上了{}。", "去年转到{}以后，")).format(s), s
