@@ -59,11 +59,6 @@ def cmd_chat_gguf(args: argparse.Namespace) -> int:
     opts = _options(c)
     max_new = args.max_new_tokens or c.psy.max_new_tokens
     net = task_safety_net(c)  # label tasks: the crisis safety net that `make eval` applies
-    label_schema = None
-    if net is not None:
-        from psyfactory.core.labels import load_schema as load_label_schema
-
-        label_schema = load_label_schema(c.psy.label_schema)
     setup_info()
     model_path, lora = gguf_path_for_run(c.run_dir, args.quant, lora=args.lora)
     schema = _schema(c, args.schema, args.no_constrain)
@@ -89,10 +84,11 @@ def cmd_chat_gguf(args: argparse.Namespace) -> int:
         reply = backend.generate([history], max_new_tokens=max_new, json_schema=schema)[0]
         history.append({"role": "assistant", "content": reply})
         shown, decision = reply, None
-        if net is not None and label_schema is not None:
+        if net is not None:  # task_safety_net returns a net only for tasks with a label schema
+            from psyfactory.core.labels import load_schema
             from psyfactory.labelchat import label_reply
 
-            shown, decision = label_reply(reply, label_schema, net, text)
+            shown, decision = label_reply(reply, load_schema(c.psy.label_schema), net, text)
         if messages is None:
             print(f"assistant> {shown}", flush=True)
             note = decision.note() if decision else None
