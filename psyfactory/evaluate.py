@@ -127,6 +127,19 @@ def plugin_options(c: Composed, plugins: list[type[EvalPlugin]], cli: dict[str, 
     return out
 
 
+def task_plugins(c: Composed, names: list[str] | None = None, cli_options: dict[str, Any] | None = None, *,
+                 check: bool = True) -> tuple[list[EvalPlugin], dict[str, Any]]:
+    """The task's eval plugins (or `names`) and their typed options; with `check`, each plugin's
+    check() runs here, so bad inputs fail before a model is loaded."""
+    classes = [plugin_class(n) for n in (c.psy.eval_plugins if names is None else names)]
+    options = plugin_options(c, classes, cli_options)
+    plugins = [cls() for cls in classes]
+    if check:
+        for p in plugins:
+            p.check(options[p.name])
+    return plugins, options
+
+
 def task_safety_net(c: Composed) -> SafetyNet | None:
     """The crisis safety net a label task's plugins declare (`json_labels` with `safety_net`), checked
     against the task's label schema; None for other tasks. Used by `chat` and `chat-gguf`, so that they
@@ -135,10 +148,9 @@ def task_safety_net(c: Composed) -> SafetyNet | None:
         return None
     from psyfactory.core.labels import load_schema
 
-    classes = [plugin_class(n) for n in c.psy.eval_plugins]
-    options = plugin_options(c, classes)
-    for cls in classes:
-        net = cls().safety_net(options[cls.name])
+    plugins, options = task_plugins(c, check=False)
+    for p in plugins:
+        net = p.safety_net(options[p.name])
         if net is not None:
             net.check(load_schema(c.psy.label_schema).values(net.field), c.source())
             return net
@@ -253,11 +265,7 @@ def run_eval(rid: RunId, task: str, *, base: bool = False, hw: str = "auto", ove
     names = plugins_only or list(psy.eval_plugins)
     if not names:
         raise EvalError(f"task '{task}' lists no eval plugins (psy.eval_plugins in configs/tasks/{task}.yaml)")
-    classes = [plugin_class(n) for n in names]
-    options = plugin_options(c, classes, cli_options)
-    plugins = [cls() for cls in classes]
-    for p in plugins:  # bad inputs fail here, before a model is loaded
-        p.check(options[p.name])
+    plugins, options = task_plugins(c, names, cli_options)  # bad inputs fail here, before a model is loaded
     name = check_name(variant) if variant else variant_name(
         c, rid, base=base, backend=backend, bench_file=(cli_options or {}).get("bench_file"))
     if "/" in name:

@@ -34,18 +34,13 @@ def parse_steps(text: str | None) -> tuple[str, ...]:
 
 def _check_evals(recipe: str, rid: Any, hw: str, inherited: list[str]) -> None:
     """Every eval task composes and its plugin options and inputs are valid (before any training)."""
-    from plugins import plugin_class
     from psyfactory.config import compose
-    from psyfactory.evaluate import plugin_options
+    from psyfactory.evaluate import task_plugins
     from psyfactory.recipes import load_recipe
 
     for task in load_recipe(recipe).spec.eval_tasks:
-        c = compose(rid.model, task, rid.method, hw, run=rid.name, recipe=recipe,
-                    inherited=inherited if task == rid.task else ())
-        classes = [plugin_class(n) for n in c.psy.eval_plugins]
-        options = plugin_options(c, classes)
-        for cls in classes:
-            cls().check(options[cls.name])
+        task_plugins(compose(rid.model, task, rid.method, hw, run=rid.name, recipe=recipe,
+                             inherited=inherited if task == rid.task else ()))
 
 
 def reproduce(recipe: str, *, run: str | None = None, hw: str = "auto", overrides: list[str] | tuple[str, ...] = (),
