@@ -103,12 +103,6 @@ def reply_rule_ok(turns: list[tuple[str, str]], rule: str) -> tuple[bool, str]:
     return False, f"{what} {value:.0f} characters < {MIN_COUNSELOR_CHARS} (--reply-rule {rule})"
 
 
-def validate(reply: Any) -> tuple[dict[str, Any], bool]:
-    """Schema check of one teacher reply: the 4 labels + `student_related` (data_prep.teacher); raises
-    ValueError with reason codes."""
-    return split_reply(reply)
-
-
 def build(raw_dir: Path, seed: int, *, teacher: Any, dataset_dir: Path,
           eval_fraction: float = EVAL_FRACTION) -> TaskOutput:
     opts = options()
@@ -160,7 +154,7 @@ def build(raw_dir: Path, seed: int, *, teacher: Any, dataset_dir: Path,
     def work(item: tuple[str, str]) -> tuple[str, dict[str, Any] | None, str]:
         sid, text = item
         try:
-            labels, related = validate(teacher.label(text))
+            labels, related = split_reply(teacher.label(text))  # the 4 labels + student_related, else ValueError
             return sid, {**labels, RELEVANCE_KEY: related}, ""
         except DataError:  # unreachable endpoint etc.: stop the run
             raise
