@@ -25,6 +25,7 @@ RUN_OPTS := $(if $(RUN),--run $(RUN)) $(if $(RECIPE),--recipe $(RECIPE)) $(if $(
 	$(if $(METHOD),--method $(METHOD)) --hw $(HW) $(ARGS)
 PYTEST   := OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=20
 
+BASE ?=
 .PHONY: help setup lock demo test test-fast lint config train merge predict chat list
 
 help: ## list targets
@@ -64,8 +65,8 @@ merge: $(STAMP) ## merge the run's adapter into its (unquantized) base
 predict: $(STAMP) ## greedy generation on the task's eval set
 	$(PSY) predict $(RUN_OPTS)
 
-chat: $(STAMP) ## interactive chat with base + the run's adapter
-	$(PSY) chat $(RUN_OPTS)
+chat: $(STAMP) ## interactive chat with base + the run's adapter (BASE=1: the base model alone)
+	$(PSY) chat $(if $(BASE),--base) $(RUN_OPTS)
 
 demo: $(STAMP) ## prep sample data -> train -> merge -> predict on the tiny model (CPU, minutes)
 	$(PSY) demo
@@ -101,16 +102,24 @@ download: $(STAMP) ## fetch the public raw sources into RAW_DIR (ARGS='--base-ur
 	$(PSY) download --raw-dir $(RAW_DIR) $(ARGS)
 
 # ---- evaluation (issue 4) ----
-BASE         ?=
 ADAPTER_TASK ?=
+ADAPTER      ?=
+MODEL_PATH   ?=
 EVAL_ARGS    ?=
-EVAL_OPTS := $(if $(BASE),--base) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK)) \
+EXTERNAL  := $(if $(ADAPTER),--adapter $(ADAPTER)) $(if $(MODEL_PATH),--model-path $(MODEL_PATH))
+EVAL_OPTS := $(if $(BASE),--base) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK)) $(EXTERNAL) \
 	$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) $(EVAL_ARGS)
 
-.PHONY: eval compare bench-eval real-model
+.PHONY: eval compare ask bench-eval real-model
 
-eval: $(STAMP) ## evaluate the run's adapter -> runs/<run>/eval/<variant> (BASE=1; ADAPTER_TASK=psydt; EVAL_ARGS='--limit 50')
+eval: $(STAMP) ## evaluate a run -> runs/<run>/eval/<variant> (BASE=1; ADAPTER_TASK=psydt; ADAPTER=dir or MODEL_PATH=dir trained elsewhere; EVAL_ARGS='--limit 50')
 	$(PSY) eval $(EVAL_OPTS) $(RUN_OPTS)
+
+PROMPT ?=
+FILE   ?=
+export PROMPT  # read by the shell as "$$PROMPT": quotes and backticks in a prompt stay text
+ask: $(STAMP) ## base and tuned answers side by side: PROMPT='...' or FILE=prompts.txt|.jsonl [RUN or ADAPTER=/MODEL_PATH= + TASK]
+	$(PSY) ask $(if $(PROMPT),--prompt "$$PROMPT") $(if $(FILE),--file $(FILE)) $(EXTERNAL) $(RUN_OPTS)
 
 RUNS ?=
 compare: $(STAMP) ## every evaluation side by side, base vs tuned: runs/compare.md + .csv [RUNS="run1 run2"]
@@ -135,7 +144,9 @@ teacher: $(GGUF_STAMP) ## serve a GGUF on loopback as the student teacher for TE
 	$(PSY) teacher $(if $(GGUF),--gguf $(GGUF))
 
 setup-gguf: $(GGUF_STAMP) ## llama-cpp-python (compiled once, cached wheel) + llama.cpp's GGUF converter
-gguf: $(GGUF_STAMP) ## merged model -> GGUF f16 + QUANT=Q4_K_M|Q8_0|Q5_K_M|Q6_K, verified, Ollama Modelfile
+gguf: $(STAMP) ## merged model -> GGUF f16 + QUANT=Q4_K_M|Q8_0|Q5_K_M|Q6_K, verified, Ollama Modelfile
+	@$(PSY) gguf --check-only $(RUN_OPTS)
+	@$(MAKE) --no-print-directory $(GGUF_STAMP)
 	$(PSY) gguf --quant $(QUANT) $(RUN_OPTS)
 
 chat-gguf: $(GGUF_STAMP) ## chat with the run's GGUF export through llama.cpp (QUANT=...)

@@ -1,22 +1,23 @@
-"""Raw dataset parsers: raw files -> data/<task>/<split>.jsonl + dataset_info.json.
+"""Raw dataset parsers and a generic reader of your own files: raw -> data/<task>/<split>.jsonl +
+dataset_info.json.
 
-A task is a module `data_prep/<task>.py` with `build(raw_dir, seed) -> TaskOutput` (a module that
-also sets `NEEDS_TEACHER = True` gets `teacher=` and `dataset_dir=` too); adding a task is adding
-that file. Public API: `tasks()`, `prepare(tasks, raw_dir, dataset_dir, teacher=..., seed=...)`.
+A task's YAML says where its data come from (`psy.data`, read by psyfactory.prep): a built-in parser
+of a public dataset (:data:`PARSERS`: `data_prep/<parser>.py` with `build(ctx) -> TaskOutput`; a module
+that sets `NEEDS_TEACHER = True` gets a teacher in `ctx`), or a user's own file in alpaca, sharegpt or
+OpenAI-messages shape (data_prep.userfile). Public API: `tasks()`, `prepare(specs, raw_dir, dataset_dir, ...)`.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
-from functools import cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from data_prep.common import (
-    _OPTIONS,
     Accounting,
+    BuildContext,
     DataError,
     PrepOptions,
     TaskOutput,
@@ -24,37 +25,74 @@ from data_prep.common import (
     write_task,
 )
 
-__all__ = ["Accounting", "DataError", "PrepOptions", "format_table", "prepare", "tasks"]
+__all__ = ["PARSERS", "Accounting", "DataError", "FileSpec", "PrepOptions", "TaskSpec", "format_table", "prepare",
+           "tasks"]
 
 DEFAULT_SEED = 20240601
+# Built-in parsers of the public datasets, by name (a task YAML names one in psy.data.parser).
+PARSERS: dict[str, str] = {
+    "cpsycoun": "data_prep.cpsycoun",
+    "emotion": "data_prep.emotion",
+    "es": "data_prep.es",
+    "es_summary": "data_prep.es_summary",
+    "psydt": "data_prep.psydt",
+    "psyqa": "data_prep.psyqa",
+    "student": "data_prep.student",
+}
 
 
-@cache
-def _modules() -> dict[str, ModuleType]:
-    found = {}
-    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"data_prep.{info.name}")
-        if callable(getattr(module, "build", None)):
-            found[info.name] = module
-    return found
+@dataclass(frozen=True)
+class FileSpec:
+    """A user's own data file (psy.data.file), with LLaMA-Factory's column mapping."""
+
+    file: Path
+    eval_file: Path | None = None
+    format: str = "alpaca"  # alpaca | sharegpt | openai
+    columns: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    eval_share: float = 0.1
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task to prepare: its name (the output's: data/<name>/, `<name>_train`...) and its source."""
+
+    name: str
+    parser: str | None = None
+    file: FileSpec | None = None
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.parser is not None and bool(getattr(_module(self.parser), "NEEDS_TEACHER", False))
+
+    @property
+    def sources(self) -> str:
+        if self.file is not None:
+            return self.file.file.name
+        return str(getattr(_module(self.parser or ""), "SOURCES", self.parser))
+
+
+def _module(parser: str) -> ModuleType:
+    if parser not in PARSERS:
+        raise DataError(f"unknown parser {parser!r}; built-in parsers: {', '.join(PARSERS)} (or give psy.data.file)")
+    return importlib.import_module(PARSERS[parser])
 
 
 def tasks() -> tuple[str, ...]:
-    """Every task data_prep can build (the modules that define `build`), in name order."""
-    return tuple(sorted(_modules()))
+    """The built-in parsers, in name order (each is also a task of the same name)."""
+    return tuple(sorted(PARSERS))
 
 
-def _build(task: str, raw_dir: Path, seed: int, teacher: Any, dataset_dir: Path) -> TaskOutput:
-    module = _modules()[task]
-    if getattr(module, "NEEDS_TEACHER", False):
-        return module.build(raw_dir, seed, teacher=teacher, dataset_dir=dataset_dir)
-    return module.build(raw_dir, seed)
+def _build(spec: TaskSpec, ctx: BuildContext) -> TaskOutput:
+    if spec.file is not None:
+        from data_prep.userfile import build as build_file
+
+        return build_file(ctx, spec.file)
+    return _module(spec.parser or spec.name).build(ctx)
 
 
 def prepare(
-    tasks: list[str] | None,
+    specs: list[str | TaskSpec] | None,
     raw_dir: Path,
     dataset_dir: Path,
     *,
@@ -64,57 +102,62 @@ def prepare(
     scrub: bool = True,
     oversample_risk: int = 1,
     reply_rule: str = "mean",
+    named: bool | None = None,
 ) -> dict[str, list[Accounting]]:
-    """Build the given tasks (all when None); returns task -> per-source accounting.
+    """Build the given tasks (a name = the built-in parser of that name; None = every built-in parser);
+    returns task -> per-source accounting.
 
     `teacher` only matters for tasks that need one (`student`): a `data_prep.teacher.Teacher`, the
     string "lexicon" (offline heuristic, NOT a real labeller), a `TeacherEndpoint`, or None = endpoint
     from the environment (`PSY_TEACHER_BASE_URL`...). With None and no endpoint configured, such a task
     raises DataError when named explicitly and is skipped (with a reason in the accounting) when
-    `tasks` is None.
+    `specs` is None (or `named` is False: the caller chose every task).
 
     `scrub` (default on; `--no-scrub`) replaces PII in every task (data_prep.pii), counted per type in
     the accounting. `oversample_risk` (student, default 1 = off) repeats each train item whose risk_flag
     is not `none` that many times; `reply_rule` (student) is how the counselor-reply length rule applies
     to an item: `mean` (default), `all` or `any` of its counselor replies >= 80 characters.
 
-    Every task is built before anything is written (a missing or broken source fails first); the
-    outputs are then committed together (data_prep.commit), so a reader sees the old set or the new
+    The dataset folder is locked for the whole prep (a second prep of the same folder is refused, naming
+    the first). Every task is built before anything is written (a missing or broken source fails first);
+    the outputs are then committed together (data_prep.commit), so a reader sees the old set or the new
     one. Leftovers of an interrupted prep are cleaned (or its commit finished) first.
     """
-    token = _OPTIONS.set(PrepOptions(scrub=scrub, oversample_risk=oversample_risk, reply_rule=reply_rule))
-    try:
-        return _prepare(tasks, raw_dir, dataset_dir, teacher=teacher, seed=seed, quiet=quiet)
-    finally:
-        _OPTIONS.reset(token)
+    from psyfactory.core.files import exclusive
+
+    options = PrepOptions(scrub=scrub, oversample_risk=oversample_risk, reply_rule=reply_rule)
+    raw_dir, dataset_dir = Path(raw_dir).resolve(), Path(dataset_dir).resolve()
+    named = (specs is not None and len(specs) > 0) if named is None else named
+    chosen = [s if isinstance(s, TaskSpec) else TaskSpec(s, parser=s) for s in (specs or tasks())]
+    chosen = list({s.name: s for s in chosen}.values())
+    if any(s.file is None for s in chosen) and not raw_dir.is_dir():
+        raise DataError(f"{raw_dir}: raw-data folder not found (RAW_DIR=...; `make download` fetches public sources)")
+    for s in chosen:
+        if s.file is None:
+            _module(s.parser or s.name)  # an unknown parser fails before anything starts
+    with exclusive(dataset_dir / "data" / ".prep.lock", f"dataset folder {dataset_dir}"):
+        return _prepare(chosen, named, raw_dir, dataset_dir, teacher=teacher, seed=seed, quiet=quiet, options=options)
 
 
-def _prepare(tasks: list[str] | None, raw_dir: Path, dataset_dir: Path, *, teacher: Any, seed: int,
-             quiet: bool) -> dict[str, list[Accounting]]:
+def _prepare(specs: list[TaskSpec], named: bool, raw_dir: Path, dataset_dir: Path, *, teacher: Any, seed: int,
+             quiet: bool, options: PrepOptions) -> dict[str, list[Accounting]]:
     from data_prep.commit import Commit, clean_orphans
     from data_prep.teacher import NO_TEACHER, resolve_teacher
 
-    raw_dir, dataset_dir = Path(raw_dir).resolve(), Path(dataset_dir).resolve()
-    if not raw_dir.is_dir():
-        raise DataError(f"{raw_dir}: raw-data folder not found (RAW_DIR=...; `make download` fetches public sources)")
-    tasks_available = tuple(sorted(_modules()))
-    names = list(tasks_available) if not tasks else list(dict.fromkeys(tasks))
-    unknown = [t for t in names if t not in tasks_available]
-    if unknown:
-        raise DataError(f"unknown task(s) {unknown}; choose from {list(tasks_available)}")
-    clean_orphans(dataset_dir)
-    teachers = {t: resolve_teacher(teacher) for t in names if getattr(_modules()[t], "NEEDS_TEACHER", False)}
-    if tasks and (missing := [t for t, v in teachers.items() if v is None]):
+    clean_orphans(dataset_dir)  # under the lock: no other prep is staging files here
+    teachers = {s.name: resolve_teacher(teacher) for s in specs if s.needs_teacher}
+    if named and (missing := [t for t, v in teachers.items() if v is None]):
         raise DataError(f"{missing[0]}: {NO_TEACHER}")
     result: dict[str, list[Accounting]] = {}
     outputs: list[TaskOutput] = []
-    for task in names:  # build everything first: nothing is written if a source is missing or broken
-        if task in teachers and teachers[task] is None:
-            result[task] = [Accounting(task, getattr(_modules()[task], "SOURCES", task), skipped=f"{task}: {NO_TEACHER}")]
+    for spec in specs:  # build everything first: nothing is written if a source is missing or broken
+        if spec.name in teachers and teachers[spec.name] is None:
+            result[spec.name] = [Accounting(spec.name, spec.sources, skipped=f"{spec.name}: {NO_TEACHER}")]
             continue
-        out = _build(task, raw_dir, seed, teachers.get(task), dataset_dir)
+        ctx = BuildContext(spec.name, raw_dir, seed, options, teachers.get(spec.name), dataset_dir)
+        out = _build(spec, ctx)
         outputs.append(out)
-        result[task] = out.accounting
+        result[spec.name] = out.accounting
     commit = Commit(dataset_dir)
     entries: dict[str, dict[str, Any]] = {}
     for out in outputs:

@@ -12,7 +12,6 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,12 +60,21 @@ class PrepOptions:
             raise DataError(f"--reply-rule {self.reply_rule!r}; valid: {', '.join(REPLY_RULES)}")
 
 
-_OPTIONS: ContextVar[PrepOptions | None] = ContextVar("prep_options", default=None)
+@dataclass(frozen=True)
+class BuildContext:
+    """Everything a parser's `build(ctx)` gets: the task it builds (its name is the output's), the raw
+    folder, the split seed, the prep options, and for teacher-labelled tasks the teacher."""
 
+    task: str
+    raw_dir: Path
+    seed: int
+    options: PrepOptions = field(default_factory=PrepOptions)
+    teacher: Any = None
+    dataset_dir: Path | None = None
 
-def options() -> PrepOptions:
-    """The options of the prep being built (data_prep.prepare sets them; defaults otherwise)."""
-    return _OPTIONS.get() or PrepOptions()
+    def ledger(self, source: str, root: Path | None = None) -> Ledger:
+        """Accounting and quarantine for one source of this task (PII scrubbing as the options say)."""
+        return Ledger(self.task, source, self.raw_dir if root is None else root, scrub=self.options.scrub)
 
 
 @dataclass
@@ -123,13 +131,13 @@ class Accounting:
 class Ledger:
     """Accounting plus the quarantine list for one source."""
 
-    def __init__(self, task: str, source: str, root: Path | None = None) -> None:
+    def __init__(self, task: str, source: str, root: Path | None = None, *, scrub: bool = True) -> None:
         from data_prep.pii import Scrubber
 
         self.acc = Accounting(task, source)
         self.items: list[Quarantined] = []
         self.root = root
-        self.scrubber = Scrubber(enabled=options().scrub, counts=self.acc.pii)
+        self.scrubber = Scrubber(enabled=scrub, counts=self.acc.pii)
         self.acc.pii_scrub = self.scrubber.enabled
 
     def scrub(self, text: str) -> str:
@@ -330,6 +338,16 @@ def hash_unit(key: str, seed: int) -> float:
 def split_of(key: str, seed: int, eval_fraction: float) -> str:
     """Deterministic split from a stable key: same answer on every machine and every rerun."""
     return "eval" if hash_unit(key, seed) < eval_fraction else "train"
+
+
+def split_by_count(keys: Iterable[str], seed: int, eval_share: float, prefix: str = "") -> dict[str, str]:
+    """key -> "train" | "eval": exactly round(eval_share x n) keys in eval (at least one, and at least one
+    left in train, when there are two or more), those with the smallest `hash_unit`. Seeded and
+    order-independent: reruns give the same split, 85/15 of 100 is 85/15."""
+    ranked = sorted(set(keys), key=lambda k: (hash_unit(f"{prefix}{k}", seed), k))
+    n = len(ranked)
+    n_eval = 0 if n < 2 else min(n - 1, max(1, round(eval_share * n)))
+    return {k: "eval" if i < n_eval else "train" for i, k in enumerate(ranked)}
 
 
 def stratified_split(classes: dict[str, str], seed: int, eval_fraction: float, prefix: str = "") -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.common import (
+    BuildContext,
     DataError,
     Dedup,
     Ledger,
@@ -215,9 +216,10 @@ def _messages(turns: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"role": r, "content": t} for r, t in turns]
 
 
-def build(raw_dir: Path, seed: int) -> TaskOutput:
-    dl = Ledger("cpsycoun", "CPsyCounD", raw_dir)
-    el = Ledger("cpsycoun", "CPsyCounE", raw_dir)
+def build(ctx: BuildContext) -> TaskOutput:
+    raw_dir = ctx.raw_dir  # CPsyCounD trains, CPsyCounE evaluates: no seed
+    dl = ctx.ledger("CPsyCounD")
+    el = ctx.ledger("CPsyCounE")
     train: list[dict[str, Any]] = []
     for d in parse_d(raw_dir, dl):
         train.append({"id": d.id, "messages": _messages(to_pairs(d.turns, dl))})
@@ -229,4 +231,4 @@ def build(raw_dir: Path, seed: int) -> TaskOutput:
                 evals.append({"id": f"{d.id}#{i}", "topic": topic, "messages": _messages(d.turns[: i + 1])})
     dl.acc.samples["train"] = len(train)
     el.acc.samples["eval"] = len(evals)
-    return TaskOutput("cpsycoun", "sharegpt", {"train": train, "eval": evals}, [dl, el])
+    return TaskOutput(ctx.task, "sharegpt", {"train": train, "eval": evals}, [dl, el])

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import MAX_RECORD_BYTES, DataError, Ledger, TaskOutput, decode, read_bytes
+from data_prep.common import MAX_RECORD_BYTES, BuildContext, DataError, Ledger, TaskOutput, decode, read_bytes
 
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")  # HF class ids 0..5
 FILES = {"train": "train.txt", "eval": "test.txt", "val": "val.txt"}
@@ -80,13 +80,13 @@ def sample(text: str, label: str, split: str, line: int) -> dict[str, Any]:
     return {"id": f"emotion-{split}-{line}", "system": "", "instruction": INSTRUCTION, "input": text, "output": label}
 
 
-def build(raw_dir: Path, seed: int) -> TaskOutput:
-    del seed  # official splits
+def build(ctx: BuildContext) -> TaskOutput:
+    raw_dir = ctx.raw_dir  # official splits: no seed
     splits: dict[str, list[dict[str, Any]]] = {}
     ledgers: list[Ledger] = []
     texts: dict[str, set[str]] = {}
     for split, name in FILES.items():
-        lg = Ledger("emotion", f"emotion/{name}", raw_dir)
+        lg = ctx.ledger(f"emotion/{name}")
         rows = parse_file(raw_dir / "emotion" / name, lg)
         splits[split] = [sample(lg.scrub(t), lab, split, ln) for t, lab, ln in rows]  # PII (data_prep.pii)
         texts[split] = {t for t, _, _ in rows}
@@ -94,4 +94,4 @@ def build(raw_dir: Path, seed: int) -> TaskOutput:
         ledgers.append(lg)
     ledgers[1].note("texts_also_in_train", len(texts["eval"] & texts["train"]))
     ledgers[2].note("texts_also_in_train", len(texts["val"] & texts["train"]))
-    return TaskOutput("emotion", "alpaca", splits, ledgers)
+    return TaskOutput(ctx.task, "alpaca", splits, ledgers)

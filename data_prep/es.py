@@ -19,6 +19,7 @@ from typing import Any
 from data_prep import psyqa
 from data_prep.common import (
     MAX_RECORD_BYTES,
+    BuildContext,
     DataError,
     Dedup,
     Ledger,
@@ -116,8 +117,9 @@ def parse_longemotion(raw_dir: Path, ledger: Ledger, *, records: list[dict[str, 
     return out
 
 
-def build(raw_dir: Path, seed: int, val_fraction: float = VAL_FRACTION) -> TaskOutput:
-    ql = Ledger("es", "PsyQA", raw_dir)
+def build(ctx: BuildContext, val_fraction: float = VAL_FRACTION) -> TaskOutput:
+    raw_dir, seed = ctx.raw_dir, ctx.seed
+    ql = ctx.ledger("PsyQA")
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
     shaped: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
     for q in psyqa.parse(raw_dir, ql):
@@ -133,9 +135,9 @@ def build(raw_dir: Path, seed: int, val_fraction: float = VAL_FRACTION) -> TaskO
         splits["val"].append(splits["train"].pop())
         shaped["val"].append(shaped["train"].pop())
         ql.note("val_forced_nonempty")
-    ll = Ledger("es", "LongEmotion", raw_dir)
+    ll = ctx.ledger("LongEmotion")
     evals = parse_longemotion(raw_dir, ll)
     ql.acc.samples["train"], ql.acc.samples["val"] = len(splits["train"]), len(splits["val"])
     ll.acc.samples["eval"] = len(evals)
-    return TaskOutput("es", "alpaca", {**splits, "eval": evals}, [ql, ll],
+    return TaskOutput(ctx.task, "alpaca", {**splits, "eval": evals}, [ql, ll],
                       extra_files={"psyqa_es_train.jsonl": shaped["train"], "psyqa_es_val.jsonl": shaped["val"]})

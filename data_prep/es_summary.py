@@ -10,10 +10,9 @@ missing one of them is quarantined.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from data_prep.common import Ledger, TaskOutput
+from data_prep.common import BuildContext, TaskOutput
 from data_prep.es import parse_longemotion
 
 FIELDS = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
@@ -26,9 +25,10 @@ def es_summary_input(case: str, process: str, reflection: str) -> str:
             f"[Experience and reflection]\n{reflection}")
 
 
-def build(raw_dir: Path, seed: int) -> TaskOutput:
-    del seed  # one eval split, in file order
-    ledger = Ledger("es_summary", "LongEmotion", raw_dir)
+def build(ctx: BuildContext) -> TaskOutput:
+    raw_dir = ctx.raw_dir
+    # one eval split, in file order: no seed
+    ledger = ctx.ledger("LongEmotion")
     records: list[dict[str, Any]] = []
     parse_longemotion(raw_dir, ledger, records=records)
     rows = []
@@ -43,4 +43,4 @@ def build(raw_dir: Path, seed: int) -> TaskOutput:
                      "input": es_summary_input(rec["_case"], rec["_process"], rec["_reflection"]),
                      "output": json.dumps(target, ensure_ascii=False)})
     ledger.acc.samples["eval"] = len(rows)
-    return TaskOutput("es_summary", "alpaca", {"eval": rows}, [ledger])
+    return TaskOutput(ctx.task, "alpaca", {"eval": rows}, [ledger])

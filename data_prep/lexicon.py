@@ -45,3 +45,18 @@ def heuristic_labels(text: str) -> dict:
     risk, _ = detect_risk(text)
     distress = min(9, dep + anx + (3 if risk != "none" else 0) + (1 if dep or anx else 0))
     return {"depression_level": dep, "anxiety_level": anx, "risk_flag": risk, "student_distress_score": distress}
+
+
+# Student context: an item is kept when the client's words mention at least one of these (study, exams,
+# school life and relationships at school). Emotions alone do not make a text student-related.
+STUDENT_KEYWORDS = (
+    "学生", "学习成绩", "学习压力", "学业", "考试", "高考", "中考", "考研", "考公", "成绩", "作业", "功课",
+    "班主任", "辅导员", "导师", "同学", "室友", "舍友", "宿舍", "学校", "校园", "班级", "班上", "年级",
+    "大学", "大一", "大二", "大三", "大四", "研究生", "读研", "读博", "博士", "高中", "高一", "高二", "高三",
+    "初中", "初一", "初二", "初三", "小学", "上课", "课堂", "挂科", "补考", "复习", "论文", "毕业", "升学",
+    "专业课", "留学", "排名", "期末", "期中", "逃课", "休学", "退学", "霸凌", "保研", "考上", "上学", "放学",
+)
+# Only the client's own words are searched: counselors say "学习" (learn) and clients call them "老师".
+
+def is_student(text: str) -> bool:
+    return any(k in text for k in STUDENT_KEYWORDS)

@@ -15,7 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import DataError, Dedup, Ledger, TaskOutput, load_json_array, split_of, text_key
+from data_prep.common import (
+    BuildContext,
+    DataError,
+    Dedup,
+    Ledger,
+    TaskOutput,
+    load_json_array,
+    split_of,
+    text_key,
+)
 
 TRAIN_FILES = ("PsyDTCorpus_train_mulit_turn_packing.json", "PsyDTCorpus_README_example.json")
 TEST_FILE = "PsyDTCorpus_test_single_turn_split.json"
@@ -89,19 +98,20 @@ def single_turn_split(rid: str, msgs: Messages, tag: str) -> list[dict[str, Any]
             for i, m in enumerate(msgs) if m["role"] == "assistant"]
 
 
-def build(raw_dir: Path, seed: int, eval_fraction: float = EVAL_FRACTION) -> TaskOutput:
+def build(ctx: BuildContext, eval_fraction: float = EVAL_FRACTION) -> TaskOutput:
+    raw_dir, seed = ctx.raw_dir, ctx.seed
     folder = raw_dir / "PsyDTCorpus"
     train_path = next((folder / n for n in TRAIN_FILES if (folder / n).exists()), None)
     if train_path is None:
         raise DataError(f"{folder}: none of {', '.join(TRAIN_FILES)} found (see `make download`)")
     dedup = Dedup()
-    tl = Ledger("psydt", f"PsyDTCorpus/{train_path.name}", raw_dir)
+    tl = ctx.ledger(f"PsyDTCorpus/{train_path.name}")
     dialogues = _records(train_path, tl, dedup)
     ledgers = [tl]
     test_path = folder / TEST_FILE
     evals: list[dict[str, Any]] = []
     if test_path.exists():
-        el = Ledger("psydt", f"PsyDTCorpus/{TEST_FILE}", raw_dir)
+        el = ctx.ledger(f"PsyDTCorpus/{TEST_FILE}")
         # the test file is already split per turn; a separate dedup (its records share prefixes by design)
         evals = [{"id": rid, "tag": tag, "messages": msgs} for rid, msgs, tag in _records(test_path, el, Dedup())]
         ledgers.append(el)
@@ -124,4 +134,4 @@ def build(raw_dir: Path, seed: int, eval_fraction: float = EVAL_FRACTION) -> Tas
     train_recs = [{"id": rid, "tag": tag, "messages": msgs} for rid, msgs, tag in train]
     tl.acc.samples.update({"train": len(train_recs)})
     ledgers[-1].acc.samples.update({"eval": len(evals)})
-    return TaskOutput("psydt", "sharegpt", {"train": train_recs, "eval": evals}, ledgers)
+    return TaskOutput(ctx.task, "sharegpt", {"train": train_recs, "eval": evals}, ledgers)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.common import (
+    BuildContext,
     DataError,
     Dedup,
     Ledger,
@@ -125,8 +126,9 @@ def parse(raw_dir: Path, ledger: Ledger, *, answers: bool = True) -> list[Questi
     return out
 
 
-def build(raw_dir: Path, seed: int, eval_fraction: float = EVAL_FRACTION) -> TaskOutput:
-    ledger = Ledger("psyqa", "PsyQA", raw_dir)
+def build(ctx: BuildContext, eval_fraction: float = EVAL_FRACTION) -> TaskOutput:
+    raw_dir, seed = ctx.raw_dir, ctx.seed
+    ledger = ctx.ledger("PsyQA")
     questions = parse(raw_dir, ledger)
     train: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
@@ -138,7 +140,7 @@ def build(raw_dir: Path, seed: int, eval_fraction: float = EVAL_FRACTION) -> Tas
         else:
             train.extend(_sample(q, a, i) for i, a in enumerate(q.answers))
     ledger.acc.samples.update({"train": len(train), "eval": len(evals)})
-    return TaskOutput("psyqa", "alpaca", {"train": train, "eval": evals}, [ledger])
+    return TaskOutput(ctx.task, "alpaca", {"train": train, "eval": evals}, [ledger])
 
 
 def ensure_eval(keys: dict[Any, str], ledger: Ledger) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data_prep import tasks as all_tasks
 from psyfactory.core.errors import DataError
 from psyfactory.core.files import atomic_write_json, atomic_write_text, read_jsonl
 
@@ -130,8 +129,9 @@ def data_report(tasks: list[str] | None, dataset_dir: Path, task_info: TaskInfo,
     """`label` names the tokenizer in the report and the histogram file (lengths_<label>.png)."""
     from transformers import AutoTokenizer
 
-    names = tasks or [t for t in all_tasks() if any((dataset_dir / "data" / t / f"{s}.jsonl").exists()
-                                                    for s in ("train", "eval"))]
+    data = dataset_dir / "data"
+    names = tasks or sorted(d.name for d in data.iterdir() if d.is_dir() and any(
+        (d / f"{s}.jsonl").exists() for s in ("train", "eval"))) if data.is_dir() else tasks or []
     if not names:
         raise DataError(f"{dataset_dir / 'data'}: no prepared task found; run `make prep` first")
     out: dict[str, Any] = {}

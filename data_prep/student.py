@@ -18,14 +18,14 @@ import statistics
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from data_prep import cpsycoun, lexicon, psyqa
-from data_prep.common import DataError, Ledger, TaskOutput, options, stratified_split
-from data_prep.teacher import RELEVANCE_KEY, LabelCache, TeacherError, split_reply
+from data_prep.common import BuildContext, DataError, Ledger, TaskOutput, stratified_split
+from data_prep.lexicon import STUDENT_KEYWORDS, is_student  # noqa: F401 (the student filter)
+from data_prep.teacher import RELEVANCE_KEY, LabelCache, TeacherError, split_reply, student_schema
 
 NEEDS_TEACHER = True  # data_prep.prepare passes teacher= and dataset_dir= to build()
 SOURCES = "CPsyCounD+PsyQA"
@@ -36,24 +36,10 @@ MAX_CHARS = 2000
 SPEAKER = {"user": "来访者", "assistant": "咨询师"}
 STRATIFY = "risk_flag"
 
-# Student context: an item is kept when it mentions at least one of these (study, exams, school
-# life and relationships at school). Emotions alone do not make a text student-related.
-STUDENT_KEYWORDS = (
-    "学生", "学习成绩", "学习压力", "学业", "考试", "高考", "中考", "考研", "考公", "成绩", "作业", "功课",
-    "班主任", "辅导员", "导师", "同学", "室友", "舍友", "宿舍", "学校", "校园", "班级", "班上", "年级",
-    "大学", "大一", "大二", "大三", "大四", "研究生", "读研", "读博", "博士", "高中", "高一", "高二", "高三",
-    "初中", "初一", "初二", "初三", "小学", "上课", "课堂", "挂科", "补考", "复习", "论文", "毕业", "升学",
-    "专业课", "留学", "排名", "期末", "期中", "逃课", "休学", "退学", "霸凌", "保研", "考上", "上学", "放学",
-)
-# Only the client's own words are searched: counselors say "学习" (learn) and clients call them "老师".
-
 STUDENT_INSTRUCTION = (
     "评估这名学生当前的心理状态。只输出一个 JSON 对象，键为 depression_level（0-3）、anxiety_level（0-3）、"
     "risk_flag（none/suicidal/self_harm/violence）、student_distress_score（0-9）。"
 )
-
-def is_student(text: str) -> bool:
-    return any(k in text for k in STUDENT_KEYWORDS)
 
 
 def window(turns: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], bool]:
@@ -103,12 +89,12 @@ def reply_rule_ok(turns: list[tuple[str, str]], rule: str) -> tuple[bool, str]:
     return False, f"{what} {value:.0f} characters < {MIN_COUNSELOR_CHARS} (--reply-rule {rule})"
 
 
-def build(raw_dir: Path, seed: int, *, teacher: Any, dataset_dir: Path,
-          eval_fraction: float = EVAL_FRACTION) -> TaskOutput:
-    opts = options()
-    task_dir = dataset_dir / "data" / "student"
-    dl = Ledger("student", "CPsyCounD", raw_dir)
-    ql = Ledger("student", "PsyQA", raw_dir)
+def build(ctx: BuildContext, eval_fraction: float = EVAL_FRACTION) -> TaskOutput:
+    raw_dir, seed, teacher, opts = ctx.raw_dir, ctx.seed, ctx.teacher, ctx.options
+    assert ctx.dataset_dir is not None  # data_prep.prepare passes it to teacher tasks
+    task_dir = ctx.dataset_dir / "data" / ctx.task
+    dl = ctx.ledger("CPsyCounD")
+    ql = ctx.ledger("PsyQA")
     rule = f"reply rule ({opts.reply_rule} >= {MIN_COUNSELOR_CHARS})"
     items: list[tuple[str, str, str, Ledger, str]] = []  # (id, text, client words, ledger, file)
     dialogues = cpsycoun.parse_d(raw_dir, dl, scrub=False)  # only the turns an item can use are scrubbed
@@ -226,12 +212,10 @@ def build(raw_dir: Path, seed: int, *, teacher: Any, dataset_dir: Path,
             lg.acc.samples[split] = len(mine)
             lg.acc.classes[split] = class_counts(mine)
         lg.acc.steps["written"] = lg.acc.written
-    return TaskOutput("student", "alpaca", out, [dl, ql], extra_files={"lexicon_changes.jsonl": changes})
+    return TaskOutput(ctx.task, "alpaca", out, [dl, ql], extra_files={"lexicon_changes.jsonl": changes})
 
 
 def class_counts(records: list[dict[str, Any]]) -> dict[str, int]:
     """Samples per `risk_flag` class, every class of the schema listed (0 included)."""
-    from psyfactory.core.labels import student_schema
-
     got = Counter(json.loads(r["output"])[STRATIFY] for r in records)
     return {c: got.get(c, 0) for c in student_schema().values(STRATIFY)}

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from data_prep import lexicon
+from psyfactory.core import settings
 from psyfactory.core.errors import DataError
+from psyfactory.core.labels import LabelSchema, load_schema
 
 PROMPT_FILE = Path(__file__).parent / "prompts" / "student_teacher.md"
 TEACHERS = ("lexicon", "local (the server of `make teacher`)", "gguf (served for this prep: --teacher-gguf)",
@@ -58,8 +60,6 @@ def prompt_digest(path: Path = PROMPT_FILE) -> str:
 
 
 def ordered(labels: dict[str, Any]) -> dict[str, Any]:
-    from psyfactory.core.labels import student_schema
-
     return {k: labels[k] for k in student_schema().keys}
 
 
@@ -67,13 +67,17 @@ def ordered(labels: dict[str, Any]) -> dict[str, Any]:
 # the item (and filters it) but is NOT part of the label the model learns: the training output stays
 # exactly the label schema (evaluation/schemas/student_labels.json).
 RELEVANCE_KEY = "student_related"
+STUDENT_SCHEMA = "evaluation/schemas/student_labels.json"  # the student task's psy.label_schema
+
+
+def student_schema() -> LabelSchema:
+    """The four student labels the teacher gives (configs/tasks/student.yaml names the same file)."""
+    return load_schema(STUDENT_SCHEMA)
 
 
 def reply_schema() -> dict[str, Any]:
     """JSON Schema of a teacher reply: the student label schema plus `student_related` (boolean)."""
     import copy
-
-    from psyfactory.core.labels import student_schema
 
     schema = copy.deepcopy(student_schema().schema)
     schema["title"] = "Student teacher reply: labels + relevance"
@@ -122,9 +126,7 @@ class HeuristicTeacher:
         return {"kind": "lexicon", "id": self.cache_id, "note": "offline keyword heuristic, NOT a real labeller"}
 
     def label(self, text: str) -> dict[str, Any]:
-        from data_prep.student import is_student
-
-        return {**lexicon.heuristic_labels(text), RELEVANCE_KEY: is_student(text)}
+        return {**lexicon.heuristic_labels(text), RELEVANCE_KEY: lexicon.is_student(text)}
 
 
 class EndpointTeacher:
@@ -222,7 +224,7 @@ def endpoint_from_env(url: str | None = None) -> TeacherEndpoint | None:
     share = env_number("PSY_TEACHER_MAX_INVALID", 0.2)
     if share > 1:
         raise DataError(f"PSY_TEACHER_MAX_INVALID={share} is a share: between 0 and 1")
-    fmt = os.environ.get("PSY_TEACHER_RESPONSE_FORMAT", "none").strip() or "none"
+    fmt = settings.get("PSY_TEACHER_RESPONSE_FORMAT") or "none"
     if fmt not in RESPONSE_FORMATS:
         raise DataError(f"PSY_TEACHER_RESPONSE_FORMAT={fmt!r}; valid: {', '.join(RESPONSE_FORMATS)}")
     return TeacherEndpoint(ep, retries=env_number("PSY_TEACHER_RETRIES", 3, int), max_invalid=share,

@@ -9,7 +9,8 @@ A plugin is a module `plugins/<name>.py` with one :class:`EvalPlugin` subclass w
 - ``needs_backend``: it queries the model itself (log-likelihoods, its own prompts);
 - ``Options``: the keys it accepts under ``psy.eval_options.<name>`` (checked in preflight);
 - ``needs_loglik(options)``: whether it will call ``backend.option_logprobs`` (picks the backend);
-- ``check(options)``: fail on bad inputs (a missing benchmark file...) before a model is loaded;
+- ``check(options, task)``: fail on bad inputs (a missing benchmark file, a task without the label
+  schema the plugin needs...) in preflight, before a model is loaded;
 - ``paired(items)`` / ``paired_scores(items)``: per-item outcomes / scores that ``psyfactory
   compare`` tests base vs tuned (McNemar / paired bootstrap);
 - ``files(options)``: the data files it reads besides the eval set (their hashes fingerprint a result);
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from psyfactory.core.errors import EvalError, format_validation_error
+from psyfactory.core.generation import GenerationSpec
 
 if TYPE_CHECKING:
     from psyfactory.core.backend import Backend
@@ -61,20 +63,45 @@ class PluginOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a plugin may know of its task: name, kind, label schema and generation spec. Given to
+    ``check`` (preflight) and ``run`` alike."""
+
+    name: str
+    kind: str = "generation"
+    label_schema: LabelSchema | None = None  # the task's psy.label_schema, loaded
+    generation: GenerationSpec = field(default_factory=GenerationSpec)  # the task's psy.generation
+    source: str = ""  # where the task comes from, for error messages
+
+    def __str__(self) -> str:
+        return self.name
+
+
 @dataclass
 class EvalContext:
-    """Everything a plugin may use. ``predictions`` are the think-stripped greedy generations for
-    ``samples`` (same order), or None when no plugin of the run asked for them."""
+    """Everything a plugin may use. ``predictions`` are the think-stripped generations for ``samples``
+    (same order, with the task's generation spec), or None when no plugin of the run asked for them."""
 
-    task: str
+    task: TaskInfo
     out_dir: Path
     samples: list[Sample] = field(default_factory=list)
     predictions: list[str] | None = None
     backend: Backend | None = None
     options: Any = None  # the plugin's validated Options instance
-    max_new_tokens: int = 512
     limit: int | None = None  # evaluate the first N items only (benchmarks with their own items)
-    label_schema: LabelSchema | None = None  # the task's psy.label_schema
+
+    def __post_init__(self) -> None:
+        if isinstance(self.task, str):  # a bare task name: defaults for the rest
+            self.task = TaskInfo(self.task)
+
+    @property
+    def label_schema(self) -> LabelSchema | None:
+        return self.task.label_schema
+
+    @property
+    def generation(self) -> GenerationSpec:
+        return self.task.generation
 
 
 @dataclass
@@ -119,8 +146,9 @@ class EvalPlugin(ABC):
         """True when this run of the plugin scores options by log-likelihood (hf backend only)."""
         return False
 
-    def check(self, options: Any) -> None:  # noqa: B027 (optional hook: most plugins have nothing to check)
-        """Raise a UserError for inputs that cannot work (files, endpoints), before any model loads."""
+    def check(self, options: Any, task: TaskInfo) -> None:  # noqa: B027 (optional hook)
+        """Raise a UserError for inputs that cannot work (files, endpoints, a task without what the plugin
+        needs); preflight calls it before any model loads."""
 
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
         """Metric keys for the compare table; plugins with data-dependent keys override this."""
@@ -186,6 +214,17 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict[
 
 
 # ---------------------------------------------------------------- formatting
+
+
+def lookup(metrics: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted key path of a metrics mapping (`primary.accuracy`), or None."""
+    cur: Any = metrics
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
 
 
 def fmt(x: Any, digits: int = 4) -> str:

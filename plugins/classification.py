@@ -73,10 +73,11 @@ def score(predictions: Sequence[str], references: Sequence[str], labels: Sequenc
     }
 
 
-def choose_by_loglik(backend: Any, samples: Sequence[Any], labels: Sequence[str]) -> tuple[list[str], list[str],
-                                                                                           list[list[float]]]:
-    """(most likely label, most likely by mean log-probability per token, the log-probabilities)."""
-    logps = backend.option_logprobs([s.messages for s in samples], [list(labels)] * len(samples))
+def choose_by_loglik(backend: Any, samples: Sequence[Any], labels: Sequence[str], spec: Any = None,
+                     ) -> tuple[list[str], list[str], list[list[float]]]:
+    """(most likely label, most likely by mean log-probability per token, the log-probabilities); `spec`: the
+    task's generation spec (its thinking switch and rendering shape the prompt)."""
+    logps = backend.option_logprobs([s.messages for s in samples], [list(labels)] * len(samples), spec=spec)
     count = getattr(backend, "count_tokens", None)  # backends that can say how many tokens a label is
     n_tokens = [max(1, count(lab)) if count else max(1, len(lab)) for lab in labels]
     best = [labels[max(range(len(lp)), key=lp.__getitem__)] for lp in logps]
@@ -106,7 +107,7 @@ class ClassificationPlugin(EvalPlugin):
         if opts.scoring == "loglik":
             if ctx.backend is None:
                 raise ValueError("classification: loglik scoring needs a model backend")
-            outputs, norm, logps = choose_by_loglik(ctx.backend, ctx.samples, labels)
+            outputs, norm, logps = choose_by_loglik(ctx.backend, ctx.samples, labels, ctx.generation)
             normed = score(norm, refs, labels)
             extra = {"length_normalised": {"accuracy": normed["accuracy"], "macro_f1": normed["macro_f1"]}}
         else:
@@ -115,7 +116,7 @@ class ClassificationPlugin(EvalPlugin):
         m = {"scoring": opts.scoring, **score(outputs, refs, labels), **extra}
         plot = "classification_confusion.png"
         if m["n"]:
-            save_confusion_png(m["confusion"], [*labels, INVALID], ctx.out_dir / plot, f"{ctx.task}: confusion")
+            save_confusion_png(m["confusion"], [*labels, INVALID], ctx.out_dir / plot, f"{ctx.task.name}: confusion")
         rows = [(lab, c["precision"], c["recall"], c["f1"], c["support"]) for lab, c in m["per_class"].items()]
         how = ("scoring **loglik** (the most likely label; length-normalised: accuracy "
                f"{extra['length_normalised']['accuracy']:.4f})" if extra else

@@ -112,7 +112,7 @@ class GenerationPlugin(EvalPlugin):
                 bins=20, label=["prediction", "reference"])
         ax.set_xlabel("characters")
         ax.set_ylabel("samples")
-        ax.set_title(f"{ctx.task}: reply lengths")
+        ax.set_title(f"{ctx.task.name}: reply lengths")
         ax.legend()
         save_fig(fig, ctx.out_dir / plot)
         pc, rc = m["pred_chars"], m["ref_chars"]

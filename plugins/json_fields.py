@@ -13,7 +13,7 @@ import statistics
 from collections import Counter
 from typing import Any, Literal
 
-from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, md_table
+from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, TaskInfo, md_table
 from plugins.generation import score as text_score
 from psyfactory.core.errors import EvalError
 
@@ -31,6 +31,11 @@ class JsonFieldsPlugin(EvalPlugin):
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
         return ["n", "validity_rate", "mean.rouge-l", "mean.bleu-4"]
 
+    def check(self, options: Options, task: TaskInfo) -> None:
+        if task.label_schema is None or not task.label_schema.text_keys():
+            raise EvalError(f"{task.source or task.name}: eval plugin json_fields needs psy.label_schema with "
+                            "free-text fields (a JSON Schema whose fields are \"type\": \"string\")")
+
     def paired_scores(self, items: list[dict[str, Any]]) -> dict[str, dict[str, float]] | None:
         return {"mean rouge-l": {it["id"]: it["mean_rouge_l"] for it in items}} if items else None
 
@@ -38,7 +43,7 @@ class JsonFieldsPlugin(EvalPlugin):
         assert ctx.predictions is not None
         schema = ctx.label_schema
         if schema is None or not schema.text_keys():
-            raise EvalError(f"json_fields: task {ctx.task!r} needs a psy.label_schema with free-text fields")
+            raise EvalError(f"json_fields: task {ctx.task.name!r} needs a psy.label_schema with free-text fields")
         opts: Options = ctx.options or Options()
         fields = schema.keys
         refs = []

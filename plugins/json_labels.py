@@ -34,6 +34,7 @@ from plugins.base import (
     EvalPlugin,
     PluginOptions,
     PluginResult,
+    TaskInfo,
     fmt,
     mcnemar_exact,
     md_table,
@@ -41,7 +42,7 @@ from plugins.base import (
     wilson_ci,
 )
 from psyfactory.core.errors import EvalError, UserError
-from psyfactory.core.labels import LabelSchema, student_schema
+from psyfactory.core.labels import LabelSchema
 from psyfactory.core.paths import repo_path
 from psyfactory.core.safety import NetDecision, SafetyNet, load_lexicon
 
@@ -91,16 +92,14 @@ def class_table(refs: Sequence[Any], preds: Sequence[Any], classes: Sequence[str
     return out
 
 
-def score(parsed: Sequence[Parsed], references: Sequence[dict[str, Any]], schema: LabelSchema | None = None,
+def score(parsed: Sequence[Parsed], references: Sequence[dict[str, Any]], schema: LabelSchema,
           safety_field: str | None = None, safety_classes: Sequence[str] = (),
           min_support: int = DEFAULT_MIN_SUPPORT) -> dict[str, Any]:
-    """Metrics of parsed outputs against reference label objects (same order). `schema` defaults to
-    the student schema."""
+    """Metrics of parsed outputs against reference label objects (same order), under the task's schema."""
     import warnings
 
     from sklearn.metrics import cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
 
-    schema = schema or student_schema()
     if len(parsed) != len(references):
         raise ValueError(f"{len(parsed)} outputs for {len(references)} references")
     fields = schema.keys
@@ -223,9 +222,9 @@ def parse_reference(text: str, where: str, schema: LabelSchema) -> dict[str, Any
     return ref
 
 
-def parse_output(text: str, schema: LabelSchema | None = None) -> Parsed:
+def parse_output(text: str, schema: LabelSchema) -> Parsed:
     """Parse one model output (tolerant extraction + schema check)."""
-    p = (schema or student_schema()).parse(text)
+    p = schema.parse(text)
     return Parsed(p.labels, p.reasons, p.extraction.fenced, p.extraction.surrounded)
 
 
@@ -240,10 +239,24 @@ class JsonLabelsPlugin(EvalPlugin):
                 *(f"field_accuracy.{f}" for f in metrics.get("classes", {})),
                 *(f"ordinal.{f}.qwk" for f in metrics.get("ordinal", {}))]
 
-    def check(self, options: Options) -> None:
+    def check(self, options: Options, task: TaskInfo) -> None:
+        where = f"{task.source or task.name}: psy.eval_options.json_labels"
+        schema = task.label_schema
+        if schema is None or not schema.categorical_keys():
+            raise EvalError(f"{task.source or task.name}: eval plugin json_labels needs psy.label_schema (the JSON "
+                            "Schema of the task's answer, with at least one enum field)")
+        if options.safety_field is not None:
+            if options.safety_field not in schema.categorical_keys():
+                raise EvalError(f"{where}.safety_field {options.safety_field!r} is not an enum field of "
+                                f"{schema.path.name} ({', '.join(schema.categorical_keys())})")
+            values = schema.values(options.safety_field)
+            bad = [c for c in [*options.safety_classes, options.safety_none] if c not in values]
+            if bad:
+                raise EvalError(f"{where}: {', '.join(map(repr, bad))} not a value of {options.safety_field} in "
+                                f"{schema.path.name} ({', '.join(map(str, values))})")
         if options.safety_net is not None:
             if not options.safety_field:
-                raise EvalError("psy.eval_options.json_labels.safety_net needs safety_field (the field it raises)")
+                raise EvalError(f"{where}.safety_net needs safety_field (the field it raises)")
             load_lexicon(options.safety_net)  # a missing or broken lexicon fails before any model loads
 
     def files(self, options: Options) -> list[Path]:
@@ -261,7 +274,7 @@ class JsonLabelsPlugin(EvalPlugin):
     def run(self, ctx: EvalContext) -> PluginResult:
         assert ctx.predictions is not None
         if ctx.label_schema is None:
-            raise EvalError(f"json_labels: task {ctx.task!r} has no psy.label_schema")
+            raise EvalError(f"json_labels: task {ctx.task.name!r} has no psy.label_schema")
         opts: Options = ctx.options or Options()
         schema = ctx.label_schema
         refs = [parse_reference(s.reference, f"sample {s.id}", schema) for s in ctx.samples]
@@ -303,7 +316,7 @@ class JsonLabelsPlugin(EvalPlugin):
             lines.append(md_table([f, "precision", "recall", "support"],
                                   [(c, pc[c]["precision"], pc[c]["recall"], pc[c]["support"]) for c in order]))
             plot = f"{f}_confusion.png"
-            save_confusion_png(cls["confusion"], cls["confusion_labels"], ctx.out_dir / plot, f"{ctx.task}: {f}",
+            save_confusion_png(cls["confusion"], cls["confusion_labels"], ctx.out_dir / plot, f"{ctx.task.name}: {f}",
                                row_labels=cls["confusion_labels"][:-1])
             lines.append(f"![{f} confusion matrix]({plot})")
             plots.append(plot)

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import yaml
 
-from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, md_table
+from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, TaskInfo, md_table
+from psyfactory.core import settings
 from psyfactory.core.errors import EvalError
 
 RUBRICS_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "rubrics"
@@ -184,9 +185,7 @@ def make_client(opts: Options) -> JudgeClient:
         raise EvalError("llm_judge: no judge endpoint; set psy.eval_options.llm_judge.base_url, --judge-url "
                         "or PSY_JUDGE_BASE_URL")
     model = opts.model or (env.model if env else "default")
-    import os
-
-    key = os.environ.get("PSY_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    key = settings.get("PSY_JUDGE_API_KEY") or settings.get("OPENAI_API_KEY")
     return OpenAIJudge(base_url, model, api_key=key,
                        retries=opts.retries, timeout=opts.timeout, max_tokens=opts.max_tokens)
 
@@ -199,7 +198,7 @@ class LLMJudgePlugin(EvalPlugin):
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
         return ["n", *(f"mean.{k}" for k in metrics.get("mean", {})), "failed"]
 
-    def check(self, options: Options) -> None:
+    def check(self, options: Options, task: TaskInfo) -> None:
         load_rubric(options.rubric)
         if self.client is None:
             make_client(options)  # an endpoint must be configured

@@ -6,13 +6,14 @@ empty question or fewer than two options are listed by id and excluded, never sc
 
 * ``loglik`` (default): one forward pass per prompt; the option whose letter has the highest
   log-probability as the first answer token wins. Nothing is parsed, so nothing can be unparsed.
-* ``generate``: generation (greedy, or sampled: ``decoding: sample``), then letter extraction, both
+* ``generate``: generation with the task's ``psy.generation`` (greedy, or sampled), then letter extraction, both
   ways: **strict** (:func:`parse_letter`: the reply starts with the letter) and **lenient**
   (:func:`parse_letter_lenient`: the first letter stated as the answer anywhere). Unparsed answers
   count as wrong and are reported.
 
 Prompt formats are data files (``evaluation/psychcounsel/prompts/<name>.yaml``); a format is rendered
-through the model's chat template (``render: chat``) or fed as a plain prompt (``render: plain``).
+through the model's chat template (``render: chat``) or fed as a plain prompt (``render: plain``), and
+may override keys of the task's generation spec for itself (``generation: {thinking: template}``).
 The seed experiment's three formats are shipped text for text (``seed004-*``).
 
 Bias diagnostics per format: the distribution of predicted letters, accuracy by number of options,
@@ -30,7 +31,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,18 +42,19 @@ from plugins.base import (
     EvalPlugin,
     PluginOptions,
     PluginResult,
+    TaskInfo,
     md_table,
     pyplot,
     save_fig,
     wilson_ci,
 )
-from psyfactory.core.backend import Sampling, plain
+from psyfactory.core.backend import plain
 from psyfactory.core.errors import EvalError
+from psyfactory.core.generation import GenerationSpec
 from psyfactory.core.labels import strip_think_trimmed
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "psychcounsel" / "prompts"
 DEFAULT_FORMATS = ("seed004-professional", "seed004-simple", "seed004-chat")
-GENERATE_MAX_NEW_TOKENS = 50  # as in earlier work on this benchmark
 LETTERS = "abcde"
 
 
@@ -60,12 +62,6 @@ class Options(PluginOptions):
     bench_file: str | None = None  # JSON array of items; `{raw_dir}` = $PSY_RAW_DIR or ./raw
     scoring: Literal["loglik", "generate"] = "loglik"
     formats: list[str] = list(DEFAULT_FORMATS)  # prompt format names or YAML paths; the first is the headline
-    max_new_tokens: int = GENERATE_MAX_NEW_TOKENS  # generate scoring
-    decoding: Literal["greedy", "sample"] = "greedy"  # generate scoring
-    temperature: float = 0.7  # decoding: sample (the seed's advice for Qwen3 without thinking)
-    top_p: float = 0.8
-    top_k: int = 20
-    seed: int = 42
     debias: bool = True  # the permutation-debiased accuracy (k more queries per k-option item)
 
 
@@ -144,6 +140,11 @@ class PromptFormat:
     option_line: str = "{letter}. {text}"
     letter_case: str = "upper"
     render: str = "chat"  # chat: through the model's chat template; plain: the text as it is
+    generation: dict[str, Any] = field(default_factory=dict)  # keys of the task's psy.generation it overrides
+
+    def spec(self, task: GenerationSpec) -> GenerationSpec:
+        """The task's generation spec with this format's own keys (and its rendering) applied."""
+        return task.merged({**self.generation, "prompt": self.render})
 
     def letter(self, key: str) -> str:
         return key.upper() if self.letter_case == "upper" else key.lower()
@@ -173,7 +174,7 @@ def load_format(name_or_path: str) -> PromptFormat:
             raise EvalError(f"unknown prompt format {name_or_path!r}; known: {', '.join(available_formats())} "
                             f"(or pass a path to a YAML file)")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    allowed = {"name", "user", "system", "description", "option_line", "letter_case", "render"}
+    allowed = {"name", "user", "system", "description", "option_line", "letter_case", "render", "generation"}
     if not isinstance(raw, dict) or set(raw) - allowed:
         raise EvalError(f"{path}: unknown fields {sorted(set(raw) - allowed) if isinstance(raw, dict) else raw!r}; "
                         f"allowed: {sorted(allowed)}")
@@ -183,8 +184,15 @@ def load_format(name_or_path: str) -> PromptFormat:
         raise EvalError(f"{path}: field 'letter_case' must be 'upper' or 'lower'")
     if raw.get("render", "chat") not in ("chat", "plain"):
         raise EvalError(f"{path}: field 'render' must be 'chat' or 'plain'")
+    if not isinstance(raw.get("generation", {}), dict):
+        raise EvalError(f"{path}: field 'generation' must be a mapping of psy.generation keys")
     raw.setdefault("name", path.stem)
-    return PromptFormat(**raw)
+    fmt = PromptFormat(**raw)
+    try:
+        fmt.spec(GenerationSpec())
+    except ValueError as e:  # pydantic: an unknown or invalid generation key
+        raise EvalError(f"{path}: field 'generation': {' '.join(str(e).split())[:300]}") from None
+    return fmt
 
 
 _LETTER = re.compile(
@@ -263,21 +271,21 @@ def bias(items: Sequence[BenchItem], chosen: Sequence[str | None]) -> dict[str, 
     }
 
 
-def _query_loglik(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any) -> list[list[float]]:
+def _query_loglik(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any,
+                  spec: GenerationSpec) -> list[list[float]]:
     letters = [[fmt.letter(k) for k in it.keys] for it in items]
-    return backend.option_logprobs([fmt.conversation(it) for it in items], letters)
+    return backend.option_logprobs([fmt.conversation(it) for it in items], letters, spec=spec)
 
 
-def choose_by_loglik(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any) -> list[str]:
-    logps = _query_loglik(items, fmt, backend)
+def choose_by_loglik(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any, spec: GenerationSpec) -> list[str]:
+    logps = _query_loglik(items, fmt, backend, spec)
     return [it.keys[max(range(len(lp)), key=lp.__getitem__)] for it, lp in zip(items, logps, strict=True)]
 
 
-def choose_by_generation(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any,
-                         max_new_tokens: int = GENERATE_MAX_NEW_TOKENS, sampling: Sampling | None = None,
+def choose_by_generation(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any, spec: GenerationSpec,
                          ) -> tuple[list[str | None], list[str | None], list[str], int]:
     """(strict choices, lenient choices, think-stripped outputs, number of outputs with a think block)."""
-    raw = backend.generate([fmt.conversation(it) for it in items], max_new_tokens=max_new_tokens, sampling=sampling)
+    raw = backend.generate([fmt.conversation(it) for it in items], spec)
     stripped = [strip_think_trimmed(r) for r in raw]
     strict = [parse_letter(text, it.keys) for (text, _), it in zip(stripped, items, strict=True)]
     lenient = [parse_letter_lenient(text, it.keys) for (text, _), it in zip(stripped, items, strict=True)]
@@ -292,7 +300,7 @@ def _credit(votes: dict[str, float], answer: str) -> float:
 
 
 def debiased(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any, mode: str,
-             max_new_tokens: int = GENERATE_MAX_NEW_TOKENS, sampling: Sampling | None = None) -> dict[str, Any]:
+             spec: GenerationSpec) -> dict[str, Any]:
     """Every item under every cyclic shift of its options; per item the credit of the majority of the
     shifts (and, for loglik, of the mean option probability)."""
     t0 = time.perf_counter()
@@ -305,7 +313,7 @@ def debiased(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any, mode: 
     probs: list[dict[str, float]] = [{k: 0.0 for k in it.keys} for it in items]
     shifted_items = [q[1] for q in queries]
     if mode == "loglik":
-        for (i, _, origin), lp in zip(queries, _query_loglik(shifted_items, fmt, backend), strict=True):
+        for (i, _, origin), lp in zip(queries, _query_loglik(shifted_items, fmt, backend, spec), strict=True):
             m = max(lp)
             p = [math.exp(x - m) for x in lp]
             total = sum(p)
@@ -313,7 +321,7 @@ def debiased(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any, mode: 
             for j, key in enumerate(origin):
                 probs[i][key] += p[j] / total / len(origin)
     else:
-        strict, _, _, _ = choose_by_generation(shifted_items, fmt, backend, max_new_tokens, sampling)
+        strict, _, _, _ = choose_by_generation(shifted_items, fmt, backend, spec)
         for (i, _, origin), c in zip(queries, strict, strict=True):
             if c is not None:  # c is a letter of the shifted item; origin says whose text it showed
                 votes[i][origin[items[i].keys.index(c)]] += 1
@@ -340,10 +348,10 @@ class PsychCounselBenchPlugin(EvalPlugin):
     def needs_loglik(self, options: Options) -> bool:
         return options.scoring == "loglik"
 
-    def check(self, options: Options) -> None:
+    def check(self, options: Options, task: TaskInfo) -> None:
         if not options.bench_file:
-            raise EvalError("psychcounsel_bench: option 'bench_file' is not set (psy.eval_options.psychcounsel_bench."
-                            "bench_file or --bench-file)")
+            raise EvalError(f"{task.source or task.name}: psychcounsel_bench: option 'bench_file' is not set "
+                            "(ARGS=psy.eval_options.psychcounsel_bench.bench_file=PATH)")
         load_bench(options.bench_file)
         if not options.formats:
             raise EvalError("psychcounsel_bench: option 'formats' is empty")
@@ -364,31 +372,31 @@ class PsychCounselBenchPlugin(EvalPlugin):
         opts: Options = ctx.options or Options()
         if ctx.backend is None:
             raise ValueError("psychcounsel_bench needs a model backend")
-        self.check(opts)
+        self.check(opts, ctx.task)
         bench = load_bench(opts.bench_file, ctx.limit)  # type: ignore[arg-type]
         items, mode = bench.items, opts.scoring
-        sampling = (Sampling(opts.temperature, opts.top_p, opts.top_k, opts.seed)
-                    if mode == "generate" and opts.decoding == "sample" else None)
         formats = [load_format(name) for name in opts.formats]
         per_format: dict[str, Any] = {}
         records: list[dict[str, Any]] = []
         for fmt in formats:
+            spec = fmt.spec(ctx.generation)
             t0 = time.perf_counter()
             outputs: list[str] | None = None
             lenient: list[str | None] | None = None
             think = 0
             if mode == "loglik":
-                chosen: list[str | None] = list(choose_by_loglik(items, fmt, ctx.backend))
+                chosen: list[str | None] = list(choose_by_loglik(items, fmt, ctx.backend, spec))
             else:
-                chosen, lenient, outputs, think = choose_by_generation(items, fmt, ctx.backend, opts.max_new_tokens,
-                                                                       sampling)
+                chosen, lenient, outputs, think = choose_by_generation(items, fmt, ctx.backend, spec)
             m = score(items, chosen)
-            m.update(seconds=time.perf_counter() - t0, think_blocks=think, render=fmt.render)
+            m.update(seconds=time.perf_counter() - t0, think_blocks=think, render=fmt.render,
+                     generation=spec.model_dump(mode="json") if mode == "generate" else
+                     {"thinking": spec.thinking, "prompt": spec.prompt})
             if lenient is not None:
                 lm = score(items, lenient)
                 m["lenient"] = {k: lm[k] for k in ("accuracy", "ci95", "unparsed", "correct")}
             m["bias"] = bias(items, chosen)
-            deb = debiased(items, fmt, ctx.backend, mode, opts.max_new_tokens, sampling) if opts.debias else None
+            deb = debiased(items, fmt, ctx.backend, mode, spec) if opts.debias else None
             if deb is not None:
                 m["debiased"] = {k: v for k, v in deb.items() if k != "per_item"}
             per_format[fmt.name] = m
@@ -403,20 +411,20 @@ class PsychCounselBenchPlugin(EvalPlugin):
                     rec["debiased_credit"] = deb["per_item"][i]
                 records.append(rec)
         primary = formats[0].name
-        metrics = {"scoring": mode, "decoding": opts.decoding if mode == "generate" else None,
+        metrics = {"scoring": mode, "decoding": ctx.generation.decoding if mode == "generate" else None,
                    "bench_file": str(opts.bench_file), "n_items": len(items), "excluded": bench.excluded,
                    "formats": per_format, "primary": {"format": primary, **per_format[primary]}}
         plot = "psychcounsel_accuracy.png"
         self._plot(per_format, ctx.out_dir / plot, mode)
-        return PluginResult(metrics, self._report(metrics, opts, plot), [plot], records)
+        return PluginResult(metrics, self._report(metrics, ctx.generation, plot), [plot], records)
 
     @staticmethod
-    def _report(metrics: dict[str, Any], opts: Options, plot: str) -> str:
+    def _report(metrics: dict[str, Any], gen: GenerationSpec, plot: str) -> str:
         per_format, mode = metrics["formats"], metrics["scoring"]
-        decoding = (f"sampled: T={opts.temperature:g}, top-p {opts.top_p:g}, top-k {opts.top_k}, seed {opts.seed}"
-                    if opts.decoding == "sample" else "greedy")
+        decoding = (f"sampled: T={gen.temperature:g}, top-p {gen.top_p:g}, top-k {gen.top_k}, seed {gen.seed}"
+                    if gen.sampled else "greedy")
         how = (" (option-letter log-probabilities, nothing parsed)." if mode == "loglik" else
-               f" ({decoding}, max {opts.max_new_tokens} new tokens; strict and lenient letter extraction, "
+               f" ({decoding}, max {gen.max_new_tokens} new tokens; strict and lenient letter extraction, "
                "unparsed = wrong).")
         lines = ["## psychcounsel_bench",
                  f"{metrics['n_items']} items from `{Path(metrics['bench_file']).name}`, scoring **{mode}**{how}"]

@@ -24,19 +24,6 @@ COMMAND_MODULES = [
 ]
 
 
-def add_run_args(p: argparse.ArgumentParser, *, method: bool = True) -> None:
-    """The options every run-scoped command takes, plus trailing key=value overrides."""
-    p.add_argument("--run", default=None,
-                   help="run name (runs/<name>); default: the recipe's name, else <model>/<task>/<method>")
-    p.add_argument("--recipe", default=None,
-                   help="configs/recipes/<name>.yaml: model, task, method and the experiment's own keys")
-    p.add_argument("--model", default=None, help="configs/models/<name>.yaml (default: the run's, else tiny)")
-    p.add_argument("--task", default=None, help="configs/tasks/<name>.yaml (default: the run's, else psydt)")
-    if method:
-        p.add_argument("--method", default=None, help="configs/methods/<name>.yaml (default: the run's, else lora)")
-    p.add_argument("--hw", default="auto", help="configs/hardware/<name>.yaml; auto = a40 with CUDA else cpu")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key (psy.* for ours)")
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="psyfactory", description=__doc__.split("\n")[0])

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins import plugin_class
-from plugins.base import fmt, mcnemar_exact, md_table, paired_difference
+from plugins.base import fmt, lookup, mcnemar_exact, md_table, paired_difference
 from psyfactory.core import files, paths
 from psyfactory.core.errors import EvalError, UserError
 from psyfactory.runs import check_name
@@ -29,8 +29,6 @@ from psyfactory.runs import check_name
 
 def _headline(entry: dict[str, Any]) -> dict[str, Any]:
     """Headline metrics recomputed from the stored plugin metrics (so older results get new keys too)."""
-    from psyfactory.evaluate import _lookup
-
     out: dict[str, Any] = {}
     for name, metrics in (entry.get("plugins") or {}).items():
         try:
@@ -38,7 +36,7 @@ def _headline(entry: dict[str, Any]) -> dict[str, Any]:
         except UserError:  # a plugin no longer available: keep what was stored
             out.update({k: v for k, v in entry.get("headline", {}).items() if k.startswith(f"{name}.")})
             continue
-        out.update({f"{name}.{k}": _lookup(metrics, k) for k in keys})
+        out.update({f"{name}.{k}": lookup(metrics, k) for k in keys})
     return out
 
 

@@ -9,7 +9,6 @@ written twice in one file is an error (YAML would silently keep the last).
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,67 +17,19 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from psyfactory.core import paths
+from psyfactory import layers, runs
+from psyfactory.core import paths, settings
 from psyfactory.core.errors import ConfigError
 from psyfactory.models import resolve_model_path
 from psyfactory.psyconfig import PsyConfig
+from psyfactory.recipes import load_recipe
 
-LAYER_DIRS = {"hardware": "hardware", "method": "methods", "model": "models", "task": "tasks"}
 PSY_KEY = "psy"
 # Keys that hold credentials: a composed config is written to runs/<run>/*.yaml and manifest.json and
 # printed, so they are refused there and read from the environment instead.
 SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
 SECRET_ENV = {"hf_hub_token": "HF_TOKEN", "hub_token": "HF_TOKEN", "swanlab_api_key": "SWANLAB_API_KEY", "ms_hub_token": "MODELSCOPE_API_TOKEN", "om_hub_token": "MODELERS_API_TOKEN",
               "llm_judge.api_key": "PSY_JUDGE_API_KEY"}
-
-
-def list_names(kind: str) -> list[str]:
-    """Names available for a layer kind: 'model', 'task', 'method' or 'hardware'."""
-    folder = paths.CONFIG_DIR / LAYER_DIRS[kind]
-    return sorted(p.stem for p in folder.glob("*.yaml"))
-
-
-def layer_path(kind: str, name: str, source: str = "") -> Path:
-    valid = list_names(kind)
-    if name not in valid:
-        import difflib
-
-        hint = difflib.get_close_matches(name, valid, n=1)
-        raise ConfigError(f"{source + ': ' if source else ''}unknown {kind.upper()} '{name}'; valid: {', '.join(valid)}"
-                          + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-    return paths.CONFIG_DIR / LAYER_DIRS[kind] / f"{name}.yaml"
-
-
-def parse_layer_names(model: str, task: str, method: str, source: str = "") -> None:
-    """Each name must have its layer file (a recipe's names are checked when it is loaded)."""
-    for kind, name in (("model", model), ("task", task), ("method", method)):
-        layer_path(kind, name, source)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a mapping key written twice (plain YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key '{key}' is set twice (first on line {seen[key] + 1})", key_node.start_mark)
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_layer(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of keys")
-    return data
 
 
 def check_secrets(cfg: Any, source: str, prefix: str = "") -> None:
@@ -98,10 +49,20 @@ def check_secrets(cfg: Any, source: str, prefix: str = "") -> None:
 
 
 def detect_hardware() -> str:
-    """'a40' profile when a CUDA device is visible to torch, else 'cpu'."""
-    import torch
+    """'a40' profile on a machine with an NVIDIA GPU visible, else 'cpu'. Read from the driver's files
+    (no torch import: `make config` stays fast); Slurm jobs always name their profile."""
+    visible = os_environ_devices()
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return "cpu"
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return "a40" if (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists() else "cpu"
 
-    return "a40" if torch.cuda.is_available() else "cpu"
+
+def os_environ_devices() -> str | None:
+    """CUDA_VISIBLE_DEVICES as the process sees it (None: unset)."""
+    import os
+
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -154,14 +115,13 @@ class Composed:
         return f"{file} (from {what})" if file else what
 
     def header(self) -> str:
-        rel = [str(p.relative_to(paths.REPO_ROOT)) if p.is_relative_to(paths.REPO_ROOT) else str(p)
-               for p in self.layers]
+        rel = [layers.shown(p) for p in self.layers]
         over = self.all_overrides
         if self.recipe:
             run = "" if self.run == self.recipe else f" RUN={self.run}"
             what = f"RECIPE={self.recipe}{run} HW={self.hw}"
         else:
-            run = "" if self.run == f"{self.model}/{self.task}/{self.method}" else f" RUN={self.run}"
+            run = "" if self.run == runs.default_name(self.model, self.task, self.method) else f" RUN={self.run}"
             what = f"MODEL={self.model} TASK={self.task} METHOD={self.method} HW={self.hw}{run}"
         lines = [
             "# Composed by psyfactory: " + " < ".join(rel) + (f" < {' '.join(over)}" if over else ""),
@@ -185,53 +145,51 @@ def compose(
     recipe: str | None = None,
 ) -> Composed:
     """Merge the layers of (model, task, method, hw) and the recipe's with the overrides; `run` names
-    the run (default: the recipe's name, else `<model>/<task>/<method>`), `inherited` are overrides
-    applied before `overrides`."""
-    hw = os.environ.get("PSY_HW", hw) if hw == "auto" else hw
+    the run (default: psyfactory.runs.default_name), `inherited` are overrides applied before `overrides`.
+    Pure: reads config files only (psyfactory.runspec resolves a whole run around it)."""
+    hw = settings.get("PSY_HW", hw) if hw == "auto" else hw
     if hw == "auto":
         hw = detect_hardware()
-    layers = [
+    files = [
         paths.CONFIG_DIR / "base.yaml",
-        layer_path("hardware", hw),
-        layer_path("method", method),
-        layer_path("model", model),
-        layer_path("task", task),
+        layers.layer_path("hardware", hw),
+        layers.layer_path("method", method),
+        layers.layer_path("model", model),
+        layers.layer_path("task", task),
     ]
-    data = [load_layer(p) for p in layers]
+    data = [layers.load_layer(p) for p in files]
     if recipe:
-        from psyfactory.recipes import load_recipe
-
         r = load_recipe(recipe)
-        layers.append(r.path)
+        files.append(r.path)
         data.append(r.layer)
-    merged = OmegaConf.merge(*(OmegaConf.create(d) for d in data),
-                             parse_overrides(list(inherited)), parse_overrides(list(overrides)))
-    lf: dict[str, Any] = OmegaConf.to_container(merged, resolve=True)  # type: ignore[assignment]
-    run = run or recipe or f"{model}/{task}/{method}"
+    run = run or runs.default_name(model, task, method, recipe)
     who = f"RUN={run} ({f'RECIPE={recipe} ' if recipe else ''}MODEL={model} TASK={task} METHOD={method}"
+    try:
+        merged = OmegaConf.merge(*(OmegaConf.create(d) for d in data),
+                                 parse_overrides(list(inherited)), parse_overrides(list(overrides)))
+        lf: dict[str, Any] = OmegaConf.to_container(merged, resolve=True)  # type: ignore[assignment]
+    except ConfigError:
+        raise
+    except Exception as e:  # omegaconf: interpolation of an unknown key, a recursive alias...
+        raise ConfigError(f"{who}): cannot compose the layers: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                          ) from None
     check_secrets(lf, who + ")")
     psy = PsyConfig.parse(lf.pop(PSY_KEY, None), f"{who} HW={hw})")
+    if "model_name_or_path" not in lf or not isinstance(lf["model_name_or_path"], str):
+        raise ConfigError(f"{layers.shown(files[3])}: model_name_or_path must be a hub id or a path (a string)")
+    if "template" in lf and not isinstance(lf["template"], str):
+        raise ConfigError(f"{who}): template must be a template name (a string), got {lf['template']!r}")
 
     ref = str(lf["model_name_or_path"])
     lf["model_name_or_path"] = resolve_model_path(model, ref)
     lf["dataset_dir"] = str(paths.dataset_dir())
     lf.setdefault("output_dir", str(paths.run_dir(run) / "adapter"))
+    if psy.data is not None and not psy.eval_only:
+        lf.setdefault("dataset", f"{task}_train")  # what `make prep TASK=<task>` registers
     if psy.reasoning != "none":
         # Reasoning templates add an empty <think> block to the prompt (no loss) when thinking is off,
         # matching Qwen3's own chat template with enable_thinking=False at inference.
-        lf["enable_thinking"] = psy.thinking
+        lf["enable_thinking"] = psy.generation.thinking is not False
     model_layer = data[3]
-    return Composed(model, task, method, hw, lf, psy, ref, run, layers, list(overrides), list(inherited), recipe,
-                    model_layer.get("template"))
-
-
-def compose_run(run: str | None, model: str | None, task: str | None, method: str | None, hw: str = "auto",
-                overrides: list[str] | tuple[str, ...] = (), *, inherit: bool = True,
-                recipe: str | None = None) -> Composed:
-    """Compose the config of the run a command names (see psyfactory.runs.resolve). `inherit`: apply
-    the overrides the run was trained with (every stage after training does)."""
-    from psyfactory import runs
-
-    rid, inherited = runs.resolve(run, model, task, method, recipe)
-    return compose(rid.model, rid.task, rid.method, hw, overrides, run=rid.name,
-                   inherited=inherited if inherit else (), recipe=rid.recipe)
+    return Composed(model, task, method, hw, lf, psy, ref, run, files, list(overrides), list(inherited), recipe,
+                    model_layer.get("template") if isinstance(model_layer.get("template"), str) else None)

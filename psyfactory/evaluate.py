@@ -4,36 +4,40 @@ A run (psyfactory.runs) is evaluated as named variants, each in its own folder:
 
     runs/<run>/eval/<variant>/{metrics.json, report.md, predictions.jsonl, <plugin>_items.jsonl, *.png}
 
-The default variant name says what was evaluated: `tuned` (the run's adapter), `base` (its base
-model, same prompts), `gguf-Q4_K_M` (its GGUF export); evaluated on another task than the run was
-trained on, the task comes first (`psychcounsel-tuned`); with another benchmark file than the
-task's, its name comes last (`base-mybench`). `--variant NAME` picks any name. A variant that
-already holds results of a different evaluation (other adapter weights, data, options, limit...) is
-never replaced silently: the command refuses and says what differs (`--overwrite` replaces it).
+The default variant name says what was evaluated: `tuned` (the run's adapter, or the model trained
+elsewhere that the run records), `base` (its base model, same prompts), `gguf-Q4_K_M` (its GGUF
+export); evaluated on another task than the run was trained on, the task comes first
+(`psychcounsel-tuned`); with another benchmark file than the task's, its name comes last
+(`base-mybench`). `--variant NAME` picks any name. A variant that already holds results of a
+different evaluation (other adapter weights, data, options, limit...) is never replaced silently: the
+command refuses and says what differs (`--overwrite` replaces it). A variant is written into a
+temporary folder and renamed into place whole: an interrupted evaluation leaves the previous one
+intact (or nothing).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plugins import EvalContext, EvalPlugin, PluginResult, Sample, plugin_class
-from plugins.base import fmt, md_table
-from psyfactory.config import Composed, compose
+from plugins import EvalContext, PluginResult, Sample
+from plugins.base import fmt, lookup, md_table
 from psyfactory.core import files, paths
 from psyfactory.core.errors import EvalError
-from psyfactory.runs import RunId, check_name
+from psyfactory.manifest import record_external, record_stage, sha256_file
+from psyfactory.models import materialize
+from psyfactory.resume import finished_training
+from psyfactory.runs import check_name
+from psyfactory.runspec import Run
+from psyfactory.taskview import Plugin
 
 if TYPE_CHECKING:
-    from psyfactory.core.safety import SafetyNet
-
-# CLI convenience flags -> the plugin option key they set, on every selected plugin that has it.
-CLI_OPTION_KEYS = {"scoring": "scoring", "prompt_format": "formats", "bench_file": "bench_file",
-                   "rubric": "rubric", "judge_url": "base_url", "judge_model": "model"}
+    from psyfactory.gguf.backend import EvalChoice
 
 
 # ---------------------------------------------------------------------------- eval data
@@ -97,100 +101,33 @@ def dataset_file(dataset: str) -> Path:
     return paths.dataset_dir() / info[dataset]["file_name"]
 
 
-# ---------------------------------------------------------------------------- options
-
-
-def _expand(value: Any) -> Any:
-    return value.replace("{raw_dir}", str(paths.raw_dir())) if isinstance(value, str) else value
-
-
-def plugin_options(c: Composed, plugins: list[type[EvalPlugin]], cli: dict[str, Any] | None = None,
-                   ) -> dict[str, Any]:
-    """Validated options per plugin: psy.eval_options.<plugin>, then the CLI flags (each applied to
-    the plugins that have its key; a flag no selected plugin takes is an error)."""
-    cli = {k: v for k, v in (cli or {}).items() if v is not None}
-    taken: set[str] = set()
-    out: dict[str, Any] = {}
-    for cls in plugins:
-        data = dict(c.psy.eval_options.get(cls.name) or {})
-        for flag, value in cli.items():
-            key = CLI_OPTION_KEYS.get(flag, flag)
-            if key in cls.Options.model_fields:
-                data[key] = value
-                taken.add(flag)
-        out[cls.name] = cls.parse_options({k: _expand(v) for k, v in data.items()}, c.source())
-    unused = sorted(set(cli) - taken)
-    if unused:
-        flags = ", ".join("--" + f.replace("_", "-") for f in unused)
-        raise EvalError(f"{flags}: none of the plugins of task '{c.task}' ({', '.join(p.name for p in plugins)}) "
-                        "takes this option")
-    return out
-
-
-def task_plugins(c: Composed, names: list[str] | None = None, cli_options: dict[str, Any] | None = None, *,
-                 check: bool = True) -> tuple[list[EvalPlugin], dict[str, Any]]:
-    """The task's eval plugins (or `names`) and their typed options; with `check`, each plugin's
-    check() runs here, so bad inputs fail before a model is loaded."""
-    classes = [plugin_class(n) for n in (c.psy.eval_plugins if names is None else names)]
-    options = plugin_options(c, classes, cli_options)
-    plugins = [cls() for cls in classes]
-    if check:
-        for p in plugins:
-            p.check(options[p.name])
-    return plugins, options
-
-
-def task_safety_net(c: Composed) -> SafetyNet | None:
-    """The crisis safety net a label task's plugins declare (`json_labels` with `safety_net`), checked
-    against the task's label schema; None for other tasks. Used by `chat` and `chat-gguf`, so that they
-    apply what `make eval` applies."""
-    if not c.psy.label_schema:
-        return None
-    from psyfactory.core.labels import load_schema
-
-    plugins, options = task_plugins(c, check=False)
-    for p in plugins:
-        net = p.safety_net(options[p.name])
-        if net is not None:
-            net.check(load_schema(c.psy.label_schema).values(net.field), c.source())
-            return net
-    return None
-
-
-def check_options(c: Composed) -> None:
-    """Preflight for psy.eval_plugins / psy.eval_options of a composed config (names, keys, types)."""
-    listed = [plugin_class(n) for n in c.psy.eval_plugins]
-    configured = [plugin_class(n) for n in c.psy.eval_options if n not in c.psy.eval_plugins]
-    plugin_options(c, listed + configured)
-
-
 # ---------------------------------------------------------------------------- variants
 
 
-def variant_name(c: Composed, rid: RunId, *, base: bool, backend: str, bench_file: str | None = None) -> str:
-    if base:
-        kind = "base"
-    elif backend == "gguf":
-        from psyfactory.gguf.backend import EvalChoice
-
-        kind = EvalChoice.from_env().variant()
-    else:
-        kind = "tuned"
-    name = kind if c.task == rid.task else f"{c.task}-{kind}"
-    if bench_file:  # another benchmark file than the task's is another evaluation
-        configured = {Path(_expand(o["bench_file"])).resolve() for o in c.psy.eval_options.values()
-                      if isinstance(o, dict) and o.get("bench_file")}
-        if Path(_expand(bench_file)).resolve() not in configured:
-            name += f"-{Path(bench_file).stem}"
+def variant_name(run: Run, *, base: bool, gguf: EvalChoice | None = None) -> str:
+    """tuned | base | gguf-<QUANT>, prefixed by the eval task when it is not the run's own, suffixed by the
+    benchmark file's name when it is not the task's own."""
+    kind = "base" if base else gguf.variant() if gguf is not None else "tuned"
+    name = kind if run.config.task == run.trained_task else f"{run.config.task}-{kind}"
+    own = _bench_files(run, with_overrides=False)
+    used = _bench_files(run, with_overrides=True)
+    extra = sorted(used - own)
+    if extra:
+        name += "-" + "-".join(Path(f).stem for f in extra)
     return name
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+def _bench_files(run: Run, *, with_overrides: bool) -> set[str]:
+    from psyfactory.config import compose
+    from psyfactory.taskview import TaskView, expand
+
+    c = run.config
+    if not with_overrides and run.overrides:
+        c = compose(run.model, c.task, run.method, run.hw, (), run=run.name,
+                    inherited=run.inherited if c.task == run.trained_task else (), recipe=run.recipe)
+    raw = TaskView(c, run.raw_dir).raw_dir
+    return {str(Path(expand(o["bench_file"], raw)).resolve()) for o in c.psy.eval_options.values()
+            if isinstance(o, dict) and o.get("bench_file")}
 
 
 def adapter_digest(adapter: Path | None) -> str | None:
@@ -198,7 +135,7 @@ def adapter_digest(adapter: Path | None) -> str | None:
     if adapter is None:
         return None
     weights = sorted(p for p in adapter.glob("adapter_model.*") if p.suffix in (".safetensors", ".bin"))
-    return _sha256(weights[0]) if weights else None
+    return sha256_file(weights[0]) if weights else None
 
 
 def guard_variant(out_dir: Path, fingerprint: dict[str, Any], *, overwrite: bool) -> None:
@@ -221,149 +158,179 @@ def guard_variant(out_dir: Path, fingerprint: dict[str, Any], *, overwrite: bool
                     "pass --variant NAME to keep both, or --overwrite to replace it")
 
 
+def put_in_place(staged: Path, out_dir: Path) -> None:
+    """Move a finished variant folder into place whole (the previous one is removed only after)."""
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        out_dir.rename(old)
+    staged.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------- eval
 
 
-def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
-    cur: Any = metrics
-    for part in dotted.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
+def headline(plugins: list[Plugin], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {f"{p.name}.{k}": lookup(results[p.name], k) for p in plugins
+            for k in p.plugin.headline_keys(results[p.name])}
 
 
-def headline(plugins: list[EvalPlugin], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {f"{p.name}.{k}": _lookup(results[p.name], k) for p in plugins for k in p.headline_keys(results[p.name])}
-
-
-def run_eval(rid: RunId, task: str, *, base: bool = False, hw: str = "auto", overrides: list[str] | tuple[str, ...] = (),
-             inherited: list[str] | tuple[str, ...] = (), backend: str = "hf", limit: int | None = None,
-             batch_size: int = 8, cli_options: dict[str, Any] | None = None, plugins_only: list[str] | None = None,
-             variant: str | None = None, overwrite: bool = False, allow_unfinished: bool = False) -> Path:
-    """Evaluate run `rid` (its adapter, or its base model) on `task`; returns the variant's folder."""
-    # the recipe is a layer of every stage of its run (its chat template, too); the run's training
-    # overrides apply to evaluations on its own task only
-    c = compose(rid.model, task, rid.method, hw, overrides, run=rid.name,
-                inherited=inherited if task == rid.task else (), recipe=rid.recipe)
-    psy = c.psy
-    if base and backend == "gguf":
+def run_eval(run: Run, *, base: bool = False, backend: str = "hf", limit: int | None = None, batch_size: int = 8,
+             plugins_only: list[str] | None = None, variant: str | None = None, overwrite: bool = False,
+             allow_unfinished: bool = False, gguf: EvalChoice | None = None) -> Path:
+    """Evaluate `run` (its adapter, the model it records, its GGUF export, or its base model) on the task
+    it is composed for (Run.for_task); returns the variant's folder."""
+    task = run.task
+    psy = task.psy
+    if limit is not None and limit < 1:
+        raise EvalError(f"--limit {limit}: the number of items to evaluate, at least 1 (drop it for all)")
+    if batch_size < 1:
+        raise EvalError(f"--batch-size {batch_size}: at least 1")
+    if (backend == "gguf") != (gguf is not None):
+        raise ValueError("backend gguf goes with an EvalChoice")
+    if base and gguf is not None:
         raise EvalError("the gguf backend evaluates a run's export (make gguf), not its base model: drop BASE=1")
+    adapter: Path | None = None
+    model_path = run.config.lf["model_name_or_path"]
     if base:
-        adapter = None
-    else:
-        if psy.eval_only and task == rid.task:
-            raise EvalError(f"task '{task}' is eval-only (no training data): pass BASE=1, or ADAPTER_TASK=<task> / "
-                            f"RUN=<a trained run> to evaluate a trained adapter on it")
-        adapter = rid.dir / "adapter"
-        if not (adapter / "adapter_config.json").is_file():
-            raise EvalError(f"no adapter at {adapter}: run `make train MODEL={rid.model} TASK={rid.task} "
-                            f"METHOD={rid.method}` first (or RUN=<name> of a trained run), or BASE=1 for the base model")
-        from psyfactory.runner import finished_training
+        if run.external is not None and run.external.model_path:  # the base of a merged model: the model YAML's
+            from psyfactory.models import resolve_model_path
 
-        finished_training(c, allow_unfinished=allow_unfinished)
-    names = plugins_only or list(psy.eval_plugins)
-    if not names:
-        raise EvalError(f"task '{task}' lists no eval plugins (psy.eval_plugins in configs/tasks/{task}.yaml)")
-    plugins, options = task_plugins(c, names, cli_options)  # bad inputs fail here, before a model is loaded
-    name = check_name(variant) if variant else variant_name(
-        c, rid, base=base, backend=backend, bench_file=(cli_options or {}).get("bench_file"))
+            model_path = resolve_model_path(run.model, _model_ref(run))
+    elif gguf is None:
+        if psy.eval_only and run.config.task == run.trained_task:
+            raise EvalError(f"task '{task.name}' is eval-only (no training data): pass BASE=1, or ADAPTER_TASK=<task> / "
+                            f"RUN=<a trained run> / ADAPTER=<folder> to evaluate a trained adapter on it")
+        if run.external is None or run.external.adapter:
+            adapter = run.adapter_dir
+            if not run.has_adapter:
+                raise EvalError(f"no adapter at {adapter}: run `make train MODEL={run.model} TASK={run.trained_task} "
+                                f"METHOD={run.method}` first (or RUN=<name> of a trained run), or BASE=1 for the base model")
+        finished_training(run, allow_unfinished=allow_unfinished)
+    plugins = task.plugins(plugins_only)  # bad inputs fail here, before a model is loaded
+    name = check_name(variant) if variant else variant_name(run, base=base, gguf=gguf)
     if "/" in name:
         raise EvalError(f"--variant {name!r}: a variant name is one folder name")
-    out_dir = rid.dir / "eval" / name
+    out_dir = run.dir / "eval" / name
 
-    needs_samples = any(p.uses_samples for p in plugins)
-    samples = load_samples(psy.eval_dataset or f"{task}_eval", limit) if needs_samples else []
-    data_files = [f for p in plugins for f in p.files(options[p.name])]
-    if needs_samples:
-        data_files.append(dataset_file(psy.eval_dataset or f"{task}_eval"))
+    needs_samples = any(p.plugin.uses_samples for p in plugins)
+    dataset = task.require_eval_dataset() if needs_samples else None
+    samples = load_samples(dataset, limit) if dataset else []
+    if needs_samples and not samples:
+        raise EvalError(f"{dataset_file(dataset)}: the eval set is empty (nothing to evaluate)")  # type: ignore[arg-type]
+    data_files = [f for p in plugins for f in p.plugin.files(p.options)]
+    if dataset:
+        data_files.append(dataset_file(dataset))
     fingerprint = {
-        "model": c.lf["model_name_or_path"], "adapter_sha256": adapter_digest(adapter), "backend": backend,
-        "eval_task": task, "plugins": names, "limit": limit, "max_new_tokens": psy.max_new_tokens,
-        "options": {n: o.model_dump(mode="json") for n, o in options.items()},
-        "data_sha256": {str(p): _sha256(p) for p in data_files if p.is_file()},
+        "model": model_path, "adapter_sha256": adapter_digest(adapter), "backend": backend,
+        "gguf": gguf.variant() if gguf else None, "eval_task": task.name, "plugins": [p.name for p in plugins],
+        "limit": limit, "generation": task.generation.model_dump(mode="json"),
+        "options": {p.name: p.options.model_dump(mode="json") for p in plugins},
+        "data_sha256": {str(f): sha256_file(f) for f in data_files if f.is_file()},
     }
     guard_variant(out_dir, fingerprint, overwrite=overwrite)
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if run.external is not None:
+        record_external(run.dir, {"name": run.name, "model": run.model, "task": run.trained_task, "method": run.method,
+                                  "hw": run.hw, "overrides": [], "recipe": None}, run.external.record())
+    staged = out_dir.with_name(f".{name}.tmp-{os.getpid()}")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
     try:
-        return _evaluate(c, rid, out_dir, plugins, options, samples, data_files, fingerprint, adapter=adapter,
-                         base=base, backend=backend, batch_size=batch_size, limit=limit, names=names)
-    except BaseException:
-        if created and not (out_dir / "metrics.json").exists():  # leave no half-written variant behind
-            import shutil
+        _evaluate(run, staged, name, plugins, samples, data_files, fingerprint, model_path=model_path, adapter=adapter,
+                  base=base, backend=backend, gguf=gguf, batch_size=batch_size, limit=limit)
+        put_in_place(staged, out_dir)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    eval_cfg = {k: fingerprint[k] for k in ("model", "backend", "plugins", "options", "limit", "generation")}
+    summary = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+    record_stage(run.dir, f"eval/{name}", out_dir / "metrics.json", eval_cfg, psy.model_dump(mode="json"),
+                 data_files, status="done", headline=summary["headline"])
+    return out_dir
 
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
+
+def _model_ref(run: Run) -> str:
+    from psyfactory.layers import layer_path, load_layer
+
+    return str(load_layer(layer_path("model", run.model)).get("model_name_or_path"))
 
 
-def _evaluate(c: Composed, rid: RunId, out_dir: Path, plugins: list[EvalPlugin], options: dict[str, Any],
-              samples: list[Sample], data_files: list[Path], fingerprint: dict[str, Any], *, adapter: Path | None,
-              base: bool, backend: str, batch_size: int, limit: int | None, names: list[str]) -> Path:
-    from psyfactory.inference import make_backend, strip_think
-    from psyfactory.manifest import record_stage
-    from psyfactory.models import materialize
+def open_backend(run: Run, *, model_path: str, adapter: Path | None, backend: str, gguf: EvalChoice | None,
+                 batch_size: int = 8, needs_loglik: bool = False, merge_adapter: bool = True) -> Any:
+    """The model to evaluate or ask: transformers / vLLM on base + adapter, or the run's GGUF export."""
+    psy = run.config.psy
+    if gguf is not None:
+        from psyfactory.gguf.backend import backend_for_run
 
-    psy, task, name = c.psy, c.task, out_dir.name
-    schema = None
-    if psy.label_schema:
-        from psyfactory.core.labels import load_schema
+        return backend_for_run(run.dir, gguf, reasoning=psy.reasoning)
+    from psyfactory.inference import make_backend
 
-        schema = load_schema(psy.label_schema)
+    materialize(run.config.model_ref if model_path == run.config.lf["model_name_or_path"] else model_path)
+    kwargs: dict[str, Any] = {"reasoning": psy.reasoning, "batch_size": batch_size,
+                              "lf_template": run.config.lf["template"] if run.config.foreign_template else None}
+    if not merge_adapter:
+        kwargs["merge_adapter"] = False
+    return make_backend(backend, model_path, adapter, needs_loglik=needs_loglik, **kwargs)
 
-    materialize(c.model_ref)
+
+def _evaluate(run: Run, out_dir: Path, name: str, plugins: list[Plugin], samples: list[Sample],
+              data_files: list[Path], fingerprint: dict[str, Any], *, model_path: str, adapter: Path | None,
+              base: bool, backend: str, gguf: EvalChoice | None, batch_size: int, limit: int | None) -> None:
+    from psyfactory.inference import strip_think
+
+    task = run.task
+    schema, gen = task.label_schema, task.generation
     t0 = time.perf_counter()
-    be = make_backend(backend, c.lf["model_name_or_path"], adapter,
-                      needs_loglik=any(p.needs_loglik(options[p.name]) for p in plugins),
-                      reasoning=psy.reasoning, thinking=psy.thinking, batch_size=batch_size,
-                      lf_template=c.lf["template"] if c.foreign_template else None)
+    be = open_backend(run, model_path=model_path, adapter=adapter, backend=backend, gguf=gguf, batch_size=batch_size,
+                      needs_loglik=any(p.plugin.needs_loglik(p.options) for p in plugins))
     load_s = time.perf_counter() - t0
     summary: dict[str, Any] = {
-        "run": rid.name, "run_task": rid.task, "model": rid.model, "method": rid.method, "task": task,
-        "variant": name, "kind": "base" if base else "tuned", "base_model": c.lf["model_name_or_path"],
-        "adapter": str(adapter) if adapter else None, "backend": be.name, "hw": c.hw,
-        "overrides": c.all_overrides, "fingerprint": fingerprint, "load_seconds": load_s,
+        "run": run.name, "run_task": run.trained_task, "model": run.model, "method": run.method, "task": task.name,
+        "variant": name, "kind": "base" if base else "tuned", "base_model": model_path,
+        "adapter": str(adapter) if adapter else None, "backend": be.name, "hw": run.hw,
+        "external": run.external.record() if run.external is not None and not base else None,
+        "overrides": run.config.all_overrides, "fingerprint": fingerprint, "load_seconds": load_s,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
     }
     predictions: list[str] | None = None
-    if samples and any(p.needs_generations(options[p.name]) for p in plugins):
+    if samples and any(p.plugin.needs_generations(p.options) for p in plugins):
         t0 = time.perf_counter()
-        raw = be.generate([s.messages for s in samples], max_new_tokens=psy.max_new_tokens,
-                          json_schema=schema.schema if schema else None)
+        raw = be.generate([s.messages for s in samples], gen, json_schema=schema.schema if schema else None)
         stripped = [strip_think(r) for r in raw]
         predictions = [t for t, _ in stripped]
-        summary.update(n=len(samples), max_new_tokens=psy.max_new_tokens, generate_seconds=time.perf_counter() - t0,
-                       think_blocks=sum(h for _, h in stripped))
+        summary.update(n=len(samples), generation=gen.model_dump(mode="json"),
+                       generate_seconds=time.perf_counter() - t0, think_blocks=sum(h for _, h in stripped))
         files.atomic_write_jsonl(out_dir / "predictions.jsonl", [
             {"id": s.id, "prompt": s.messages, "reference": s.reference, "raw": r, "prediction": p}
             for s, r, p in zip(samples, raw, predictions, strict=True)])
     results: dict[str, PluginResult] = {}
+    info = task.info
     for p in plugins:
-        ctx = EvalContext(task, out_dir, samples, predictions, be, options[p.name], psy.max_new_tokens,
-                          limit=limit, label_schema=schema)
-        results[p.name] = res = p.run(ctx)
+        ctx = EvalContext(info, out_dir, samples, predictions, be, p.options, limit=limit)
+        results[p.name] = res = p.plugin.run(ctx)
         if res.items:
             files.atomic_write_jsonl(out_dir / f"{p.name}_items.jsonl", res.items)
     summary["plugins"] = {n: r.metrics for n, r in results.items()}
     summary["headline"] = headline(plugins, summary["plugins"])
     files.atomic_write_json(out_dir / "metrics.json", summary)
     files.atomic_write_text(out_dir / "report.md", _report(summary, results))
-    eval_cfg = {k: fingerprint[k] for k in ("model", "backend", "plugins", "options", "limit")}
-    record_stage(rid.dir, f"eval/{name}", out_dir / "metrics.json", eval_cfg, psy.model_dump(mode="json"), data_files,
-                 status="done", headline=summary["headline"])
     close = getattr(be, "close", None)
     if callable(close):
         close()
-    return out_dir
 
 
 def _report(s: dict[str, Any], results: dict[str, PluginResult]) -> str:
     head = [f"# Evaluation: {s['run']} · {s['task']} · {s['variant']}", "",
             f"- base model: `{s['base_model']}`", f"- adapter: `{s['adapter'] or 'none (base model)'}`",
             f"- backend: {s['backend']} (hw {s['hw']}), model load {s['load_seconds']:.1f}s"]
+    if s.get("external"):
+        head.append(f"- trained elsewhere: `{s['external'].get('adapter') or s['external'].get('model_path')}`")
     if "n" in s:
-        head.append(f"- {s['n']} eval samples, greedy, max {s['max_new_tokens']} new tokens, "
-                    f"{s['generate_seconds']:.1f}s; outputs with a <think> block (stripped): {s['think_blocks']}")
+        g = s["generation"]
+        how = ("greedy" if g["decoding"] == "greedy" else
+               f"sampled (T {g['temperature']}, top-p {g['top_p']}, top-k {g['top_k']}, seed {g['seed']})")
+        head.append(f"- {s['n']} eval samples, {how}, max {g['max_new_tokens']} new tokens, thinking "
+                    f"{g['thinking']}, {s['generate_seconds']:.1f}s; outputs with a <think> block (stripped): "
+                    f"{s['think_blocks']}")
     if s["overrides"]:
         head.append(f"- overrides: `{' '.join(s['overrides'])}`")
     head += ["", md_table(["headline metric", "value"], [(k, fmt(v)) for k, v in s["headline"].items()])]

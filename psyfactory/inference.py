@@ -1,8 +1,9 @@
 """Batched inference backends for evaluation.
 
-A backend turns chat conversations into replies (greedy) and, for multiple-choice scoring, gives the
+A backend turns chat conversations into replies, as one `GenerationSpec` says (budget, greedy or sampled,
+stop strings, thinking switch, chat template or plain text), and, for multiple-choice scoring, gives the
 log-probability of candidate continuations. :class:`HFBackend` runs Hugging Face transformers with
-left padding, base model + optional PEFT adapter, thinking disabled for hybrid reasoning models;
+left padding, base model + optional PEFT adapter;
 :class:`VLLMBackend` is used when vLLM is installed and a CUDA GPU is present. Other backends (e.g.
 llama.cpp for GGUF files) implement the same :class:`Backend` protocol.
 """
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from psyfactory.core.backend import Backend, Conversation, Sampling, is_plain
+from psyfactory.core.backend import Backend, Conversation, plain_text, renders_plain
 from psyfactory.core.errors import EvalError
+from psyfactory.core.generation import GenerationSpec, cut_at_stop
 from psyfactory.core.labels import strip_think_trimmed as strip_think
 
 log = logging.getLogger(__name__)
@@ -25,21 +27,21 @@ __all__ = ["Backend", "Conversation", "HFBackend", "VLLMBackend", "make_backend"
 
 
 class HFBackend:
-    """transformers generation / scoring; adapter merged in memory for speed."""
+    """transformers generation / scoring; the adapter is merged in memory for speed, or kept apart
+    (`merge_adapter=False`) so that :meth:`without_adapter` can answer as the base model too."""
 
     name = "hf"
 
     def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
-                 thinking: bool = False, batch_size: int = 8, device: str | None = None,
-                 dtype: str = "auto", progress: bool = True, lf_template: str | None = None) -> None:
+                 batch_size: int = 8, device: str | None = None, dtype: str = "auto", progress: bool = True,
+                 lf_template: str | None = None, merge_adapter: bool = True) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         self.progress = progress
-        # templates that know `enable_thinking` (Qwen3 & co.) get it; others ignore the variable
-        self.template_kwargs: dict[str, Any] = {} if reasoning == "none" else {"enable_thinking": thinking}
+        self.reasoning = reasoning
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self.tokenizer.padding_side = "left"
         if lf_template:  # the run trained with another template than the model's own (psyfactory.templates)
@@ -58,12 +60,21 @@ class HFBackend:
 
             if not (Path(adapter) / "adapter_config.json").is_file():
                 raise EvalError(f"no PEFT adapter in {adapter} (adapter_config.json missing): train first")
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            model = PeftModel.from_pretrained(model, str(adapter))
+            if merge_adapter:
+                model = model.merge_and_unload()
         self.model = model.to(self.device).eval()
         self.eos_ids = self._eos_ids()
-        # "always" reasoning templates (DeepSeek-R1 distills) open <think> in the prompt: close it
-        self.close_think = reasoning == "always" and not thinking
         self.fold_system = not self._supports_system()
+
+    def without_adapter(self) -> Any:
+        """Context manager: answer as the base model (needs `merge_adapter=False`)."""
+        import contextlib
+
+        disable = getattr(self.model, "disable_adapter", None)
+        if disable is None:
+            return contextlib.nullcontext()
+        return disable()
 
     # ------------------------------------------------------------------ helpers
     def _eos_ids(self) -> list[int]:
@@ -82,25 +93,26 @@ class HFBackend:
         as LLaMA-Factory's templates do."""
         try:
             self.tokenizer.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
-                                               tokenize=False, add_generation_prompt=True, **self.template_kwargs)
+                                               tokenize=False, add_generation_prompt=True)
         except Exception:  # jinja2 TemplateError raised by the template itself
             return False
         return True
 
-    def render(self, conversation: Conversation) -> str:
-        """The prompt text: chat template + generation prompt, thinking disabled for reasoning models
-        (empty think block for hybrid templates, a closed one for always-thinking templates); a plain
-        conversation is its text as it is."""
-        if is_plain(conversation):
-            return conversation[0]["content"]
+    def render(self, conversation: Conversation, spec: GenerationSpec | None = None) -> str:
+        """The prompt text: chat template + generation prompt with the spec's thinking switch (off: an
+        empty think block for hybrid templates, a closed one for always-thinking templates; `template`:
+        the template's own default); a plain conversation, or `prompt: plain`, is its text as it is."""
+        spec = spec or GenerationSpec()
+        if renders_plain(conversation, spec):
+            return plain_text(conversation)
         if self.fold_system and conversation and conversation[0]["role"] == "system":
             system, rest = conversation[0]["content"], [dict(m) for m in conversation[1:]]
             if rest and rest[0]["role"] == "user":
                 rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
             conversation = rest
         text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True,
-                                                  **self.template_kwargs)
-        if self.close_think and text.rstrip().endswith("<think>"):
+                                                  **spec.template_kwargs(self.reasoning))
+        if spec.closes_think(self.reasoning) and text.rstrip().endswith("<think>"):
             text = text.rstrip() + "\n\n</think>\n\n"
         return text
 
@@ -132,37 +144,45 @@ class HFBackend:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------------ Backend
-    def generate(self, conversations: list[Conversation], *, max_new_tokens: int,
-                 json_schema: dict | None = None, sampling: Sampling | None = None) -> list[str]:
-        import torch
+    def generation_config(self, spec: GenerationSpec) -> Any:
+        """transformers' GenerationConfig for a spec (what `generate` passes to the model)."""
         from transformers import GenerationConfig
 
-        texts = [self.render(c) for c in conversations]
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths batch together
         decoding: dict[str, Any] = {"do_sample": False}
-        if sampling is not None:
-            torch.manual_seed(sampling.seed)
-            decoding = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                        "top_k": sampling.top_k}
-        cfg = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=1, **decoding,
-                               pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids)
+        if spec.sampled:
+            decoding = {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p, "top_k": spec.top_k}
+        return GenerationConfig(max_new_tokens=spec.max_new_tokens, num_beams=1, **decoding,
+                                stop_strings=list(spec.stop) or None, pad_token_id=self.tokenizer.pad_token_id,
+                                eos_token_id=self.eos_ids)
+
+    def generate(self, conversations: list[Conversation], spec: GenerationSpec, *,
+                 json_schema: dict | None = None) -> list[str]:
+        import torch
+
+        texts = [self.render(c, spec) for c in conversations]
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths batch together
+        if spec.sampled:
+            torch.manual_seed(spec.seed)
+        cfg = self.generation_config(spec)
         out: list[str] = [""] * len(texts)
         for idx in self._batches(order, "generate"):
             enc = self._encode([texts[i] for i in idx])
             enc.pop("position_ids")  # generate() derives positions from the attention mask
             with torch.inference_mode():
-                gen = self.model.generate(**enc, generation_config=cfg)
+                gen = self.model.generate(**enc, generation_config=cfg,
+                                          tokenizer=self.tokenizer if spec.stop else None)
             width = enc["input_ids"].shape[1]
             for row, i in enumerate(idx):
-                out[i] = self._decode(gen[row, width:].tolist())
+                out[i] = cut_at_stop(self._decode(gen[row, width:].tolist()), spec.stop)
         return out
 
-    def option_logprobs(self, prompts: list[Conversation], options: list[list[str]]) -> list[list[float]]:
+    def option_logprobs(self, prompts: list[Conversation], options: list[list[str]], *,
+                        spec: GenerationSpec | None = None) -> list[list[float]]:
         import torch
 
         if len(prompts) != len(options):
             raise ValueError(f"{len(prompts)} prompts but {len(options)} option lists")
-        texts = [self.render(c) for c in prompts]
+        texts = [self.render(c, spec) for c in prompts]
         opt_ids = [[self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in opts] for opts in options]
         if any(not ids for opts in opt_ids for ids in opts):
             raise ValueError("an option encodes to no tokens")
@@ -217,7 +237,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
-                 thinking: bool = False, max_lora_rank: int = 64, lf_template: str | None = None) -> None:
+                 max_lora_rank: int = 64, lf_template: str | None = None) -> None:
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
@@ -228,26 +248,31 @@ class VLLMBackend:
 
             self.chat_template = lf_chat_template(lf_template, self.llm.get_tokenizer())
         self.lora = LoRARequest("adapter", 1, str(adapter)) if adapter is not None else None
-        self.template_kwargs: dict[str, Any] = {} if reasoning == "none" else {"enable_thinking": thinking}
+        self.reasoning = reasoning
 
-    def generate(self, conversations: list[Conversation], *, max_new_tokens: int,
-                 json_schema: dict | None = None, sampling: Sampling | None = None) -> list[str]:
+    @staticmethod
+    def sampling_params(spec: GenerationSpec) -> Any:
+        """vLLM's SamplingParams for a spec."""
         from vllm import SamplingParams
 
-        if sampling is None:
-            params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-        else:
-            params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-                                    seed=sampling.seed, max_tokens=max_new_tokens)
-        if any(is_plain(c) for c in conversations):
-            outs = self.llm.generate([c[0]["content"] for c in conversations], params, lora_request=self.lora,
+        if spec.sampled:
+            return SamplingParams(temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k or -1,
+                                  seed=spec.seed, max_tokens=spec.max_new_tokens, stop=list(spec.stop) or None)
+        return SamplingParams(temperature=0.0, max_tokens=spec.max_new_tokens, stop=list(spec.stop) or None)
+
+    def generate(self, conversations: list[Conversation], spec: GenerationSpec, *,
+                 json_schema: dict | None = None) -> list[str]:
+        params = self.sampling_params(spec)
+        if any(renders_plain(c, spec) for c in conversations):
+            outs = self.llm.generate([plain_text(c) for c in conversations], params, lora_request=self.lora,
                                      use_tqdm=True)
         else:
             outs = self.llm.chat(conversations, params, lora_request=self.lora, chat_template=self.chat_template,
-                                 chat_template_kwargs=self.template_kwargs, use_tqdm=True)
+                                 chat_template_kwargs=spec.template_kwargs(self.reasoning), use_tqdm=True)
         return [o.outputs[0].text for o in outs]
 
-    def option_logprobs(self, prompts: list[Conversation], options: list[list[str]]) -> list[list[float]]:
+    def option_logprobs(self, prompts: list[Conversation], options: list[list[str]], *,
+                        spec: GenerationSpec | None = None) -> list[list[float]]:
         raise NotImplementedError("loglik scoring is implemented by the hf backend only")
 
 
@@ -264,14 +289,10 @@ def vllm_unavailable_reason() -> str | None:
 
 def make_backend(kind: str, model_path: str | Path, adapter: str | Path | None = None, *,
                  needs_loglik: bool = False, **kwargs: Any) -> Backend:
-    """``kind``: ``hf``, ``vllm``, ``auto`` (vLLM when usable and no loglik scoring is needed) or
-    ``gguf`` (the run's `make gguf` export through llama.cpp, see psyfactory.gguf_backend)."""
-    if kind == "gguf":
-        from psyfactory.gguf.backend import backend_for_run
-
-        return backend_for_run(model_path, adapter, **kwargs)
+    """``kind``: ``hf``, ``vllm`` or ``auto`` (vLLM when usable and no loglik scoring is needed); the GGUF
+    backend is psyfactory.gguf.backend.backend_for_run (it reads a run's export, not a model folder)."""
     if kind not in ("hf", "vllm", "auto"):
-        raise EvalError(f"unknown backend {kind!r}: use hf, vllm, auto or gguf")
+        raise EvalError(f"unknown backend {kind!r}: use hf, vllm or auto")
     reason = vllm_unavailable_reason()
     if kind == "vllm":
         if reason:
@@ -279,8 +300,7 @@ def make_backend(kind: str, model_path: str | Path, adapter: str | Path | None =
         if needs_loglik:
             raise EvalError("--backend vllm: loglik scoring needs the hf backend")
     if kind == "vllm" or (kind == "auto" and reason is None and not needs_loglik):
-        return VLLMBackend(model_path, adapter,
-                           **{k: v for k, v in kwargs.items() if k in ("reasoning", "thinking", "lf_template")})
+        return VLLMBackend(model_path, adapter, **{k: v for k, v in kwargs.items() if k in ("reasoning", "lf_template")})
     if kind == "auto":
         log.info("using the hf backend (%s)", reason or "loglik scoring requested")
     return HFBackend(model_path, adapter, **kwargs)

@@ -20,23 +20,6 @@ from transformers import TrainerCallback
 from psyfactory.core.errors import PREEMPTED
 
 
-def atomic_trainer_state() -> None:
-    """Write trainer_state.json through a temp file + rename. The Trainer writes it last in a checkpoint,
-    so with this a checkpoint holds a whole trainer_state.json exactly when its save completed (what
-    psyfactory.resume checks before a rerun resumes)."""
-    from transformers.trainer_callback import TrainerState
-
-    from psyfactory.core.files import atomic_write_text
-
-    def save_to_json(self, json_path: str) -> None:
-        import dataclasses
-        import json
-
-        atomic_write_text(json_path, json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n")
-
-    TrainerState.save_to_json = save_to_json
-
-
 class CheckpointOnSignal(TrainerCallback):
     def __init__(self) -> None:
         self.requested = False
@@ -62,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     from llamafactory.train.tuner import run_exp
 
     cfg = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8"))
-    atomic_trainer_state()
     cb = CheckpointOnSignal()
     signal.signal(signal.SIGUSR1, cb.request)
     run_exp(cfg, callbacks=[cb])

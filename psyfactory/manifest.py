@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from psyfactory.core import paths
+from psyfactory.core.errors import RunError
 from psyfactory.core.files import atomic_write_json
 
 PACKAGES = (
@@ -53,8 +54,19 @@ def config_hash(cfg: dict[str, Any]) -> str:
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest.json ({} when there is none); a damaged one is one RunError naming it."""
     path = run_dir / "manifest.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"line {e.lineno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise RunError(f"{path}: damaged ({where}); restore it from a backup, or move it aside to treat the "
+                       "run as new") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: damaged (not a JSON object); restore it or move it aside")
+    return data
 
 
 def record_stage(
@@ -81,6 +93,14 @@ def record_stage(
     }
     atomic_write_json(run_dir / "manifest.json", manifest)
     return manifest
+
+
+def record_external(run_dir: Path, identity: dict[str, Any], external: dict[str, Any]) -> None:
+    """manifest.json `run` and `external`: a model trained elsewhere, evaluated as this run."""
+    manifest = read_manifest(run_dir)
+    manifest["run"] = identity
+    manifest["external"] = {**external, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_json(run_dir / "manifest.json", manifest)
 
 
 def record_identity(run_dir: Path, c: Any) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
 
+from psyfactory.core import settings
 from psyfactory.core.errors import ConfigError
 
 BUILTIN_PREFIX = "builtin:"
@@ -28,7 +28,7 @@ def _builtin(ref: str, which: int) -> Path:
 
 
 def user_model_map_path() -> Path:
-    return Path(os.environ.get("PSY_MODEL_PATHS", "~/.config/psyfactory/models.yaml")).expanduser()
+    return settings.path("PSY_MODEL_PATHS") or Path("~/.config/psyfactory/models.yaml").expanduser()
 
 
 def _user_map() -> dict[str, str]:
@@ -56,7 +56,7 @@ def resolve_model_path(name: str, ref: str) -> str:
     mapped = _user_map().get(name)
     if mapped:
         return str(Path(mapped).expanduser())
-    store = os.environ.get("PSY_MODEL_DIR")
+    store = settings.get("PSY_MODEL_DIR")
     if store:
         for candidate in (Path(store) / name, Path(store) / ref):
             if (candidate / "config.json").is_file():

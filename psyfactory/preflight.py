@@ -16,79 +16,119 @@ from psyfactory.core.errors import PreflightError
 
 if TYPE_CHECKING:
     from psyfactory.config import Composed
+    from psyfactory.taskview import TaskView
 
 __all__ = ["PreflightError", "check_datasets", "check_keys", "check_merge", "check_run", "check_template",
            "check_train"]
 
-
-@cache
-def lf_keys(stage: str) -> frozenset[str]:
-    """Every key LLaMA-Factory's argument parser accepts for 'train' or 'infer' (export/chat)."""
-    from llamafactory.hparams import parser
-
-    groups = parser._TRAIN_ARGS if stage == "train" else parser._INFER_ARGS
-    return frozenset(f.name for g in groups for f in dataclasses.fields(g))
+# LLaMA-Factory's public argument dataclasses, per parser (what `get_train_args` / `get_infer_args` parse).
+_GROUPS = {"train": ("ModelArguments", "DataArguments", "TrainingArguments", "FinetuningArguments",
+                     "GeneratingArguments"),
+           "infer": ("ModelArguments", "DataArguments", "FinetuningArguments", "GeneratingArguments")}
+SNAPSHOT = Path(__file__).with_name("lf_schema.json")  # keys, types and templates of the pinned LLaMA-Factory
 
 
-@cache
-def lf_field_types(stage: str) -> dict[str, Any]:
-    """Key -> annotated type of LLaMA-Factory's (and transformers') argument dataclasses."""
+def _lf_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("llamafactory")
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def build_schema() -> dict[str, Any]:
+    """Every key LLaMA-Factory's parsers accept, with the scalar kinds of its value, and the template
+    names: read from LF's public classes (`llamafactory.hparams`, `llamafactory.data.template.TEMPLATES`)."""
     import typing
 
-    from llamafactory.hparams import parser
+    import llamafactory.hparams as hp
+    from llamafactory.data.template import TEMPLATES
 
-    groups = parser._TRAIN_ARGS if stage == "train" else parser._INFER_ARGS
-    out: dict[str, Any] = {}
-    for g in groups:
-        hints = typing.get_type_hints(g)
-        for f in dataclasses.fields(g):
-            out.setdefault(f.name, hints.get(f.name, f.type))
+    out: dict[str, Any] = {"llamafactory": _lf_version(), "templates": sorted(TEMPLATES)}
+    for stage, groups in _GROUPS.items():
+        fields: dict[str, Any] = {}
+        for name in groups:
+            cls = getattr(hp, name)
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                fields.setdefault(f.name, _kinds(hints.get(f.name, f.type)))
+        out[stage] = dict(sorted(fields.items()))
     return out
 
 
-def _scalar_kinds(tp: Any) -> set[Any]:
-    """The scalar types a field accepts: float, int, bool, str, an Enum class or a Literal tuple."""
+@cache
+def lf_schema() -> dict[str, Any]:
+    """LF's keys, value kinds and templates without importing LLaMA-Factory (seconds saved per command):
+    the shipped snapshot when it matches the installed version, else a cache built once per version."""
+    from psyfactory.core.files import atomic_write_json
+    from psyfactory.core.paths import cache_dir
+
+    version = _lf_version()
+    for path in (SNAPSHOT, cache_dir() / f"lf_schema-{version}.json"):
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("llamafactory") == version:
+                return data
+    data = build_schema()
+    atomic_write_json(cache_dir() / f"lf_schema-{version}.json", data)
+    return data
+
+
+def lf_keys(stage: str) -> frozenset[str]:
+    """Every key LLaMA-Factory's argument parser accepts for 'train' or 'infer' (export/chat)."""
+    return frozenset(lf_schema()[stage])
+
+
+def lf_templates() -> frozenset[str]:
+    return frozenset(lf_schema()["templates"])
+
+
+def _kinds(tp: Any) -> list[Any]:
+    """JSON-able scalar kinds of a field type: "float", "int", "bool", "str", ["one of", v...], or "any"."""
     import enum
+    import types
     import typing
 
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
-        return {tuple(typing.get_args(tp))}
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return set().union(*(_scalar_kinds(a) for a in typing.get_args(tp) if a is not type(None)))
-    if isinstance(tp, type) and (tp in (float, int, bool, str) or issubclass(tp, enum.Enum)):
-        return {tp}
-    return {object}  # lists, dicts, anything else: not checked here
+        return [["one of", *typing.get_args(tp)]]
+    if origin in (typing.Union, types.UnionType):
+        kinds = [k for a in typing.get_args(tp) if a is not type(None) for k in _kinds(a)]
+        if any(isinstance(k, list) for k in kinds) and "str" in kinds:
+            kinds.remove("str")  # transformers' `Union[SomeEnum, str]`: the string must name a member
+        return kinds
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return [["one of", *(e.value for e in tp)]]
+    if tp in (float, int, bool, str):
+        return [tp.__name__]
+    return ["any"]  # lists, dicts, anything else: not checked here
 
 
-def _coerce(value: Any, kinds: set[Any]) -> tuple[bool, Any]:
+def _coerce(value: Any, kinds: list[Any]) -> tuple[bool, Any]:
     """(ok, value converted to the field's type) for a scalar config value."""
-    import enum
-
-    if object in kinds or (str in kinds and isinstance(value, str)):
+    if "any" in kinds or ("str" in kinds and isinstance(value, str)):
         return True, value
     for kind in kinds:
-        if isinstance(kind, tuple):  # Literal
-            if value in kind:
+        if isinstance(kind, list):  # Literal / Enum
+            allowed = kind[1:]
+            if value in allowed:
                 return True, value
-        elif isinstance(kind, type) and issubclass(kind, enum.Enum):
-            if value in {e.value for e in kind} or value in kind.__members__:
-                return True, value
-            if value is False and "no" in {e.value for e in kind}:  # YAML 1.1 reads a bare `no` as false
+            if value is False and "no" in allowed:  # YAML 1.1 reads a bare `no` as false
                 return True, "no"
-        elif kind is bool:
+        elif kind == "bool":
             if isinstance(value, bool):
                 return True, value
             if isinstance(value, str) and value.lower() in ("true", "false"):
                 return True, value.lower() == "true"
-        elif kind is int:
+        elif kind == "int":
             if isinstance(value, int) and not isinstance(value, bool):
                 return True, value
             if isinstance(value, float) and value.is_integer():
                 return True, int(value)
             if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
                 return True, int(value)
-        elif kind is float:
+        elif kind == "float":
             if isinstance(value, int | float) and not isinstance(value, bool):
                 return True, value
             if isinstance(value, str):
@@ -96,17 +136,36 @@ def _coerce(value: Any, kinds: set[Any]) -> tuple[bool, Any]:
                     return True, float(value)
                 except ValueError:
                     pass
-        elif kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+        elif kind == "str" and isinstance(value, int | float) and not isinstance(value, bool):
             return True, str(value)
     return False, value
 
 
-def _expected(kinds: set[Any]) -> str:
-    names = []
-    for k in kinds:
-        names.append(" | ".join(map(repr, k)) if isinstance(k, tuple) else
-                     " | ".join(repr(e.value) for e in k) if hasattr(k, "__members__") else k.__name__)
+def _expected(kinds: list[Any]) -> str:
+    names = [" | ".join(map(repr, k[1:])) if isinstance(k, list) else k for k in kinds]
     return " or ".join(sorted(names))
+
+
+# Values LF's parser lets through and that fail only after the model has loaded: checked by meaning.
+POSITIVE = ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
+            "gradient_accumulation_steps", "cutoff_len", "lora_rank", "num_train_epochs", "save_steps",
+            "logging_steps", "max_new_tokens")
+NON_NEGATIVE = ("lora_dropout", "warmup_steps", "weight_decay", "max_grad_norm", "val_size", "lora_alpha")
+
+
+def check_meaning(cfg: dict[str, Any], source: str) -> None:
+    """Numbers that must be positive (a learning rate, a rank, a batch size...) or not negative."""
+    for key in POSITIVE:
+        value = cfg.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            raise PreflightError(f"{source}: {key}={value!r} must be greater than 0")
+    for key in NON_NEGATIVE:
+        value = cfg.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise PreflightError(f"{source}: {key}={value!r} must not be negative")
+    dropout = cfg.get("lora_dropout")
+    if isinstance(dropout, int | float) and not isinstance(dropout, bool) and dropout >= 1:
+        raise PreflightError(f"{source}: lora_dropout={dropout!r} must be below 1")
 
 
 def check_values(cfg: dict[str, Any], stage: str, source: str) -> dict[str, Any]:
@@ -114,43 +173,48 @@ def check_values(cfg: dict[str, Any], stage: str, source: str) -> dict[str, Any]
     argument parser (its `__post_init__` rules) on the result. Returns the config with numbers written
     as strings converted (`learning_rate: "1e-4"`), so LF gets the types it expects. One PreflightError
     per problem, before any model or dataset is loaded."""
-    types = lf_field_types(stage)
+    fields = lf_schema()[stage]
     out = dict(cfg)
     for key, value in cfg.items():
-        if key not in types or value is None or isinstance(value, list | dict):
+        if key not in fields or value is None or isinstance(value, list | dict):
             continue
-        kinds = _scalar_kinds(types[key])
+        kinds = fields[key]
         ok, converted = _coerce(value, kinds)
         if not ok:
             raise PreflightError(f"{source}: {key}={value!r} is not a valid value (LLaMA-Factory expects "
                                  f"{_expected(kinds)})")
         out[key] = converted
-    if stage == "train":
-        _lf_parse(out, source)
+    check_meaning(out, source)
     return out
 
 
-def _lf_parse(cfg: dict[str, Any], source: str) -> tuple[Any, ...]:
-    """LF's HfArgumentParser step (dataclass construction and __post_init__ checks); returns LF's
-    (model, data, training, finetuning, generating) arguments. Hardware is not checked here: a config
-    for A40 nodes is checked on a CPU login node too (use_cpu, no DeepSpeed)."""
-    import torch
-    from llamafactory.hparams.parser import _parse_train_args
+def lf_parse(cfg: dict[str, Any], source: str) -> tuple[Any, ...]:
+    """LLaMA-Factory's own check of a training config, through its public `get_train_args` (dataclass
+    construction, `__post_init__` rules and its cross-argument checks); returns LF's (model, data,
+    training, finetuning, generating) arguments. Hardware is not checked here: a config for A40 nodes is
+    checked on a CPU login node too (use_cpu, no DeepSpeed, a scratch output_dir so that LF's resume
+    probing of the real one does not apply)."""
+    import logging
+    import tempfile
 
-    args = {k: v for k, v in cfg.items() if v is not None and k != "deepspeed"}
+    import torch
+    from llamafactory.hparams import get_train_args
+
+    args = {k: v for k, v in check_values(cfg, "train", source).items() if v is not None and k != "deepspeed"}
     if not torch.cuda.is_available():
         args["use_cpu"] = True
+    args.pop("resume_from_checkpoint", None)
+    quiet = logging.getLogger("llamafactory")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its per-process info lines are noise in a preflight
     try:
-        return tuple(_parse_train_args(args))
+        with tempfile.TemporaryDirectory(prefix="psy-preflight-") as scratch:
+            args["output_dir"] = str(Path(scratch) / "out")
+            return tuple(get_train_args(args))
     except ValueError as e:
         raise PreflightError(f"{source}: LLaMA-Factory rejects the config: {' '.join(str(e).split())}") from None
-
-
-@cache
-def lf_templates() -> frozenset[str]:
-    from llamafactory.data.template import TEMPLATES
-
-    return frozenset(TEMPLATES)
+    finally:
+        quiet.setLevel(level)
 
 
 def check_keys(cfg: dict[str, Any], stage: str, source: str) -> None:
@@ -234,16 +298,19 @@ def check_memory(c: Composed) -> None:
                              "with DS=z3")
 
 
-def check_run(c: Composed, *, need_files: bool = True, source: str | None = None) -> list[Path]:
-    """Everything checkable about a composed training config before a model is loaded."""
+def check_run(c: Composed, task: TaskView, *, need_files: bool = True, source: str | None = None,
+              with_lf: bool = True) -> list[Path]:
+    """Everything checkable about a composed training config before a model is loaded: LF keys, values
+    and template, datasets, the model folder, memory, the task's eval plugins; with `with_lf`, LF's own
+    parser too (it imports LLaMA-Factory: seconds; `make config` skips it)."""
     source = source or c.source()
     files = check_train(c.lf, source, need_files=need_files)
+    if with_lf:
+        lf_parse(c.lf, source)
     if not c.model_ref.startswith("builtin:"):
         check_model(c.lf)
     check_memory(c)
-    from psyfactory.evaluate import check_options
-
-    check_options(c)
+    task.check()
     notice = precision_notice(c)
     if notice and notice not in _SAID:  # once per process (make reproduce checks before it trains)
         import sys
@@ -287,7 +354,7 @@ def precision_notice(c: Composed) -> str | None:
     """fp16 where the hardware profile trains in bf16 (A40): worth knowing, not an error (a seed used it)."""
     if not c.lf.get("fp16"):
         return None
-    from psyfactory.config import layer_path, load_layer
+    from psyfactory.layers import layer_path, load_layer
 
     if load_layer(layer_path("hardware", c.hw)).get("bf16"):
         return (f"warning: fp16 on {c.hw}, which trains in bf16 (same memory, fp32's range, no loss scaling); "
@@ -328,7 +395,7 @@ def lf_effective(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     import enum
 
     out: dict[str, Any] = {}
-    for group in _lf_parse(check_values(cfg, "train", source), source):
+    for group in lf_parse(cfg, source):
         for f in dataclasses.fields(group):
             value = getattr(group, f.name)
             out.setdefault(f.name, value.value if isinstance(value, enum.Enum) else value)

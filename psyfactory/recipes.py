@@ -9,13 +9,13 @@ of docs/recipes.md live next to it in `configs/recipes/seeds/<name>.yaml` (psyfa
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from psyfactory import layers
 from psyfactory.core import paths
 from psyfactory.core.errors import ConfigError, format_validation_error
 
@@ -25,6 +25,7 @@ FORBIDDEN = {"model_name_or_path": "recipe.model", "output_dir": "the run's name
 
 
 def recipe_dir() -> Path:
+    """The repo's recipes (their seed facts are in `seeds/` below it)."""
     return paths.CONFIG_DIR / "recipes"
 
 
@@ -69,23 +70,16 @@ class Recipe:
 
 
 def list_recipes() -> list[str]:
-    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+    return layers.list_names("recipe")
 
 
 def recipe_path(name: str) -> Path:
-    valid = list_recipes()
-    if name not in valid:
-        hint = difflib.get_close_matches(name, valid, n=1)
-        raise ConfigError(f"unknown RECIPE '{name}'; valid: {', '.join(valid) or 'none'} (configs/recipes/)"
-                          + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-    return recipe_dir() / f"{name}.yaml"
+    return layers.layer_path("recipe", name)
 
 
 def load_recipe(name: str) -> Recipe:
-    from psyfactory.config import load_layer, parse_layer_names
-
     path = recipe_path(name)
-    data = load_layer(path)
+    data = layers.load_layer(path)
     block = data.pop(RECIPE_KEY, None)
     if not isinstance(block, dict):
         raise ConfigError(f"{path}: a recipe needs a `recipe:` block naming model, task and method")
@@ -96,8 +90,8 @@ def load_recipe(name: str) -> Recipe:
     for key, where in FORBIDDEN.items():
         if key in data:
             raise ConfigError(f"{path}: a recipe does not set {key} (it comes from {where})")
-    parse_layer_names(spec.model, spec.task, spec.method, source=str(path))
-    text = path.read_text(encoding="utf-8")
+    layers.check_names(spec.model, spec.task, spec.method, source=str(path))
+    text = layers.read_text(path)
     header = "".join(line + "\n" for line in _leading_comments(text))
     return Recipe(name, path, spec, data, header)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from psyfactory.core.errors import ConfigError
+from psyfactory.runspec import Run
 
 STEPS = ("train", "merge", "eval", "compare", "gguf", "report")
 
@@ -32,25 +33,17 @@ def parse_steps(text: str | None) -> tuple[str, ...]:
     return tuple(s for s in STEPS if s in names)
 
 
-def _check_evals(recipe: str, rid: Any, hw: str, inherited: list[str]) -> None:
-    """Every eval task composes and its plugin options and inputs are valid (before any training)."""
-    from psyfactory.config import compose
-    from psyfactory.evaluate import task_plugins
+def reproduce(run: Run, *, steps: tuple[str, ...] = STEPS, limit: int | None = None, batch_size: int = 8,
+              backend: str = "auto", out: Any = sys.stdout) -> Path:
+    """Run the recipe's chain on the resolved run; returns the report's path."""
+    from psyfactory import preflight, runner
+    from psyfactory.compare import compare
+    from psyfactory.evaluate import run_eval
     from psyfactory.recipes import load_recipe
 
-    for task in load_recipe(recipe).spec.eval_tasks:
-        task_plugins(compose(rid.model, task, rid.method, hw, run=rid.name, recipe=recipe,
-                             inherited=inherited if task == rid.task else ()))
-
-
-def reproduce(recipe: str, *, run: str | None = None, hw: str = "auto", overrides: list[str] | tuple[str, ...] = (),
-              steps: tuple[str, ...] = STEPS, limit: int | None = None, batch_size: int = 8, backend: str = "auto",
-              out: Any = sys.stdout) -> Path:
-    """Run the recipe's chain; returns the report's path."""
-    from psyfactory import preflight, runner, runs
-    from psyfactory.config import compose, compose_run
-    from psyfactory.recipes import load_recipe
-
+    if run.recipe is None:
+        raise ConfigError(f"run {run.name} has no recipe: make reproduce RECIPE=<name>")
+    recipe = run.recipe
     spec = load_recipe(recipe).spec
     t_all = time.perf_counter()
     timings: list[tuple[str, float]] = []
@@ -58,18 +51,17 @@ def reproduce(recipe: str, *, run: str | None = None, hw: str = "auto", override
     def say(msg: str) -> None:
         print(f"[reproduce] {msg}", file=out, flush=True)
 
-    c = compose_run(run, None, None, None, hw, overrides, inherit=False, recipe=recipe)
-    hw = c.hw
-    # fail fast: training config and data, every eval task, the GGUF stack
+    # fail fast: training config and data, every eval task's plugins and inputs, the GGUF stack
     if "train" in steps:
-        preflight.check_run(c)
-    rid, inherited = runs.resolve(c.run, None, None, None, recipe)
-    _check_evals(recipe, rid, hw, inherited or list(overrides))
+        preflight.check_run(run.config, run.task)
+    evals = {task: run.for_task(task) for task in spec.eval_tasks}
+    for view in evals.values():
+        view.task.plugins()
     if "gguf" in steps and spec.gguf:
         from psyfactory.gguf.common import setup_info
 
         setup_info()
-    say(f"RECIPE={recipe} RUN={c.run}: {spec.model}/{spec.task}/{spec.method} on {hw}; steps {', '.join(steps)}")
+    say(f"RECIPE={recipe} RUN={run.name}: {spec.model}/{spec.task}/{spec.method} on {run.hw}; steps {', '.join(steps)}")
 
     def step(name: str, fn: Any) -> Any:
         t0 = time.perf_counter()
@@ -80,34 +72,25 @@ def reproduce(recipe: str, *, run: str | None = None, hw: str = "auto", override
         return result
 
     if "train" in steps:
-        step("train", lambda: runner.train(c))
-    rid, inherited = runs.resolve(c.run, None, None, None, recipe)
-    trained = compose(rid.model, rid.task, rid.method, hw, run=rid.name, inherited=inherited, recipe=recipe)
+        step("train", lambda: runner.train(run))
     if "merge" in steps:
-        step("merge", lambda: runner.merge(trained))
+        step("merge", lambda: runner.merge(run))
     if "eval" in steps:
-        from psyfactory.evaluate import run_eval
-
-        for task in spec.eval_tasks:
+        for task, view in evals.items():
             for base in (False, True):
                 label = f"eval {task} {'base' if base else 'tuned'}"
-                step(label, lambda task=task, base=base: run_eval(
-                    rid, task, base=base, hw=hw, inherited=inherited, backend=backend, limit=limit,
-                    batch_size=batch_size))
+                step(label, lambda view=view, base=base: run_eval(view, base=base, backend=backend, limit=limit,
+                                                                  batch_size=batch_size))
     if "compare" in steps:
-        from psyfactory.compare import compare
-
-        md, _ = step("compare", lambda: compare(runs=[rid.name], out_dir=rid.dir))
+        md, _ = step("compare", lambda: compare(runs=[run.name], out_dir=run.dir))
         say(f"base vs tuned: {md}")
     if "gguf" in steps and spec.gguf:
-        from psyfactory.commands.gguf import _local_tokenizer, _options
-        from psyfactory.gguf.export import export_run
+        from psyfactory.gguf.export import export_for_run
 
-        step(f"gguf {spec.gguf}", lambda: export_run(rid.dir, quant=spec.gguf.upper(),
-                                                     local_tokenizer=_local_tokenizer(trained), **_options(trained)))
-    report = rid.dir / "reproduce.md"
+        step(f"gguf {spec.gguf}", lambda: export_for_run(run, quant=spec.gguf.upper()))
+    report = run.dir / "reproduce.md"
     if "report" in steps:
-        write_report(recipe, rid.dir, hw, timings, time.perf_counter() - t_all)
+        write_report(recipe, run.dir, run.hw, timings, time.perf_counter() - t_all)
         say(f"report: {report}")
         print(report.read_text(encoding="utf-8"), file=out, flush=True)
     return report

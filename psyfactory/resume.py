@@ -27,8 +27,11 @@ def checkpoints(adapter: Path) -> list[Path]:
 
 
 def complete(ckpt: Path) -> bool:
-    """The Trainer writes trainer_state.json after the weights, optimizer and RNG states: a checkpoint
-    is complete when that file is there and whole (psyfactory.lf_train writes it atomically)."""
+    """The Trainer writes trainer_state.json last in a checkpoint (after the weights, optimizer and RNG
+    states; transformers' `_save_checkpoint`): a checkpoint is complete when that file is there and
+    parses. A write cut short leaves a file that is empty or ends inside the JSON object, which never
+    parses (tests/test_faults.py checks every prefix of a real one), so no atomic write is needed and
+    the Trainer is not patched."""
     try:
         json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -89,3 +92,31 @@ def check(c: Any, data: dict[str, str], *, accept_data_change: bool = False,
             f"mix two datasets in one adapter. Start over ({restart_hint}), name a new run (RUN=<name>), or continue "
             "on the new data on purpose with --accept-data-change (recorded in the manifest).")
     return ckpts[-1], changed
+
+
+def finished_training(run: Any, *, allow_unfinished: bool = False) -> None:
+    """Refuse to use an adapter whose training did not finish (a stopped run leaves a complete-looking
+    adapter), saying where it stopped; `allow_unfinished` uses it anyway. A model trained elsewhere
+    (psyfactory.runspec.External) has no training stage here and passes."""
+    from psyfactory.manifest import read_manifest
+
+    stage = read_manifest(run.dir).get("stages", {}).get("train")
+    if not stage or stage.get("status") == "done":
+        return
+    adapter = run.adapter_dir
+    state = adapter / "trainer_state.json"
+    step = ""
+    if state.is_file():
+        try:
+            st = json.loads(state.read_text(encoding="utf-8"))
+            step = f" at step {st.get('global_step')} of {st.get('max_steps')}"
+        except ValueError:
+            step = ""
+    elif ckpts := checkpoints(adapter):
+        step = f" (last checkpoint {ckpts[-1].name})"
+    if allow_unfinished:
+        print(f"[psyfactory] --allow-unfinished: using the adapter of {run.name}, whose training is "
+              f"'{stage.get('status')}'{step}", flush=True)
+        return
+    raise RunError(f"run {run.name}: training did not finish (manifest status '{stage.get('status')}'{step}); rerun "
+                   f"`make train RUN={run.name}` to complete it, or pass --allow-unfinished to use the adapter as it is")

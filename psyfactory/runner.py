@@ -15,11 +15,14 @@ from typing import Any
 import yaml
 
 from psyfactory import preflight
-from psyfactory.config import Composed, parse_overrides
+from psyfactory.config import parse_overrides
+from psyfactory.core import settings
 from psyfactory.core.errors import PREEMPTED, Preempted, RunError
 from psyfactory.core.files import atomic_write_text
-from psyfactory.manifest import read_manifest, record_identity, record_stage
+from psyfactory.manifest import record_identity, record_stage
 from psyfactory.models import materialize
+from psyfactory.resume import finished_training
+from psyfactory.runspec import Run
 
 # Keys a derived (merge/predict/chat) config inherits from the composed training config.
 MODEL_KEYS = ("model_name_or_path", "template", "trust_remote_code", "finetuning_type", "enable_thinking")
@@ -87,7 +90,7 @@ def run_lf(command: str, config_file: Path, *, stdin: Any = None) -> None:
 
 def multi_process() -> bool:
     """True when llamafactory-cli would launch torchrun (FORCE_TORCHRUN, or several visible GPUs)."""
-    if os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y"):
+    if settings.flag("FORCE_TORCHRUN", False):
         return True
     import torch
 
@@ -99,34 +102,33 @@ def write_config(path: Path, cfg: dict[str, Any], header: str) -> Path:
     return path
 
 
-def adapter_dir(c: Composed) -> Path:
-    return Path(c.lf["output_dir"])
-
-
-def train(c: Composed, *, dry_run: bool = False, accept_data_change: bool = False) -> Path:
+def train(run: Run, *, dry_run: bool = False, accept_data_change: bool = False) -> Path:
     """Preflight, the resume guard (psyfactory.resume), then LLaMA-Factory; the manifest records
     `running`, then `done`, `preempted` or `failed`."""
     from psyfactory import resume
 
-    run_dir = c.run_dir
-    cfg_file = run_dir / "train.yaml"
+    c = run.config
+    cfg_file = run.dir / "train.yaml"
+    if not run.trained_here:
+        raise RunError(f"run {run.name} evaluates a model trained elsewhere ({run.adapter_dir}); train under "
+                       "another RUN=<name>")
     if c.psy.eval_only:
-        raise preflight.PreflightError(f"configs/tasks/{c.task}.yaml: task '{c.task}' is eval-only (no training "
+        raise preflight.PreflightError(f"{run.task.task_file}: task '{c.task}' is eval-only (no training "
                                        "data); train on another task and evaluate with ADAPTER_TASK or RUN")
-    data_files = preflight.check_run(c, source=c.source(cfg_file))
+    data_files = preflight.check_run(c, run.task, source=c.source(cfg_file))
     resume_from, accepted = resume.check(c, data_hashes(data_files), accept_data_change=accept_data_change)
     write_config(cfg_file, c.lf, c.header() + f"# Run: llamafactory-cli train {cfg_file}\n")
     if dry_run:
         return cfg_file
     materialize(c.model_ref)
-    record_identity(run_dir, c)
+    record_identity(run.dir, c)
     meta = c.psy.model_dump(mode="json")
     extra: dict[str, Any] = {"resumed_from": str(resume_from) if resume_from else None}
     if accepted:
         extra["data_change_accepted"] = accepted
         print(f"[psyfactory] --accept-data-change: continuing {resume_from} on changed data: {'; '.join(accepted)}",
               flush=True)
-    record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="running", **extra)
+    record_stage(run.dir, "train", cfg_file, c.lf, meta, data_files, status="running", **extra)
     try:
         if multi_process():  # llamafactory-cli launches torchrun; resumes rely on periodic checkpoints
             run_lf("train", cfg_file)
@@ -134,14 +136,14 @@ def train(c: Composed, *, dry_run: bool = False, accept_data_change: bool = Fals
             rc = _run_checked([sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)], cfg_file,
                               f"python -m psyfactory.lf_train {cfg_file}", allowed=(PREEMPTED,))
             if rc == PREEMPTED:
-                record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="preempted", **extra)
-                raise Preempted(f"training stopped on SIGUSR1 with a checkpoint in {adapter_dir(c)}; "
+                record_stage(run.dir, "train", cfg_file, c.lf, meta, data_files, status="preempted", **extra)
+                raise Preempted(f"training stopped on SIGUSR1 with a checkpoint in {run.adapter_dir}; "
                                 "rerun the same command to resume from it")
     except RunError:
-        record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="failed", **extra)
+        record_stage(run.dir, "train", cfg_file, c.lf, meta, data_files, status="failed", **extra)
         raise
-    record_stage(run_dir, "train", cfg_file, c.lf, meta, data_files, status="done", **extra)
-    return adapter_dir(c)
+    record_stage(run.dir, "train", cfg_file, c.lf, meta, data_files, status="done", **extra)
+    return run.adapter_dir
 
 
 def data_hashes(files: list[Path]) -> dict[str, str]:
@@ -150,38 +152,13 @@ def data_hashes(files: list[Path]) -> dict[str, str]:
     return {str(p): sha256_file(p) for p in files if Path(p).is_file()}
 
 
-def finished_training(c: Composed, *, allow_unfinished: bool = False) -> None:
-    """Refuse to use an adapter whose training did not finish (a stopped run leaves a complete-looking
-    adapter), saying where it stopped; `allow_unfinished` uses it anyway."""
-    stage = read_manifest(c.run_dir).get("stages", {}).get("train")
-    if not stage or stage.get("status") == "done":
-        return
-    state = adapter_dir(c) / "trainer_state.json"
-    step = ""
-    if state.is_file():
-        import json
-
-        st = json.loads(state.read_text(encoding="utf-8"))
-        step = f" at step {st.get('global_step')} of {st.get('max_steps')}"
-    else:
-        ckpts = sorted(adapter_dir(c).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
-                       if p.name.split("-")[-1].isdigit() else -1)
-        if ckpts:
-            step = f" (last checkpoint {ckpts[-1].name})"
-    if allow_unfinished:
-        print(f"[psyfactory] --allow-unfinished: using the adapter of {c.run}, whose training is "
-              f"'{stage.get('status')}'{step}", flush=True)
-        return
-    raise RunError(f"run {c.run}: training did not finish (manifest status '{stage.get('status')}'{step}); rerun "
-                   f"`make train RUN={c.run}` to complete it, or pass --allow-unfinished to use the adapter as it is")
-
-
-def merge_config(c: Composed) -> dict[str, Any]:
+def merge_config(run: Run) -> dict[str, Any]:
+    c = run.config
     cfg = {k: c.lf[k] for k in MODEL_KEYS if k in c.lf}
     cfg.pop("enable_thinking", None)
     cfg.update(
-        adapter_name_or_path=str(adapter_dir(c)),
-        export_dir=str(c.run_dir / "merged"),
+        adapter_name_or_path=str(run.adapter_dir),
+        export_dir=str(run.merged_dir),
         export_size=5,
         export_device="cpu",
         export_legacy_format=False,
@@ -193,11 +170,12 @@ def merge_config(c: Composed) -> dict[str, Any]:
     return cfg
 
 
-def merge(c: Composed, *, allow_unfinished: bool = False) -> Path:
-    cfg = merge_config(c)
-    cfg_file = c.run_dir / "merge.yaml"
+def merge(run: Run, *, allow_unfinished: bool = False) -> Path:
+    c = run.config
+    cfg = merge_config(run)
+    cfg_file = run.dir / "merge.yaml"
     preflight.check_merge(cfg, c.source(cfg_file))
-    finished_training(c, allow_unfinished=allow_unfinished)
+    finished_training(run, allow_unfinished=allow_unfinished)
     write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli export {cfg_file}\n")
     materialize(c.model_ref)
     run_lf("export", cfg_file)
@@ -205,80 +183,95 @@ def merge(c: Composed, *, allow_unfinished: bool = False) -> Path:
         from psyfactory.templates import write_into
 
         write_into(Path(cfg["export_dir"]), c.lf["template"])
-    record_stage(c.run_dir, "merge", cfg_file, cfg, c.psy.model_dump(mode="json"), status="done",
+    record_stage(run.dir, "merge", cfg_file, cfg, c.psy.model_dump(mode="json"), status="done",
                  chat_template=c.lf["template"] if c.foreign_template else None)
     return Path(cfg["export_dir"])
 
 
-def predict_config(c: Composed) -> dict[str, Any]:
-    eval_dataset = c.psy.eval_dataset
+def predict_config(run: Run) -> dict[str, Any]:
+    """LF predict with the task's generation spec (psy.generation; stop strings are applied to LF's output)."""
+    c = run.config
+    eval_dataset = run.task.eval_dataset
     if not eval_dataset:
-        raise preflight.PreflightError(f"configs/tasks/{c.task}.yaml: no psy.eval_dataset to predict on")
+        raise preflight.PreflightError(f"{run.task.task_file}: task '{c.task}' has no eval data to predict on "
+                                       "(psy.data or psy.eval_dataset)")
     cfg = {k: c.lf[k] for k in PREDICT_KEYS if k in c.lf}
+    gen = run.task.generation
     cfg.update(
         stage="sft",
         do_predict=True,
         predict_with_generate=True,
         eval_dataset=eval_dataset,
-        adapter_name_or_path=str(adapter_dir(c)),
-        output_dir=str(c.run_dir / "predict"),
+        adapter_name_or_path=str(run.adapter_dir),
+        output_dir=str(run.dir / "predict"),
         overwrite_output_dir=True,
-        do_sample=False,
-        max_new_tokens=c.psy.max_new_tokens,
+        **gen.lf_keys(),
     )
+    if gen.sampled:
+        cfg["seed"] = gen.seed
+    if gen.prompt == "plain":
+        cfg["template"] = "empty"  # LF's template that renders the texts as they are
     return cfg
 
 
-def _prepare_stage(c: Composed, name: str, cfg: dict[str, Any], parser: str, lf_command: str) -> Path:
+def _prepare_stage(run: Run, name: str, cfg: dict[str, Any], parser: str, lf_command: str) -> Path:
     """Check a derived stage config (keys for LF's `parser` group, template) and write runs/…/<name>.yaml."""
-    cfg_file = c.run_dir / f"{name}.yaml"
-    source = c.source(cfg_file)
+    cfg_file = run.dir / f"{name}.yaml"
+    source = run.source(cfg_file)
     preflight.check_keys(cfg, parser, source)
     preflight.check_template(cfg, source)
     if name == "predict" and not (Path(cfg["adapter_name_or_path"]) / "adapter_config.json").is_file():
         raise preflight.PreflightError(f"{source}: no trained adapter at {cfg['adapter_name_or_path']} (run `make train`)")
-    return write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli {lf_command} {cfg_file}\n")
+    return write_config(cfg_file, cfg, run.config.header() + f"# Run: llamafactory-cli {lf_command} {cfg_file}\n")
 
 
-def predict(c: Composed, *, allow_unfinished: bool = False) -> Path:
-    cfg = predict_config(c)
+def predict(run: Run, *, allow_unfinished: bool = False) -> Path:
+    cfg = predict_config(run)
     data_files = preflight.check_datasets(cfg["eval_dataset"], Path(cfg["dataset_dir"]))
-    cfg_file = _prepare_stage(c, "predict", cfg, "train", "train")
-    finished_training(c, allow_unfinished=allow_unfinished)
-    materialize(c.model_ref)
+    cfg_file = _prepare_stage(run, "predict", cfg, "train", "train")
+    finished_training(run, allow_unfinished=allow_unfinished)
+    materialize(run.config.model_ref)
     run_lf("train", cfg_file)
     out = Path(cfg["output_dir"]) / "generated_predictions.jsonl"
-    record_stage(c.run_dir, "predict", cfg_file, cfg, c.psy.model_dump(mode="json"), data_files, status="done",
-                 output=str(out))
+    stop = run.task.generation.stop
+    if stop:  # LF has no stop strings: cut its predictions where the spec says the reply ends
+        from psyfactory.core.files import atomic_write_jsonl, read_jsonl
+        from psyfactory.core.generation import cut_at_stop
+
+        atomic_write_jsonl(out, [{**r, "predict": cut_at_stop(r.get("predict", ""), stop)} for r in read_jsonl(out)])
+    record_stage(run.dir, "predict", cfg_file, cfg, run.config.psy.model_dump(mode="json"), data_files,
+                 status="done", output=str(out))
     return out
 
 
-def chat_config(c: Composed) -> dict[str, Any]:
+def chat_config(run: Run) -> dict[str, Any]:
+    c = run.config
     cfg = {k: c.lf[k] for k in MODEL_KEYS + QUANT_KEYS if k in c.lf}
-    if (adapter_dir(c) / "adapter_config.json").is_file():
-        cfg["adapter_name_or_path"] = str(adapter_dir(c))
-    cfg.update(infer_backend="huggingface", max_new_tokens=c.psy.max_new_tokens)
-    if c.psy.kind == "label":
-        cfg["do_sample"] = False  # greedy, as `make eval` and the exported Modelfile (temperature 0)
+    if run.has_adapter:
+        cfg["adapter_name_or_path"] = str(run.adapter_dir)
+    cfg.update(infer_backend="huggingface", **run.task.generation.lf_keys())
+    if run.task.generation.prompt == "plain":
+        cfg["template"] = "empty"
     return cfg
 
 
-def chat(c: Composed) -> None:
+def chat(run: Run, *, base: bool = False) -> None:
     """`llamafactory-cli chat`; a label task whose plugins declare a crisis safety net chats through
-    psyfactory.labelchat instead (the same config, LLaMA-Factory's ChatModel, the net on each answer)."""
-    from psyfactory.evaluate import task_safety_net
-
-    cfg = chat_config(c)
-    net = task_safety_net(c)  # config mistakes fail here, before the model loads
-    if "adapter_name_or_path" not in cfg:
-        print(f"[psyfactory] no adapter in {adapter_dir(c)}: chatting with the base model", flush=True)
-    cfg_file = _prepare_stage(c, "chat", cfg, "infer", "chat")
-    materialize(c.model_ref)
+    psyfactory.labelchat instead (the same config, LLaMA-Factory's ChatModel, the net on each answer).
+    Without a trained adapter it refuses, unless `base` (chat with the base model on purpose)."""
+    cfg = chat_config(run)
+    net = run.task.safety_net()  # config mistakes fail here, before the model loads
+    if "adapter_name_or_path" not in cfg and not base:
+        raise RunError(f"no trained adapter in {run.adapter_dir}: train the run first (`make train RUN={run.name}`), "
+                       "or chat with the base model on purpose: BASE=1")
+    if base:
+        cfg.pop("adapter_name_or_path", None)
+    cfg_file = _prepare_stage(run, "chat", cfg, "infer", "chat")
+    materialize(run.config.model_ref)
     if net is None:
         run_lf("chat", cfg_file)
         return
-    from psyfactory.core.labels import load_schema
     from psyfactory.labelchat import chat_lf
 
-    assert c.psy.label_schema  # task_safety_net returns a net only for label tasks
-    chat_lf(cfg, net, load_schema(c.psy.label_schema))
+    assert run.task.label_schema is not None  # a net exists only for tasks with a label schema
+    chat_lf(cfg, net, run.task.label_schema)

@@ -17,6 +17,8 @@ from typing import Any
 
 from psyfactory.core import paths
 from psyfactory.core.errors import ConfigError
+from psyfactory.manifest import read_manifest
+from psyfactory.recipes import load_recipe
 
 DEFAULT_MODEL, DEFAULT_TASK, DEFAULT_METHOD = "tiny", "psydt", "lora"
 # Folder names inside a run directory: a run name may not use them, so no run nests in another's files.
@@ -37,8 +39,9 @@ class RunId:
         return paths.run_dir(self.name)
 
 
-def default_name(model: str, task: str, method: str) -> str:
-    return f"{model}/{task}/{method}"
+def default_name(model: str, task: str, method: str, recipe: str | None = None) -> str:
+    """The one place a run's default name is made: the recipe's name, else `<model>/<task>/<method>`."""
+    return recipe or f"{model}/{task}/{method}"
 
 
 def check_name(name: str) -> str:
@@ -54,8 +57,6 @@ def check_name(name: str) -> str:
 
 def recorded(run_dir: Path) -> dict[str, Any] | None:
     """The identity `make train` recorded for the run (manifest.json `run`), or None."""
-    from psyfactory.manifest import read_manifest
-
     return read_manifest(run_dir).get("run")
 
 
@@ -68,20 +69,14 @@ def resolve(run: str | None, model: str | None, task: str | None, method: str | 
     it and must not contradict it."""
     given = {"model": model, "task": task, "method": method}  # what the command line says
     if recipe:
-        from psyfactory.recipes import load_recipe
-
         spec = load_recipe(recipe).spec
         differs = [f"{k.upper()}={v}" for k, v in given.items() if v is not None and v != getattr(spec, k)]
         if differs and not run:
             raise ConfigError(f"RECIPE={recipe} runs MODEL={spec.model} TASK={spec.task} METHOD={spec.method}; "
                               f"to run it with {' '.join(differs)} give the run a name of its own: RUN=<name>")
         model, task, method = model or spec.model, task or spec.task, method or spec.method
-    if run:
-        name = check_name(run)
-    elif recipe:
-        name = check_name(recipe)
-    else:
-        name = default_name(model or DEFAULT_MODEL, task or DEFAULT_TASK, method or DEFAULT_METHOD)
+    name = check_name(run or default_name(model or DEFAULT_MODEL, task or DEFAULT_TASK, method or DEFAULT_METHOD,
+                                          recipe))
     rec = recorded(paths.run_dir(name))
     if rec is None:
         return RunId(name, model or DEFAULT_MODEL, task or DEFAULT_TASK, method or DEFAULT_METHOD, recipe), []

@@ -85,7 +85,7 @@ def seed_path(recipe: str) -> Path:
 
 def load_seed(recipe: str) -> SeedFacts | None:
     """The seed facts of a recipe, or None for a recipe that reproduces no seed (tiny-student)."""
-    from psyfactory.config import load_layer
+    from psyfactory.layers import load_layer
 
     path = seed_path(recipe)
     if not path.is_file():
@@ -157,7 +157,7 @@ class Row:
 
 
 def _origin(key: str, recipe: Recipe, layers: list[Path]) -> str:
-    from psyfactory.config import load_layer
+    from psyfactory.layers import load_layer
 
     parts = key.split(".")
     found = ""

@@ -8,8 +8,10 @@ import pytest
 import yaml
 from psyutil import cli
 
-from psyfactory.config import ConfigError, compose, list_names, load_layer
+from psyfactory.config import ConfigError, compose
 from psyfactory.core import paths
+from psyfactory.layers import list_names, load_layer
+from psyfactory.taskview import TaskView
 from psyfactory.models import resolve_model_path
 from psyfactory.preflight import check_keys, check_template, lf_keys
 
@@ -51,17 +53,17 @@ def test_every_model_task_method_composes_to_valid_lf_keys(model):
             assert "dataset" not in c.lf and c.psy.eval_plugins
             continue
         assert c.lf["dataset"] == f"{task}_train"
-        assert c.psy.eval_dataset == f"{task}_eval"
+        assert TaskView(c).eval_dataset == f"{task}_eval"  # the one default of the eval split's name
         assert "psy" not in c.lf
 
 
 def test_layer_precedence_and_overrides():
-    c = compose("qwen3-4b", "emotion", "qlora", "a40", ["learning_rate=5e-5", "psy.max_new_tokens=3"])
+    c = compose("qwen3-4b", "emotion", "qlora", "a40", ["learning_rate=5e-5", "psy.generation.max_new_tokens=3"])
     assert c.lf["quantization_bit"] == 4  # method layer
     assert c.lf["bf16"] is True  # hardware layer
     assert c.lf["cutoff_len"] == 256  # task layer
     assert c.lf["learning_rate"] == 5e-5  # override beats task
-    assert c.psy.max_new_tokens == 3
+    assert c.psy.generation.max_new_tokens == 3
     assert c.lf["output_dir"] == str(paths.runs_root() / "qwen3-4b" / "emotion" / "qlora" / "adapter")
     named = compose("qwen3-4b", "emotion", "qlora", "a40", run="lr-5e-5")
     assert named.lf["output_dir"] == str(paths.runs_root() / "lr-5e-5" / "adapter") and named.run_dir.name == "lr-5e-5"
@@ -73,7 +75,9 @@ def test_thinking_is_disabled_only_for_reasoning_models():
     assert compose("qwen3-4b", "student", "lora", "a40").lf["enable_thinking"] is False
     assert compose("deepseek-r1-distill-qwen-7b", "student", "lora", "a40").lf["enable_thinking"] is False
     assert "enable_thinking" not in compose("qwen2.5-7b-instruct", "student", "lora", "a40").lf
-    assert compose("qwen3-4b", "psydt", "lora", "a40", ["psy.thinking=true"]).lf["enable_thinking"] is True
+    assert compose("qwen3-4b", "psydt", "lora", "a40", ["psy.generation.thinking=true"]).lf["enable_thinking"] is True
+    # `template`: the chat template's own default (Qwen3 thinks); LF's switch is then on as well
+    assert compose("qwen3-4b", "psydt", "lora", "a40", ["psy.generation.thinking=template"]).lf["enable_thinking"] is True
 
 
 def test_unknown_names_list_valid_ones():

@@ -76,10 +76,9 @@ def test_a_torn_checkpoint_is_set_aside_and_the_rerun_resumes(workspace):
     assert json.loads((torn / "trainer_state.json").read_text())["global_step"] == 4  # steps 3-4 trained again
 
 
-def test_a_half_written_trainer_state_marks_a_checkpoint_incomplete(tmp_path, monkeypatch):
+def test_a_half_written_trainer_state_marks_a_checkpoint_incomplete(tmp_path):
     from transformers.trainer_callback import TrainerState
 
-    from psyfactory.lf_train import atomic_trainer_state
     from psyfactory.resume import complete, set_aside_incomplete
 
     for step, state in ((2, '{"global_step": 2}'), (4, '{"global_step": 4, "log_hist')):  # 4: cut mid-write
@@ -87,11 +86,16 @@ def test_a_half_written_trainer_state_marks_a_checkpoint_incomplete(tmp_path, mo
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     assert [p.name for p in set_aside_incomplete(tmp_path)] == ["incomplete-checkpoint-4"]
     assert complete(tmp_path / "checkpoint-2")
-    monkeypatch.setattr(TrainerState, "save_to_json", TrainerState.save_to_json)  # restored after the test
-    atomic_trainer_state()  # what psyfactory.lf_train installs: the completion marker is written atomically
-    TrainerState(global_step=7).save_to_json(str(tmp_path / "checkpoint-2" / "trainer_state.json"))
-    assert json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 7
-    assert sorted(p.name for p in (tmp_path / "checkpoint-2").iterdir()) == ["trainer_state.json"]  # no temp left
+    # why no atomic write is needed: the Trainer's own file, cut at any byte, never passes for complete
+    TrainerState(global_step=7).save_to_json(str(tmp_path / "state.json"))
+    whole = (tmp_path / "state.json").read_bytes()
+    cut = tmp_path / "checkpoint-9"
+    cut.mkdir()
+    for n in range(len(whole.rstrip())):  # any cut before the closing brace
+        (cut / "trainer_state.json").write_bytes(whole[:n])
+        assert not complete(cut), n
+    (cut / "trainer_state.json").write_bytes(whole)
+    assert complete(cut)
 
 
 # ---------------------------------------------------------------- 3. value errors before the model loads
@@ -101,7 +105,16 @@ def test_value_errors_are_one_line_before_anything_loads(workspace):
     err = one_error_line(cli("config", "--hw", "cpu", "num_train_epochs=abc", check=False))
     assert "num_train_epochs='abc'" in err
     err = one_error_line(cli("config", "--hw", "cpu", "lr_scheduler_type=cosin", check=False))
-    assert "rejects the config: cosin is not a valid SchedulerType" in err and "'cosine'" in err
+    assert "lr_scheduler_type='cosin' is not a valid value" in err and "'cosine'" in err
+    for bad, say in (("learning_rate=-1", "learning_rate=-1 must be greater than 0"),
+                     ("lora_rank=0", "lora_rank=0 must be greater than 0"),
+                     ("per_device_train_batch_size=0", "per_device_train_batch_size=0 must be greater than 0"),
+                     ("cutoff_len=0", "cutoff_len=0 must be greater than 0"),
+                     ("lora_dropout=1.5", "lora_dropout=1.5 must be below 1")):
+        assert say in one_error_line(cli("config", "--hw", "cpu", bad, check=False)), bad
+    err = one_error_line(cli("config", "--hw", "cpu", "--lf-check", "val_size=0.05", "eval_strategy=no",
+                             "load_best_model_at_end=true", check=False))
+    assert "LLaMA-Factory rejects the config" in err and "load_best_model_at_end" in err
     err = one_error_line(cli("train", *TRAIN, "resume_from_checkpoint=/nowhere", check=False))
     assert "resume_from_checkpoint=/nowhere is not a checkpoint folder" in err
     assert not (run_dir(workspace) / "manifest.json").exists()  # nothing recorded as running
@@ -227,18 +240,18 @@ def test_credentials_in_configs_are_refused_naming_the_environment_variable(work
 # ---------------------------------------------------------------- 8. using a run that did not finish
 # (a real SIGUSR1 stop: test_e2e_spine.py::test_sigusr1_saves_a_checkpoint_and_a_rerun_resumes_from_it)
 def test_an_unfinished_run_is_refused_unless_told(workspace, capsys):
-    from psyfactory.config import compose
     from psyfactory.core.errors import RunError
-    from psyfactory.runner import finished_training
+    from psyfactory.resume import finished_training
+    from psyfactory.runspec import resolve
 
-    c = compose("tiny", "psydt", "lora", "cpu")
-    adapter = Path(c.lf["output_dir"])
+    c = resolve(model="tiny", task="psydt", method="lora", hw="cpu")
+    adapter = c.adapter_dir
     (adapter / "checkpoint-3").mkdir(parents=True)
-    (c.run_dir / "manifest.json").write_text(json.dumps({"stages": {"train": {"status": "failed"}}}))
+    (c.dir / "manifest.json").write_text(json.dumps({"stages": {"train": {"status": "failed"}}}))
     with pytest.raises(RunError, match=r"training did not finish \(manifest status 'failed' \(last checkpoint "
                                        r"checkpoint-3\)\); rerun `make train RUN=tiny/psydt/lora`"):
         finished_training(c)
     finished_training(c, allow_unfinished=True)
     assert "--allow-unfinished: using the adapter of tiny/psydt/lora" in capsys.readouterr().out
-    (c.run_dir / "manifest.json").write_text(json.dumps({"stages": {"train": {"status": "done"}}}))
+    (c.dir / "manifest.json").write_text(json.dumps({"stages": {"train": {"status": "done"}}}))
     finished_training(c)

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from data_prep.teacher import student_schema
 from psyfactory.core.errors import ConfigError
-from psyfactory.core.labels import load_schema, parse_student_labels, student_schema, validate_student_labels
+from psyfactory.core.labels import load_schema
 
 GOOD = {"depression_level": 1, "anxiety_level": 2, "risk_flag": "none", "student_distress_score": 4}
 
@@ -34,14 +35,14 @@ GOOD = {"depression_level": 1, "anxiety_level": 2, "risk_flag": "none", "student
     ],
 )
 def test_parse_student_labels(text, reasons, fenced, surrounded, think):
-    p = parse_student_labels(text)
+    p = student_schema().parse(text)
     assert p.reasons == reasons
     assert (p.labels == GOOD) == (not reasons)
     assert (p.extraction.fenced, p.extraction.surrounded, p.extraction.had_think) == (fenced, surrounded, think)
 
 
 def test_validate_non_object_and_dump_order():
-    assert validate_student_labels([GOOD]) == ["not_object"]
+    assert student_schema().reasons([GOOD]) == ["not_object"]
     shuffled = dict(reversed(list(GOOD.items())))
     assert student_schema().dump(shuffled) == json.dumps(GOOD, ensure_ascii=False)
 
@@ -99,7 +100,7 @@ class ScriptedServer:
 
 
 def _validate(text: str):
-    p = parse_student_labels(text)
+    p = student_schema().parse(text)
     return p.labels, p.reasons
 
 

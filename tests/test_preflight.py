@@ -23,10 +23,15 @@ def test_unknown_lf_key_is_named_with_a_suggestion():
 
 
 def test_unknown_or_ill_typed_psy_key_is_one_line_naming_the_key():
-    err = one_error_line(cli("config", "--hw", "cpu", "psy.max_new_tokenz=5", check=False))
-    assert "unknown key 'psy.max_new_tokenz' (did you mean 'psy.max_new_tokens'?)" in err
-    err = one_error_line(cli("config", "--hw", "cpu", "psy.max_new_tokens=abc", check=False))
-    assert "psy.max_new_tokens: Input should be a valid integer" in err and "'abc'" in err
+    err = one_error_line(cli("config", "--hw", "cpu", "psy.generation.max_new_tokenz=5", check=False))
+    assert "unknown key 'psy.generation.max_new_tokenz' (did you mean 'psy.generation.max_new_tokens'?)" in err
+    err = one_error_line(cli("config", "--hw", "cpu", "psy.generation.max_new_tokens=abc", check=False))
+    assert "psy.generation.max_new_tokens: Input should be a valid integer" in err and "'abc'" in err
+    err = one_error_line(cli("config", "--hw", "cpu", "psy.generation.thinking=maybe", check=False))
+    assert "psy.generation.thinking" in err
+    # the key that once had no effect is gone: one line, with the key that does it now
+    err = one_error_line(cli("config", "--hw", "cpu", "psy.max_new_tokens=50", check=False))
+    assert "unknown key 'psy.max_new_tokens' (did you mean 'psy.generation.max_new_tokens'?)" in err
     err = one_error_line(cli("config", "--hw", "cpu", "psy.reasoning=sometimes", check=False))
     assert "psy.reasoning: Input should be 'none', 'hybrid' or 'always'" in err
 

@@ -110,7 +110,7 @@ def test_layer_options_the_seeds_need_are_checked_in_preflight():
 
     assert "max_samples=0 loads no samples" in err("max_samples=0")  # seed 002 hit it
     assert "no eval data: set val_size" in err("eval_strategy=steps")
-    e = err("val_size=0.05", "eval_strategy=no", "load_best_model_at_end=true")
+    e = err("--lf-check", "val_size=0.05", "eval_strategy=no", "load_best_model_at_end=true")
     assert "LLaMA-Factory rejects the config" in e and "load_best_model_at_end" in e
     if not __import__("importlib").util.find_spec("wandb"):
         assert "report_to=wandb needs the wandb package" in err("report_to=wandb")
@@ -230,10 +230,12 @@ def test_sbatch_dry_run_renders_the_recipe_chain(tmp_path, monkeypatch):
     from psyfactory.cli import build_parser
     from psyfactory.commands.slurm import _request
 
-    req = _request(build_parser().parse_args(["sbatch", "--recipe", "seed004-psydt", "--dry-run"]))
+    profile = slurm.load_profile()
+    req = _request(build_parser().parse_args(["sbatch", "--recipe", "seed004-psydt", "--dry-run"]), profile)
     assert (req.run, req.recipe, req.stages) == ("seed004-psydt", "seed004-psydt", ("train", "merge", "eval"))
+    assert req.hw == "a40"  # HW=auto on a login node: the profile's hardware
     buf = io.StringIO()
-    slurm.submit(req, slurm.load_profile(), dry_run=True, out=buf)
+    slurm.submit(req, profile, dry_run=True, out=buf)
     assert re.findall(r"# ===== (\w+):", buf.getvalue()) == ["train", "merge", "eval"]  # no GGUF in seed 004
     assert not (tmp_path / "runs").exists()
 

@@ -18,15 +18,16 @@ def _dataset_dir_default() -> Path:
 
 
 def _tasks(values: list[str] | None) -> list[str] | None:
-    """--task may repeat or be comma-separated; 'all' (or nothing) means every task."""
-    from data_prep import tasks
+    """--task may repeat or be comma-separated; 'all' (or nothing) means every task that declares data."""
+    from psyfactory.prep import tasks_with_data
 
     names = [t.strip() for v in values or [] for t in v.split(",") if t.strip()]
     if not names or "all" in names:
         return None
-    bad = [t for t in names if t not in tasks()]
+    known = tasks_with_data()
+    bad = [t for t in names if t not in known]
     if bad:
-        raise ConfigError(f"unknown task(s) {bad}; choose from {', '.join(tasks())} or all")
+        raise ConfigError(f"unknown task(s) {bad}; tasks with data (psy.data): {', '.join(known)} or all")
     return names
 
 
@@ -58,7 +59,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_prep(args: argparse.Namespace) -> int:
-    from data_prep import prepare
+    from psyfactory.prep import prepare
 
     tasks, raw, out = _tasks(args.task), Path(args.raw_dir), Path(args.dataset_dir or _dataset_dir_default())
     if args.teacher != "gguf":
@@ -151,7 +152,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prep", help="raw sources -> data/<task>/{train,eval}.jsonl + dataset_info.json")
-    p.add_argument("--task", action="append", help="task(s) (data_prep/<task>.py) or all (default: all)")
+    p.add_argument("--task", action="append", help="task(s) whose YAML declares psy.data, or all (default: all)")
     p.add_argument("--raw-dir", default="raw/", help="raw data folder laid out like ../shared/datasets (default raw/)")
     p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR or the repo)")
     p.add_argument("--teacher", default=None,

@@ -1,32 +1,27 @@
-"""`psyfactory eval` and `psyfactory compare`."""
+"""`psyfactory eval`, `psyfactory compare` and `psyfactory ask`."""
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
+import sys
 from pathlib import Path
+
+from psyfactory.commands.common import add_run_args, run_from_args
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from psyfactory import runs
-    from psyfactory.core import paths
     from psyfactory.evaluate import run_eval
 
-    if args.raw_dir:
-        os.environ["PSY_RAW_DIR"] = str(Path(args.raw_dir).resolve())
-    # The run is RUN, or <model>/<adapter task or task>/<method>; the eval task is TASK (default: the run's).
-    run_task = args.adapter_task or args.task
-    if args.recipe and not args.adapter_task:
-        run_task = None  # a recipe names its training task: TASK names the eval task only
-    if args.run and not args.adapter_task and runs.recorded(paths.run_dir(runs.check_name(args.run))):
-        run_task = None  # a trained run: TASK names the eval task only
-    rid, inherited = runs.resolve(args.run, args.model, run_task, args.method, args.recipe)
-    cli_options = {"scoring": args.scoring, "prompt_format": args.prompt_format, "bench_file": args.bench_file,
-                   "rubric": args.rubric, "judge_url": args.judge_url, "judge_model": args.judge_model}
-    out = run_eval(rid, args.task or rid.task, base=args.base, hw=args.hw, overrides=args.overrides,
-                   inherited=inherited, backend=args.backend, limit=args.limit, batch_size=args.batch_size,
-                   cli_options=cli_options, plugins_only=args.plugins, variant=args.variant,
-                   overwrite=args.overwrite, allow_unfinished=args.allow_unfinished)
+    gguf = None
+    if args.backend == "gguf":  # which export: read once, here (PSY_GGUF_QUANT / _LORA / _CONSTRAINED)
+        from psyfactory.gguf.backend import EvalChoice
+
+        gguf = EvalChoice.from_env()
+    run = run_from_args(args, eval_task=True)
+    out = run_eval(run, base=args.base, backend=args.backend, limit=args.limit, batch_size=args.batch_size,
+                   plugins_only=args.plugins, variant=args.variant, overwrite=args.overwrite,
+                   allow_unfinished=args.allow_unfinished, gguf=gguf)
     print(f"[psyfactory] eval: {out / 'metrics.json'}\n[psyfactory] report: {out / 'report.md'}")
 
 
@@ -38,11 +33,31 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"[psyfactory] written: {md}, {csv_path}")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from psyfactory.cli import add_run_args
+def cmd_ask(args: argparse.Namespace) -> None:
+    """One prompt (or a file of prompts, one per line or JSONL with a `prompt` field) answered by the base
+    model and the tuned one, side by side; JSON lines with --json."""
+    from psyfactory.ask import ask, prompts_from
 
+    run = run_from_args(args, eval_task=True)
+    prompts = prompts_from(args.prompt, args.file)
+    rows = ask(run, prompts, system=args.system, allow_unfinished=args.allow_unfinished)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return
+    for i, row in enumerate(rows, 1):
+        print(f"=== {i}/{len(rows)} prompt: {row['prompt']}")
+        print(f"--- base ({row['base_model']}):\n{row['base']}")
+        print(f"--- tuned ({row['tuned_model']}):\n{row['tuned']}")
+        for who in ("base", "tuned"):
+            if row.get(f"{who}_safety_net"):
+                print(f"    [{who}] crisis safety net: {row[f'{who}_safety_net']}")
+    sys.stdout.flush()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="run the task's eval plugins on a run's adapter (or --base), as a named variant")
-    add_run_args(p)
+    add_run_args(p, external=True)
     p.add_argument("--base", action="store_true", help="evaluate the run's base model (variant 'base')")
     p.add_argument("--variant", default=None,
                    help="name of the result folder runs/<run>/eval/<variant> (default: tuned, base, gguf-<QUANT>...)")
@@ -58,18 +73,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plugins", nargs="+", default=None, help="run only these plugins (default: the task's list)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples/items only")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--scoring", choices=["loglik", "generate"], default=None,
-                   help="option 'scoring' of the task's plugins (psychcounsel_bench)")
-    p.add_argument("--prompt-format", nargs="+", default=None,
-                   help="option 'formats': prompt format names or YAML paths (first = headline)")
-    p.add_argument("--bench-file", default=None, help="option 'bench_file': benchmark JSON file")
     p.add_argument("--raw-dir", default=None,
                    help="raw sources folder for {raw_dir} in benchmark paths (default $PSY_RAW_DIR or ./raw)")
-    p.add_argument("--rubric", default=None, help="option 'rubric' (llm_judge): rubric name or YAML path")
-    p.add_argument("--judge-url", default=None, help="option 'base_url' (llm_judge): OpenAI-compatible base URL")
-    p.add_argument("--judge-model", default=None, help="option 'model' (llm_judge): judge model name")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("compare", help="every evaluation of the named runs side by side (markdown + CSV)")
     p.add_argument("--run", action="append", default=[], help="a run to include (repeatable; default: every run)")
     p.add_argument("--runs-root", default=None, help="runs root (default: $PSY_RUNS_DIR or ./runs)")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("ask", help="answer a prompt (or a file of prompts) with the base and the tuned model, "
+                                   "side by side")
+    add_run_args(p, external=True)
+    p.add_argument("--prompt", default=None, help="the prompt")
+    p.add_argument("--file", default=None, help="a file of prompts: one per line (.txt) or JSONL with 'prompt'")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--json", action="store_true", help="one JSON line per prompt instead of text")
+    p.add_argument("--allow-unfinished", action="store_true", help="use the adapter of an unfinished run")
+    p.add_argument("--adapter-task", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_ask)

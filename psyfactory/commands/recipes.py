@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from psyfactory.commands.common import run_from_args
 from psyfactory.core.errors import ConfigError, RunError
 
 
@@ -22,8 +23,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.model or args.task or args.method:
         raise ConfigError(f"RECIPE={args.recipe} names the model, task and method; to vary them, "
                           "`make train RECIPE=... MODEL=... RUN=<name>`")
-    reproduce(args.recipe, run=args.run, hw=args.hw, overrides=args.overrides, steps=parse_steps(args.steps),
-              limit=args.limit, batch_size=args.batch_size, backend=args.backend)
+    steps = parse_steps(args.steps)
+    # training composes from this command alone; later steps alone (a Slurm eval job) inherit the run's
+    run = run_from_args(args, inherit="train" not in steps)
+    reproduce(run, steps=steps, limit=args.limit, batch_size=args.batch_size, backend=args.backend)
     return 0
 
 
@@ -60,12 +63,10 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 def cmd_tensorboard(args: argparse.Namespace) -> int:
     """TensorBoard on a run's training logs (LF output_dir/runs), or on every run under the runs root."""
-    from psyfactory import runs
     from psyfactory.core import paths
 
     if args.run or args.recipe or args.model or args.task or args.method:
-        rid, _ = runs.resolve(args.run, args.model, args.task, args.method, args.recipe)
-        logdir = rid.dir / "adapter" / "runs"
+        logdir = run_from_args(args).adapter_dir / "runs"
         if not logdir.is_dir():
             raise RunError(f"no TensorBoard logs in {logdir}: train with `report_to: tensorboard` "
                            f"(ARGS=report_to=tensorboard, or a recipe that sets it)")
@@ -86,7 +87,7 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from psyfactory.cli import add_run_args
+    from psyfactory.commands.common import add_run_args
     from psyfactory.reproduce import STEPS
 
     p = sub.add_parser("reproduce", help="a recipe's chain: train -> merge -> eval tuned+base -> compare [-> gguf]")

@@ -6,30 +6,21 @@ import argparse
 import os
 import time
 
+from psyfactory.commands.common import add_run_args, run_from_args
 from psyfactory.core import paths
 
 
-def compose_args(args: argparse.Namespace, *, inherit: bool = True):  # noqa: ANN201 (Composed, imported lazily)
-    """The composed config of the run the command line names (RUN, or MODEL/TASK/METHOD)."""
-    from psyfactory.config import compose_run
-
-    return compose_run(args.run, args.model, args.task, getattr(args, "method", None), args.hw, args.overrides,
-                       inherit=inherit, recipe=getattr(args, "recipe", None))
-
-
 def cmd_list(args: argparse.Namespace) -> None:
-    from psyfactory.config import list_names
-    from psyfactory.recipes import list_recipes
+    from psyfactory.layers import list_names
 
-    for kind in ("model", "task", "method", "hardware"):
+    for kind in ("model", "task", "method", "hardware", "recipe"):
         print(f"{kind:9} {' '.join(list_names(kind))}")
-    print(f"{'recipe':9} {' '.join(list_recipes())}")
     if args.psy:
         from psyfactory.psyconfig import describe
 
         print("\npsy keys (docs/configs.md):")
         for key, layer, typ, default, _ in describe():
-            print(f"  psy.{key:15} {layer:9} {typ:35} default {default}")
+            print(f"  psy.{key:26} {layer:9} {typ:40} default {default}")
     if args.runs:
         from psyfactory.runs import all_runs
 
@@ -41,15 +32,15 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_config(args: argparse.Namespace) -> None:
     from psyfactory import preflight
 
-    c = compose_args(args, inherit=False)
-    preflight.check_run(c, need_files=False)
-    print(c.to_yaml(), end="")
+    run = run_from_args(args, inherit=False)
+    preflight.check_run(run.config, run.task, need_files=False, with_lf=args.lf_check)
+    print(run.config.to_yaml(), end="")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from psyfactory import runner
 
-    out = runner.train(compose_args(args, inherit=False), dry_run=args.dry_run,
+    out = runner.train(run_from_args(args, inherit=False), dry_run=args.dry_run,
                        accept_data_change=args.accept_data_change)
     print(f"[psyfactory] {'config written' if args.dry_run else 'adapter'}: {out}")
 
@@ -57,19 +48,19 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_merge(args: argparse.Namespace) -> None:
     from psyfactory import runner
 
-    print(f"[psyfactory] merged model: {runner.merge(compose_args(args), allow_unfinished=args.allow_unfinished)}")
+    print(f"[psyfactory] merged model: {runner.merge(run_from_args(args), allow_unfinished=args.allow_unfinished)}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from psyfactory import runner
 
-    print(f"[psyfactory] predictions: {runner.predict(compose_args(args), allow_unfinished=args.allow_unfinished)}")
+    print(f"[psyfactory] predictions: {runner.predict(run_from_args(args), allow_unfinished=args.allow_unfinished)}")
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
     from psyfactory import runner
 
-    runner.chat(compose_args(args))
+    runner.chat(run_from_args(args), base=args.base)
 
 
 DEMO_SAMPLES = paths.REPO_ROOT / "data_prep" / "samples"
@@ -77,29 +68,28 @@ DEMO_SAMPLES = paths.REPO_ROOT / "data_prep" / "samples"
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """prep (bundled sample data) -> train -> merge -> predict, on the tiny model, on CPU."""
-    from data_prep import prepare
     from psyfactory import runner
-    from psyfactory.config import compose
+    from psyfactory.prep import prepare
+    from psyfactory.runspec import resolve
 
     t0 = time.time()
     demo_root = paths.runs_root() / "_demo"
     os.environ["PSY_DATASET_DIR"] = str(demo_root / "dataset")  # keep the user's data/ untouched
     # The student task needs a teacher LLM; the demo uses the offline keyword stand-in (not a real labeller).
     prepare([args.task], DEMO_SAMPLES, paths.dataset_dir(), teacher="lexicon")
-    overrides = ["max_steps=20", "logging_steps=5", "save_steps=20", "cutoff_len=1024", "psy.max_new_tokens=32",
-                 "overwrite_output_dir=true", *args.overrides]
-    c = compose("tiny", args.task, "lora", "cpu", overrides)
-    adapter = runner.train(c)
-    merged = runner.merge(c)
-    preds = runner.predict(c)
+    overrides = ["max_steps=20", "logging_steps=5", "save_steps=20", "cutoff_len=1024",
+                 "psy.generation.max_new_tokens=32", "overwrite_output_dir=true", *args.overrides]
+    run = resolve(model="tiny", task=args.task, method="lora", hw="cpu", overrides=overrides, inherit=False)
+    adapter = runner.train(run)
+    merged = runner.merge(run)
+    preds = runner.predict(run)
     print("\n[psyfactory] demo finished in %.0fs" % (time.time() - t0))
     for label, path in [("data", paths.dataset_dir()), ("adapter", adapter), ("merged model", merged),
-                        ("predictions", preds), ("manifest", c.run_dir / "manifest.json")]:
+                        ("predictions", preds), ("manifest", run.dir / "manifest.json")]:
         print(f"  {label:13} {path}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from psyfactory.cli import add_run_args
 
     p = sub.add_parser("list", help="list models, tasks, methods, hardware profiles")
     p.add_argument("--psy", action="store_true", help="also the psy: keys with their layer, type and default")
@@ -121,6 +111,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name in ("merge", "predict"):
             p.add_argument("--allow-unfinished", action="store_true",
                            help="use the adapter of a run whose training stopped before the end")
+        if name == "config":
+            p.add_argument("--lf-check", action="store_true",
+                           help="also run LLaMA-Factory's own argument parser on it (imports LLaMA-Factory: seconds)")
+        if name == "chat":
+            p.add_argument("--base", action="store_true", help="chat with the base model (no adapter)")
         p.set_defaults(func=func)
     p = sub.add_parser("demo", help="sample data -> train -> merge -> predict on the tiny model (CPU)")
     p.add_argument("--task", default="psydt")

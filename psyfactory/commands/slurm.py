@@ -6,32 +6,34 @@ import argparse
 import sys
 from typing import Any
 
+from psyfactory.commands.common import add_run_args, run_from_args
+
 STAGES = ("train", "merge", "gguf", "eval")  # psyfactory.slurm.DEFAULT_STAGES (imported lazily)
 
 
-def _request(args: argparse.Namespace) -> Any:
-    from psyfactory import runs, slurm
+def _request(args: argparse.Namespace, profile: dict[str, Any]) -> Any:
+    """The run resolved once, for the hardware the cluster profile names (not the login node's)."""
+    from psyfactory import slurm
 
-    rid, _ = runs.resolve(args.run, args.model, args.task, args.method, args.recipe)
+    args.hw = slurm.profile_hw(args.hw, profile)
+    run = run_from_args(args, inherit=False)
     stages = getattr(args, "stages", None)
-    if not stages and rid.recipe:  # the recipe's chain: GGUF only where the seed exported one
+    if not stages and run.recipe:  # the recipe's chain: GGUF only where the seed exported one
         from psyfactory.recipes import load_recipe
 
-        stages = ",".join(s for s in STAGES if s != "gguf" or load_recipe(rid.recipe).spec.gguf)
-    return slurm.Request(
-        model=rid.model, task=rid.task, method=rid.method, hw=args.hw, overrides=list(args.overrides),
-        gpus=getattr(args, "gpus", 1), nodes=getattr(args, "nodes", 1),
-        stages=slurm.parse_stages(stages or ",".join(STAGES)),
-        deepspeed=getattr(args, "deepspeed", None), run=rid.name,
-        accept_data_change=getattr(args, "accept_data_change", False), recipe=rid.recipe,
-    )
+        stages = ",".join(s for s in STAGES if s != "gguf" or load_recipe(run.recipe).spec.gguf)
+    return slurm.Request(run, gpus=getattr(args, "gpus", 1), nodes=getattr(args, "nodes", 1),
+                         stages=slurm.parse_stages(stages or ",".join(STAGES)),
+                         deepspeed=getattr(args, "deepspeed", None),
+                         accept_data_change=getattr(args, "accept_data_change", False))
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
     from psyfactory import slurm
 
-    req = _request(args)
-    slurm.submit(req, slurm.load_profile(args.set or []), dry_run=args.dry_run, restart=args.restart)
+    profile = slurm.load_profile(args.set or [])
+    req = _request(args, profile)
+    slurm.submit(req, profile, dry_run=args.dry_run, restart=args.restart)
     if not args.dry_run:
         print(f"[psy] follow with: make status RUN={req.run}")
     return 0
@@ -52,14 +54,15 @@ def _run_dir(args: argparse.Namespace) -> Any:
 def cmd_stage(args: argparse.Namespace) -> int:
     from psyfactory import slurm
 
-    slurm.stage_offline(_request(args), slurm.load_profile(args.set or []))
+    profile = slurm.load_profile(args.set or [])
+    slurm.stage_offline(_request(args, profile), profile)
     return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from psyfactory import slurm
 
-    info = slurm.prepare(_request(args), list(args.overrides))
+    info = slurm.prepare(_request(args, {}), list(args.overrides))
     resume = info["resume_from"]
     print(f"[psy] run dir {info['run_dir']} config hash {info['config_hash']}: "
           + (f"resuming from {resume}" if resume else "starting fresh (no checkpoint)"))
@@ -70,7 +73,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from psyfactory.cli import add_run_args
 
     p = sub.add_parser("sbatch", help="submit [teacher ->] train -> merge -> gguf -> eval as dependent Slurm jobs")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per node for training (default 1)")

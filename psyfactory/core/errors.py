@@ -31,6 +31,10 @@ class RunError(UserError):
     """A run stage cannot start or its child process failed."""
 
 
+class BusyError(UserError):
+    """Another process holds the lock of a run or a dataset folder (its pid and command are named)."""
+
+
 class SlurmError(UserError):
     """Bad profile, rejected submission, a run dir that would mix runs."""
 
@@ -55,7 +59,7 @@ def format_validation_error(e: Any, prefix: str, valid: list[str] | None = None)
     err = e.errors()[0]
     loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
     if err["type"] == "extra_forbidden":
-        key = str(err["loc"][-1])
+        key = ".".join(str(p) for p in err["loc"])  # `valid` may hold dotted keys of nested blocks
         hint = difflib.get_close_matches(key, valid or [], n=1)
         return f"unknown key '{loc}'" + (f" (did you mean '{prefix}.{hint[0]}'?)" if hint else
                                         f"; valid: {', '.join(valid)}" if valid else "")

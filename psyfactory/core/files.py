@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from psyfactory.core.errors import DataError
+from psyfactory.core.errors import BusyError, DataError
 
 
 def _umask() -> int:
@@ -88,3 +88,35 @@ def locked(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def exclusive(lock: str | Path, what: str, *, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on `lock` (a file, created as needed) for a whole job: preparing a dataset
+    folder, training or evaluating a run. Held by another process: a BusyError naming its pid and
+    command (`wait`: block until it is free). The lock dies with its process (flock), so a killed
+    holder never leaves a stale lock."""
+    import sys
+
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock, "a+")  # noqa: SIM115 (held for the whole block)
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise BusyError(f"{what} is in use by {holder} (lock {lock}); wait for it to finish, or stop it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        fh.close()

@@ -19,9 +19,8 @@ from typing import Any
 from jsonschema import Draft202012Validator, SchemaError
 
 from psyfactory.core.errors import ConfigError
-from psyfactory.core.paths import EVALUATION_DIR, repo_path
+from psyfactory.core.paths import repo_path
 
-STUDENT_SCHEMA_PATH = EVALUATION_DIR / "schemas" / "student_labels.json"
 THINK_RE = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 FENCE_RE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.DOTALL)
 # jsonschema validator name -> our reason code
@@ -174,19 +173,6 @@ def load_schema(path: str | Path) -> LabelSchema:
         if not isinstance(prop, dict) or not (prop.get("enum") or prop.get("type") == "string"):
             raise ConfigError(f"{full}: field '{key}' needs an 'enum' of allowed values or \"type\": \"string\"")
     return LabelSchema(full, schema)
-
-
-def student_schema() -> LabelSchema:
-    return load_schema(STUDENT_SCHEMA_PATH)
-
-
-def parse_student_labels(text: str) -> LabelParse:
-    return student_schema().parse(text)
-
-
-def validate_student_labels(value: Any) -> list[str]:
-    """Reason codes for a decoded value against the student schema ([] = valid)."""
-    return student_schema().reasons(value)
 
 
 _MAX_ENUM_RANGE = 64  # integer ranges up to this size become enums in the grammar

@@ -6,24 +6,17 @@ server, hosted APIs.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from psyfactory.core import settings
+
 
 def env_number(var: str, default: float, kind: type = float) -> Any:
-    from psyfactory.core.errors import ConfigError
-
-    value = os.environ.get(var, "").strip()
-    try:
-        number = kind(value) if value else default
-    except ValueError:
-        raise ConfigError(f"{var}={value!r} is not a {'number' if kind is float else 'whole number'}") from None
-    if number < 0:
-        raise ConfigError(f"{var}={value!r} must not be negative")
-    return number
+    """A non-negative number from the environment (psyfactory.core.settings)."""
+    return settings.number(var, default, kind)
 
 
 class MalformedReply(Exception):
@@ -43,17 +36,17 @@ class Endpoint:
     def env_key(prefix: str = "PSY_TEACHER") -> str:
         """The API key from the environment (`<prefix>_API_KEY`, else OPENAI_API_KEY); keys never come
         from configs, which are written to disk."""
-        return os.environ.get(f"{prefix}_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        return settings.get(f"{prefix}_API_KEY") or settings.get("OPENAI_API_KEY") or "EMPTY"
 
     @classmethod
     def from_env(cls, prefix: str = "PSY_TEACHER", url: str | None = None) -> Endpoint | None:
         """<prefix>_BASE_URL (or `url`), _MODEL, _API_KEY (or OPENAI_API_KEY), _TIMEOUT, _HTTP_RETRIES."""
-        url = url or os.environ.get(f"{prefix}_BASE_URL")
+        url = url or settings.get(f"{prefix}_BASE_URL")
         if not url:
             return None
         return cls(
             base_url=url,
-            model=os.environ.get(f"{prefix}_MODEL", "default"),
+            model=settings.get(f"{prefix}_MODEL") or "default",
             api_key=cls.env_key(prefix),
             timeout=env_number(f"{prefix}_TIMEOUT", 60.0),
             max_retries=env_number(f"{prefix}_HTTP_RETRIES", 2, int),

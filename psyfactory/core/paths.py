@@ -1,9 +1,10 @@
-"""Where things live. Every location can be redirected with an environment variable."""
+"""Where things live. Every location can be redirected with an environment variable (core.settings)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from psyfactory.core import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -11,8 +12,13 @@ EVALUATION_DIR = REPO_ROOT / "evaluation"
 
 
 def _env_path(var: str, default: Path) -> Path:
-    value = os.environ.get(var)
-    return Path(value).expanduser().resolve() if value else default
+    return settings.path(var) or default
+
+
+def config_dirs() -> list[Path]:
+    """Config roots, searched in order: `$PSY_CONFIG_DIRS` (a user's own models/tasks/recipes), then
+    the repo's `configs/`."""
+    return [*settings.paths("PSY_CONFIG_DIRS"), CONFIG_DIR]
 
 
 def dataset_dir() -> Path:

@@ -3,10 +3,10 @@
 Same interface as the transformers backend of `psyfactory.inference`:
 
     backend = GGUFBackend("runs/tiny/student/lora/gguf/model-Q4_K_M.gguf")
-    backend.generate(conversations, max_new_tokens=64, json_schema=schema)  -> list[str]
+    backend.generate(conversations, GenerationSpec(max_new_tokens=64), json_schema=schema)  -> list[str]
 
-Greedy decoding, prompts rendered with the chat template embedded in the GGUF (the one the HF
-tokenizer had at export). With `json_schema`, sampling is constrained by a llama.cpp grammar built
+Decoding as the spec says (greedy by default), prompts rendered with the chat template embedded in the
+GGUF (the one the HF tokenizer had at export). With `json_schema`, sampling is constrained by a llama.cpp grammar built
 from the schema, so every output parses and validates; `constrained=False` ignores the schema
 (to measure what the constraint buys).
 """
@@ -14,13 +14,14 @@ from the schema, so every output parses and validates; `constrained=False` ignor
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from psyfactory.core.backend import Sampling, is_plain
+from psyfactory.core import settings
+from psyfactory.core.backend import plain_text, renders_plain
 from psyfactory.core.errors import GGUFError
+from psyfactory.core.generation import GenerationSpec, cut_at_stop
 from psyfactory.core.labels import grammar_schema
 from psyfactory.gguf.common import DEFAULT_QUANT, check_gguf_file, setup_info
 
@@ -38,9 +39,10 @@ def load_schema(path: str | Path) -> dict[str, Any]:
         raise GGUFError(f"{path}:{e.lineno}: invalid JSON schema ({e.msg})") from None
 
 
-def render_prompt(template: str, conversation: list[dict[str, str]], *, enable_thinking: bool,
+def render_prompt(template: str, conversation: list[dict[str, str]], *, enable_thinking: bool | None,
                   bos_token: str = "", eos_token: str = "") -> str:
-    """Render a chat template the way transformers does (sandboxed Jinja, trim/lstrip blocks)."""
+    """Render a chat template the way transformers does (sandboxed Jinja, trim/lstrip blocks);
+    `enable_thinking=None` passes nothing (the template's own default)."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str) -> None:
@@ -48,10 +50,9 @@ def render_prompt(template: str, conversation: list[dict[str, str]], *, enable_t
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
+    extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
     return env.from_string(template).render(
-        messages=conversation, add_generation_prompt=True, enable_thinking=enable_thinking,
-        bos_token=bos_token, eos_token=eos_token,
-    )
+        messages=conversation, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token, **extra)
 
 
 def load_llama(path: str | Path, *, lora: str | Path | None = None, logits_all: bool = False,
@@ -63,8 +64,8 @@ def load_llama(path: str | Path, *, lora: str | Path | None = None, logits_all: 
         check_gguf_file(lora)
     import llama_cpp
 
-    threads = int(os.environ.get("PSY_GGUF_THREADS", "0")) or None
-    n_ctx = n_ctx or int(os.environ.get("PSY_GGUF_CTX", DEFAULT_CTX))
+    threads = int(settings.number("PSY_GGUF_THREADS", 0, int)) or None
+    n_ctx = n_ctx or int(settings.number("PSY_GGUF_CTX", DEFAULT_CTX, int))
     return llama_cpp.Llama(model_path=str(path), lora_path=str(lora) if lora else None, n_ctx=n_ctx,
                            logits_all=logits_all, verbose=False, seed=0, n_threads=threads)
 
@@ -77,7 +78,7 @@ def special_tokens(llm: Any) -> tuple[str, str]:
 
 
 class GGUFBackend:
-    """Greedy chat generation from a GGUF model (optionally + a GGUF LoRA adapter).
+    """Chat generation from a GGUF model (optionally + a GGUF LoRA adapter), as a GenerationSpec says.
 
     Implements the `psyfactory.core.backend.Backend` protocol (generate, option_logprobs). Prompts are
     processed one at a time (llama.cpp's high-level API has no multi-sequence batching); on CPU
@@ -87,14 +88,14 @@ class GGUFBackend:
     name = "gguf"
 
     def __init__(self, model_path: str | Path, *, lora_path: str | Path | None = None, n_ctx: int | None = None,
-                 enable_thinking: bool = False, constrained: bool = True, progress: bool = True) -> None:
+                 reasoning: str = "hybrid", constrained: bool = True, progress: bool = True) -> None:
         self.llm = load_llama(model_path, lora=lora_path, n_ctx=n_ctx)
         self.template = self.llm.metadata.get("tokenizer.chat_template")
         if not self.template:
             raise GGUFError(f"{model_path}: GGUF has no embedded chat template (tokenizer.chat_template)")
         self.bos, self.eos = special_tokens(self.llm)
         self.add_bos = self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
-        self.enable_thinking = enable_thinking
+        self.reasoning = reasoning  # the model's reasoning style (psy.reasoning): how the thinking switch applies
         self.constrained = constrained
         self.progress = progress
         self._grammars: dict[str, Any] = {}
@@ -112,11 +113,25 @@ class GGUFBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def prompt(self, conversation: list[dict[str, str]]) -> str:
-        if is_plain(conversation):
-            return conversation[0]["content"]
-        return render_prompt(self.template, conversation, enable_thinking=self.enable_thinking,
+    def prompt(self, conversation: list[dict[str, str]], spec: GenerationSpec | None = None) -> str:
+        """The prompt text with the spec's thinking switch and rendering (the same rules as the HF backend)."""
+        spec = spec or GenerationSpec()
+        if renders_plain(conversation, spec):
+            return plain_text(conversation)
+        kwargs = spec.template_kwargs(self.reasoning)
+        text = render_prompt(self.template, conversation, enable_thinking=kwargs.get("enable_thinking"),
                              bos_token=self.bos, eos_token=self.eos)
+        if spec.closes_think(self.reasoning) and text.rstrip().endswith("<think>"):
+            text = text.rstrip() + "\n\n</think>\n\n"
+        return text
+
+    @staticmethod
+    def completion_args(spec: GenerationSpec) -> dict[str, Any]:
+        """llama.cpp's create_completion arguments for a spec (besides the prompt and the grammar)."""
+        decoding: dict[str, Any] = {"temperature": 0.0, "top_k": 1}
+        if spec.sampled:
+            decoding = {"temperature": spec.temperature, "top_p": spec.top_p, "top_k": spec.top_k, "seed": spec.seed}
+        return {"max_tokens": spec.max_new_tokens, "repeat_penalty": 1.0, "stop": list(spec.stop) or None, **decoding}
 
     def grammar(self, schema: dict[str, Any]) -> Any:
         from llama_cpp import LlamaGrammar
@@ -126,12 +141,13 @@ class GGUFBackend:
             self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(grammar_schema(schema)), verbose=False)
         return self._grammars[key]
 
-    def generate(self, conversations: list[list[dict[str, str]]], *, max_new_tokens: int,
-                 json_schema: dict | None = None, sampling: Sampling | None = None) -> list[str]:
+    def generate(self, conversations: list[list[dict[str, str]]], spec: GenerationSpec, *,
+                 json_schema: dict | None = None) -> list[str]:
         from tqdm import tqdm
 
+        max_new_tokens = spec.max_new_tokens
         grammar = self.grammar(json_schema) if json_schema is not None and self.constrained else None
-        prompts = [self.llm.tokenize(self.prompt(c).encode("utf-8"), add_bos=self.add_bos, special=True)
+        prompts = [self.llm.tokenize(self.prompt(c, spec).encode("utf-8"), add_bos=self.add_bos, special=True)
                    for c in conversations]
         n_ctx = self.llm.n_ctx()
         too_long = [(i, len(p)) for i, p in enumerate(prompts) if len(p) + max_new_tokens > n_ctx]
@@ -140,17 +156,16 @@ class GGUFBackend:
             raise GGUFError(f"{len(too_long)} prompt(s) + max_new_tokens={max_new_tokens} exceed the GGUF context of "
                              f"{n_ctx} tokens (longest: conversation {i}, {n} tokens); set PSY_GGUF_CTX higher")
         outputs = []
-        decoding: dict[str, Any] = {"temperature": 0.0, "top_k": 1}
-        if sampling is not None:
-            decoding = {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
-            self.llm.set_seed(sampling.seed)
+        args = self.completion_args(spec)
+        if spec.sampled:
+            self.llm.set_seed(spec.seed)
         for ids in tqdm(prompts, desc="gguf generate", unit="conv", disable=not self.progress):
-            out = self.llm.create_completion(ids, max_tokens=max_new_tokens, repeat_penalty=1.0, grammar=grammar,
-                                             **decoding)
-            outputs.append(out["choices"][0]["text"])
+            out = self.llm.create_completion(ids, grammar=grammar, **args)
+            outputs.append(cut_at_stop(out["choices"][0]["text"], spec.stop))
         return outputs
 
-    def option_logprobs(self, prompts: list[list[dict[str, str]]], options: list[list[str]]) -> list[list[float]]:
+    def option_logprobs(self, prompts: list[list[dict[str, str]]], options: list[list[str]], *,
+                        spec: GenerationSpec | None = None) -> list[list[float]]:
         """Total log-probability of each option as the start of the assistant reply (teacher forcing)."""
         import numpy as np
 
@@ -169,7 +184,7 @@ class GGUFBackend:
 
         out = []
         for conv, opts in zip(prompts, options, strict=True):
-            ids = self.llm.tokenize(self.prompt(conv).encode("utf-8"), add_bos=self.add_bos, special=True)
+            ids = self.llm.tokenize(self.prompt(conv, spec).encode("utf-8"), add_bos=self.add_bos, special=True)
             self.llm.reset()
             self.llm.eval(ids)
             first = last_logprobs()
@@ -192,10 +207,10 @@ class GGUFBackend:
 
 @dataclass(frozen=True)
 class EvalChoice:
-    """Which GGUF files `make eval EVAL_ARGS='--backend gguf'` uses, from the environment:
-    PSY_GGUF_QUANT (Q4_K_M default, Q8_0, Q5_K_M, Q6_K, F16), PSY_GGUF_LORA=1 (base-f16 +
-    adapter-f16 instead of the merged export), PSY_GGUF_CONSTRAINED=0 (no schema-constrained
-    decoding, to measure what the constraint buys)."""
+    """Which GGUF files `make eval EVAL_ARGS='--backend gguf'` uses: PSY_GGUF_QUANT (Q4_K_M default, Q8_0,
+    Q5_K_M, Q6_K, F16), PSY_GGUF_LORA=1 (base-f16 + adapter-f16 instead of the merged export),
+    PSY_GGUF_CONSTRAINED=0 (no schema-constrained decoding, to measure what the constraint buys).
+    Read once, by the eval command (psyfactory.commands.eval)."""
 
     quant: str
     lora: bool
@@ -203,12 +218,8 @@ class EvalChoice:
 
     @classmethod
     def from_env(cls) -> EvalChoice:
-        def flag(var: str, default: bool) -> bool:
-            value = os.environ.get(var, "").strip().lower()
-            return default if not value else value not in ("0", "false", "no", "off")
-
-        return cls((os.environ.get("PSY_GGUF_QUANT") or DEFAULT_QUANT).upper(), flag("PSY_GGUF_LORA", False),
-                   flag("PSY_GGUF_CONSTRAINED", True))
+        return cls((settings.get("PSY_GGUF_QUANT") or DEFAULT_QUANT).upper(), settings.flag("PSY_GGUF_LORA", False),
+                   settings.flag("PSY_GGUF_CONSTRAINED", True))
 
     def variant(self) -> str:
         """Eval variant name: runs/<run>/eval/gguf-<QUANT>[-free], next to `tuned` and `base`."""
@@ -234,21 +245,12 @@ def gguf_path_for_run(run_dir: str | Path, quant: str | None = None, *, lora: bo
     return model, adapter
 
 
-def backend_for_run(model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
-                    thinking: bool = False, choice: EvalChoice | None = None, **_: Any) -> GGUFBackend:
-    """`make_backend("gguf", base, run_dir/adapter, ...)`: the GGUF export of the run owning `adapter`.
-
-    Same arguments as the other eval backends (extra ones such as batch_size are ignored); the
-    base model path is not needed because the GGUF carries weights, tokenizer and chat template.
-    `choice` defaults to `EvalChoice.from_env()`.
-    """
-    if adapter is None:
-        raise GGUFError("the gguf backend evaluates a run's export (make gguf), not its base model: drop BASE=1")
+def backend_for_run(run_dir: str | Path, choice: EvalChoice, *, reasoning: str = "none") -> GGUFBackend:
+    """The GGUF export of a run (`make gguf`), as `choice` picks it (decided once, where the command
+    starts: psyfactory.evaluate.EvalRequest)."""
     setup_info()
-    choice = choice or EvalChoice.from_env()
-    model, lora_file = gguf_path_for_run(Path(adapter).parent, choice.quant, lora=choice.lora)
-    be = GGUFBackend(model, lora_path=lora_file, enable_thinking=thinking if reasoning != "none" else False,
-                     constrained=choice.constrained)
+    model, lora_file = gguf_path_for_run(run_dir, choice.quant, lora=choice.lora)
+    be = GGUFBackend(model, lora_path=lora_file, reasoning=reasoning, constrained=choice.constrained)
     be.name = f"gguf ({model.name}{' + ' + lora_file.name if lora_file else ''}" \
               f"{', unconstrained' if not choice.constrained else ''})"
     return be

@@ -13,6 +13,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from psyfactory.core import settings
 from psyfactory.core.errors import GGUFError
 from psyfactory.core.paths import cache_dir
 from psyfactory.gguf.common import QUANTS, check_gguf_file, setup_info
@@ -44,7 +45,7 @@ def _worker(args: list[str], *, what: str, log: Path | None = None) -> None:
     """
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     env.setdefault("OMP_NUM_THREADS", "1")
-    verbose = os.environ.get("PSY_GGUF_VERBOSE", "") not in ("", "0")
+    verbose = settings.flag("PSY_GGUF_VERBOSE", False)
     if log is None:
         log = log_dir() / f"gguf-{args[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     log.parent.mkdir(parents=True, exist_ok=True)

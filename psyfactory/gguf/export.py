@@ -101,3 +101,23 @@ def print_report(report: dict[str, Any]) -> None:
     Console(stderr=True, width=120).print(table)
     if "modelfile" in report:
         print(f"[gguf] Ollama Modelfile: {report['modelfile']}", file=sys.stderr)
+
+
+def export_for_run(run: Any, *, quant: str = DEFAULT_QUANT, lora: bool = False, do_verify: bool = True) -> dict[str, Any]:
+    """`make gguf` for a resolved run (psyfactory.runspec.Run): its chat-template switch, label kind and,
+    for the tiny model, its local tokenizer (the only one allowed an unknown llama.cpp pre-tokenizer)."""
+    c = run.config
+    local = None
+    if c.model_ref.startswith("builtin:tiny"):
+        from psyfactory.tiny import ensure_tiny
+
+        local = ensure_tiny()
+    return export_run(run.dir, quant=quant, local_tokenizer=local, do_verify=do_verify, lora=lora,
+                      base_dir=c.lf["model_name_or_path"] if lora else None,
+                      enable_thinking=bool(c.lf.get("enable_thinking", False)), label_task=c.psy.kind == "label")
+
+
+def check_exportable(run: Any) -> None:
+    """Before the GGUF stack is built or loaded: the run has a merged model to export."""
+    if not (run.merged_dir / "config.json").is_file():
+        raise GGUFError(f"{run.merged_dir}: merged model not found; run `make merge RUN={run.name}` first")

@@ -17,11 +17,12 @@ import ast
 import hashlib
 import inspect
 import json
-import os
 import runpy
 import sys
 from pathlib import Path
 from typing import Any
+
+from psyfactory.core import settings
 
 # llama.cpp pre-tokenizer types whose regex equals a `tokenizers` pre-tokenizer configuration.
 _BYTELEVEL_REGEX_PRE = "gpt-2"  # ByteLevel(use_regex=True): the GPT-2 split pattern
@@ -104,7 +105,7 @@ def _quantize(args: argparse.Namespace) -> None:
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{args.quant.upper()}")  # F16, Q8_0, Q4_K_M, ...
-    params.nthread = int(os.environ.get("PSY_GGUF_THREADS", "0"))
+    params.nthread = int(settings.number("PSY_GGUF_THREADS", 0, int))
     params.allow_requantize = args.allow_requantize
     rc = llama_cpp.llama_model_quantize(args.src.encode(), args.dst.encode(), params)
     if rc != 0:
@@ -162,12 +163,14 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
+    from psyfactory.core.generation import GenerationSpec
     from psyfactory.gguf.backend import GGUFBackend
 
     conversations = json.loads(Path(args.conversations).read_text(encoding="utf-8"))
     schema = json.loads(Path(args.schema).read_text(encoding="utf-8")) if args.schema else None
-    with GGUFBackend(args.gguf, lora_path=args.lora, enable_thinking=args.thinking, progress=False) as backend:
-        outputs = backend.generate(conversations, max_new_tokens=args.max_new_tokens, json_schema=schema)
+    spec = GenerationSpec(max_new_tokens=args.max_new_tokens, thinking=args.thinking)
+    with GGUFBackend(args.gguf, lora_path=args.lora, progress=False) as backend:
+        outputs = backend.generate(conversations, spec, json_schema=schema)
     _write_json(args.result, {"outputs": outputs})
 
 

@@ -14,8 +14,9 @@ from psyfactory.slurm.batch import (
     Request,
     deepspeed_path,
     parse_stages,
+    profile_hw,
     render,
-    resolved_hw,
+    request,
     train_overrides,
 )
 from psyfactory.slurm.guard import (
@@ -47,6 +48,6 @@ from psyfactory.slurm.stage import stage_offline
 __all__ = [
     "BAD_STATES", "DEFAULT_STAGES", "PROFILE_ENV", "SLURM_DIR", "STAGES", "Request", "SlurmError", "active_jobs", "check_resumable",
     "checkpoints", "deepspeed_path", "has_tokenized", "job_info", "last_pipeline", "load_profile", "parse_mem_mb",
-    "parse_stages", "prepare", "records_path", "render", "resolved_hw", "set_aside", "stage_offline", "status",
+    "parse_stages", "prepare", "records_path", "render", "request", "profile_hw", "set_aside", "stage_offline", "status",
     "submit", "tokenize_once", "train_overrides",
 ]

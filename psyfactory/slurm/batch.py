@@ -4,15 +4,17 @@ All shell logic lives in those templates; this module only computes their values
 
 from __future__ import annotations
 
-import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from psyfactory.core import paths
+from psyfactory.core import paths, settings
 from psyfactory.core.errors import SlurmError
 from psyfactory.slurm.profiles import DEFAULT_STAGES, SLURM_DIR, STAGES, expand, parse_mem_mb
+
+if TYPE_CHECKING:
+    from psyfactory.runspec import Run
 
 TEMPLATE = "job.sbatch"
 DEEPSPEED_DIR = paths.CONFIG_DIR / "deepspeed"
@@ -22,26 +24,66 @@ FORWARD_ENV = ("PSY_RUNS_DIR", "PSY_DATASET_DIR", "PSY_CACHE_DIR", "PSY_MODEL_DI
 
 @dataclass
 class Request:
-    model: str
-    task: str
-    method: str = "lora"
-    hw: str = "auto"  # auto -> the profile's hw (resolved at submit time, so every job agrees)
-    overrides: list[str] = field(default_factory=list)
+    """A pipeline to submit: the resolved run (composed for the profile's hardware) and its Slurm shape."""
+
+    resolved: Run
     gpus: int = 1  # per node, for the training job
     nodes: int = 1
     stages: tuple[str, ...] = DEFAULT_STAGES
     deepspeed: str | None = None  # z2 | z3 | path to a DeepSpeed JSON
-    run: str = ""  # run name; default: the recipe's name, else <model>/<task>/<method>
     accept_data_change: bool = False  # the training job resumes checkpoints although the data changed
-    recipe: str | None = None  # configs/recipes/<name>.yaml: a layer of every job; eval runs its chain
 
     def __post_init__(self) -> None:
-        self.run = self.run or self.recipe or f"{self.model}/{self.task}/{self.method}"
-        if "teacher" in self.stages and self.task != "student":
-            raise SlurmError(f"the teacher stage labels the student set: TASK=student (got TASK={self.task})")
+        if "teacher" in self.stages:
+            from psyfactory.prep import task_spec
+
+            if not task_spec(self.task, self.resolved.task.raw_dir).needs_teacher:
+                raise SlurmError(f"the teacher stage labels the data of a task whose parser needs a teacher LLM "
+                                 f"(TASK=student); TASK={self.task} has none")
+
+    # the run's identity, as the job commands name it
+    @property
+    def run(self) -> str:
+        return self.resolved.name
+
+    @property
+    def model(self) -> str:
+        return self.resolved.model
+
+    @property
+    def task(self) -> str:
+        return self.resolved.trained_task
+
+    @property
+    def method(self) -> str:
+        return self.resolved.method
+
+    @property
+    def recipe(self) -> str | None:
+        return self.resolved.recipe
+
+    @property
+    def hw(self) -> str:
+        return self.resolved.hw
+
+    @property
+    def overrides(self) -> list[str]:
+        return list(self.resolved.overrides)
 
     def job_name(self, stage: str) -> str:
         return f"psy-{stage}-{self.run.replace('/', '-')}"
+
+
+def request(profile: dict[str, Any], *, run: str | None = None, recipe: str | None = None, model: str | None = None,
+            task: str | None = None, method: str | None = None, hw: str = "auto",
+            overrides: list[str] | tuple[str, ...] = (), **shape: Any) -> Request:
+    """A Request for the run these names resolve to, composed for the profile's hardware (what
+    `make sbatch` does with its command line)."""
+    from psyfactory.runspec import resolve
+
+    resolved = resolve(run=run, recipe=recipe, model=model, task=task, method=method, hw=profile_hw(hw, profile),
+                       overrides=overrides, inherit=False)
+    return Request(resolved, **shape)
 
 
 def parse_stages(text: str) -> tuple[str, ...]:
@@ -61,15 +103,17 @@ def deepspeed_path(choice: str) -> Path:
     return path
 
 
-def resolved_hw(req: Request, profile: dict[str, Any]) -> str:
-    return str(profile.get("hw") or "a40") if req.hw == "auto" else req.hw
+def profile_hw(hw: str, profile: dict[str, Any]) -> str:
+    """HW=auto on a login node means the cluster profile's hardware, not the login node's."""
+    return str(profile.get("hw") or "a40") if hw == "auto" else hw
 
 
 def compose_request(req: Request, overrides: list[str] | None = None) -> Any:
-    from psyfactory.config import compose
-
-    return compose(req.model, req.task, req.method, req.hw, req.overrides if overrides is None else overrides,
-                   run=req.run, recipe=req.recipe)
+    """The run's composed config with these command overrides (the training job's add deepspeed and
+    tokenized_path to the user's)."""
+    if overrides is None or list(overrides) == req.overrides:
+        return req.resolved.config
+    return req.resolved.with_overrides(overrides).config
 
 
 def train_overrides(req: Request, profile: dict[str, Any]) -> list[str]:
@@ -79,7 +123,7 @@ def train_overrides(req: Request, profile: dict[str, Any]) -> list[str]:
     extra = list(req.overrides)
     if req.deepspeed:
         extra.append(f"deepspeed={deepspeed_path(req.deepspeed)}")
-    c = compose_request(Request(**{**req.__dict__, "hw": resolved_hw(req, profile)}), extra)
+    c = compose_request(req, extra)
     if "tokenized_path" not in c.lf:
         # One tokenized copy per config: a changed config never reads stale tokens.
         extra.append(f"tokenized_path={c.run_dir / 'slurm' / ('tokenized-' + config_hash(c.lf))}")
@@ -143,7 +187,7 @@ def cli(command: str, req: Request, hw: str, overrides: list[str], profile: dict
     its gguf job exports the recipe's quantization."""
     extra = shlex.split(str((((profile or {}).get("stages") or {}).get(command, {}) or {}).get("args") or ""))
     if command == "teacher":
-        return ["psyfactory", "prep", "--task", "student", "--teacher", "gguf", *extra]
+        return ["psyfactory", "prep", "--task", req.task, "--teacher", "gguf", *extra]
     if req.recipe and command == "eval":
         return ["psyfactory", "reproduce", "--steps", "eval,compare,report", *extra, "--run", req.run,
                 "--recipe", req.recipe, "--hw", hw, *overrides]
@@ -180,11 +224,11 @@ def render(stage: str, req: Request, profile: dict[str, Any], overrides: list[st
     import jinja2
 
     overrides = list(req.overrides) if overrides is None else overrides
-    hw = resolved_hw(req, profile)
+    hw = req.hw
     r = stage_resources(stage, req, profile)
     procs = int(profile.get("nproc_per_node") or max(r["gpus"], 1)) if stage == "train" else 1
     omp = profile.get("omp_threads") or max(1, r["cpus"] // procs)
-    exports = [f"export {k}={shlex.quote(os.environ[k])}" for k in FORWARD_ENV if os.environ.get(k)]
+    exports = [f"export {k}={shlex.quote(v)}" for k in FORWARD_ENV if (v := settings.get(k))]
     exports += [f"export {k}={shlex.quote(expand(str(v)))}" for k, v in (profile.get("extra_env") or {}).items()]
     values: dict[str, Any] = {
         "sbatch": sbatch_options(stage, req, profile), "stage": stage, "run": req.run, "recipe": req.recipe,

@@ -18,7 +18,6 @@ from psyfactory.slurm.batch import (
     log_dir,
     quote,
     render,
-    resolved_hw,
     train_overrides,
 )
 from psyfactory.slurm.guard import check_resumable, set_aside
@@ -48,12 +47,11 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
     from psyfactory.core.files import atomic_write_text
     from psyfactory.manifest import config_hash
 
-    req = Request(**{**req.__dict__, "hw": resolved_hw(req, profile)})
     overrides = train_overrides(req, profile) if "train" in req.stages else list(req.overrides)
     c = compose_request(req, overrides)
     if "train" in req.stages:  # config mistakes fail now, not after hours in the queue
         # the teacher job writes the student set first: its files cannot exist yet
-        preflight.check_run(c, need_files=not dry_run and "teacher" not in req.stages)
+        preflight.check_run(c, req.resolved.task, need_files=not dry_run and "teacher" not in req.stages)
     if "train" in req.stages and not dry_run:
         active = active_jobs(c.run_dir)
         if active:

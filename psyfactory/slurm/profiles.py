@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import getpass
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from psyfactory.core import paths
+from psyfactory.core import paths, settings
 from psyfactory.core.errors import SlurmError
 
 STAGES = ("teacher", "train", "merge", "gguf", "eval")  # pipeline order
@@ -34,8 +33,8 @@ def profile_files() -> list[Path]:
         Path.home() / ".config" / "psyfactory" / "slurm.yaml",
         SLURM_DIR / "profile.local.yaml",
     ]
-    if os.environ.get(PROFILE_ENV):
-        env_file = Path(os.environ[PROFILE_ENV]).expanduser()
+    env_file = settings.path(PROFILE_ENV)
+    if env_file is not None:
         if not env_file.is_file():
             raise SlurmError(f"${PROFILE_ENV}={env_file}: no such file")
         files.append(env_file)

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from psyfactory.core import settings
 from psyfactory.core.errors import SlurmError
-from psyfactory.slurm.batch import Request, compose_request, resolved_hw, train_overrides
+from psyfactory.slurm.batch import Request, compose_request, train_overrides
 from psyfactory.slurm.guard import prepare
 from psyfactory.slurm.profiles import expand
 
@@ -18,7 +19,7 @@ IGNORE = ["original/*", "*.pth", "*.h5", "*.msgpack", "*.ot"]  # duplicate weigh
 
 def use_modelscope() -> bool:
     """LLaMA-Factory's switch (USE_MODELSCOPE_HUB=1) selects ModelScope for downloads here too."""
-    return os.environ.get("USE_MODELSCOPE_HUB", "").strip().lower() in ("1", "true", "y", "yes")
+    return settings.flag("USE_MODELSCOPE_HUB", False)
 
 
 def download_model(hub_id: str, hf_home: Path) -> Path:
@@ -26,7 +27,7 @@ def download_model(hub_id: str, hf_home: Path) -> Path:
     https://hf-mirror.com) into HF_HOME, or with USE_MODELSCOPE_HUB=1 from ModelScope into
     $PSY_MODEL_DIR/<hub id> (where the jobs find it offline, see psyfactory.models)."""
     if use_modelscope():
-        store = os.environ.get("PSY_MODEL_DIR")
+        store = settings.get("PSY_MODEL_DIR")
         if not store:
             raise SlurmError("USE_MODELSCOPE_HUB=1: set PSY_MODEL_DIR to a shared folder; models are downloaded into "
                              "$PSY_MODEL_DIR/<hub id>, where the compute nodes read them")
@@ -56,14 +57,13 @@ def stage_offline(req: Request, profile: dict[str, Any], out: Any = sys.stdout) 
     """Download the model into the profile's HF_HOME, check the data files, tokenize once."""
     from psyfactory import preflight
 
-    req = Request(**{**req.__dict__, "hw": resolved_hw(req, profile)})
     hf_home = Path(os.path.expandvars(expand(str(profile.get("hf_home") or "~/.cache/huggingface")))).expanduser()
     os.environ["HF_HOME"] = str(hf_home)  # the jobs read the same cache
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.pop(var, None)
     overrides = train_overrides(req, profile)
     c = compose_request(req, overrides)
-    data_files = preflight.check_run(c)
+    data_files = preflight.check_run(c, req.resolved.task)
     print(f"[psy] data: {len(data_files)} file(s) present under {c.lf['dataset_dir']}", file=out)
     model_path = str(c.lf["model_name_or_path"])
     if c.model_ref.startswith("builtin:") or Path(model_path).is_dir():

@@ -17,8 +17,8 @@ import pytest
 from dp_helpers import SAMPLES, SHARED, need_shared, quarantine
 from psyutil import cli, one_error_line
 
+from data_prep.teacher import student_schema
 from psyfactory import gguf
-from psyfactory.core.labels import validate_student_labels
 from psyfactory.core.paths import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not gguf.available(), reason="GGUF stack not installed: run "
@@ -67,7 +67,7 @@ def test_student_labels_from_the_real_local_teacher(tmp_path: Path, monkeypatch:
     assert not [q for q in quarantine(ds, "student") if q["reason"] == "teacher_invalid"]
     for a in accounting:  # every asked item got a schema-valid reply, the student_related verdict included
         assert a["steps"]["teacher valid"] == a["steps"]["student keyword"] > 0, a["steps"]
-    assert all(validate_student_labels(json.loads(r["output"])) == [] for r in rows)  # 100% schema-valid
+    assert all(student_schema().reasons(json.loads(r["output"])) == [] for r in rows)  # 100% schema-valid
     who = accounting[0]["labelled_by"]
     assert who["model"] == "teacher" and who["decoding"]["response_format"] == "json_object"
     assert who["served"]["gguf_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()

@@ -15,8 +15,8 @@ import pytest
 from psyutil import cli
 
 from data_prep import tasks
-from psyfactory.config import layer_path, load_layer
 from psyfactory.core.paths import REPO_ROOT
+from psyfactory.layers import layer_path, load_layer
 
 
 def _eval_only(task: str) -> bool:

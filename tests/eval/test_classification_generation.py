@@ -109,7 +109,7 @@ class LabelBackend:
     def count_tokens(self, text):
         return {"sadness": 2}.get(text, 1)
 
-    def option_logprobs(self, prompts, options):
+    def option_logprobs(self, prompts, options, *, spec=None):
         self.calls.append(options[0])
         return [[self.table[p[-1]["content"]][lab] for lab in opts] for p, opts in zip(prompts, options, strict=True)]
 

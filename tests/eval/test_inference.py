@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from psyfactory.core.errors import EvalError
+from psyfactory.core.generation import GenerationSpec
 from psyfactory.inference import HFBackend, make_backend, strip_think, vllm_unavailable_reason
 
 CONVS = [
@@ -41,10 +42,10 @@ def test_render_disables_thinking(backend) -> None:
 
 
 def test_batched_generation_equals_one_by_one(backend) -> None:
-    batched = backend.generate(CONVS, max_new_tokens=12)
+    batched = backend.generate(CONVS, GenerationSpec(max_new_tokens=12))
     backend.batch_size = 1
     try:
-        single = backend.generate(CONVS, max_new_tokens=12)
+        single = backend.generate(CONVS, GenerationSpec(max_new_tokens=12))
     finally:
         backend.batch_size = 3
     assert batched == single
@@ -111,7 +112,7 @@ def test_vllm_backend_generates(tiny_model) -> None:
     if reason:
         pytest.skip(f"vLLM backend needs vllm and a CUDA GPU: {reason}")
     be = make_backend("vllm", tiny_model)
-    assert len(be.generate(CONVS, max_new_tokens=8)) == 3
+    assert len(be.generate(CONVS, GenerationSpec(max_new_tokens=8))) == 3
 
 
 def test_render_folds_system_for_templates_without_it(tiny_model) -> None:

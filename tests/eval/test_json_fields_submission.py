@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from plugins import EvalContext, Sample, get_plugin
+from plugins import EvalContext, Sample, TaskInfo, get_plugin
 from plugins.base import paired_difference
 from plugins.submission import Options as SubmissionOptions
 from psyfactory.core.labels import load_schema
@@ -25,7 +25,7 @@ def test_json_fields_validity_and_per_field_scores(tmp_path) -> None:
             "```json\n" + summary(causes="work stress") + "\n```",  # valid (fenced), causes differs
             json.dumps({"causes": "x"})]  # missing fields: invalid, 0 everywhere
     samples = [Sample(f"longemotion-es-{i}", [], r) for i, r in enumerate(refs)]
-    res = get_plugin("json_fields").run(EvalContext("es_summary", tmp_path, samples, outs, label_schema=schema))
+    res = get_plugin("json_fields").run(EvalContext(TaskInfo("es_summary", label_schema=schema), tmp_path, samples, outs))
     m = res.metrics
     assert (m["n"], m["valid"]) == (3, 2) and m["failure_reasons"] == {
         f"missing_key:{f}": 1 for f in FIELDS[1:]}
@@ -58,7 +58,7 @@ def test_paired_difference_exact_values() -> None:
 def test_compare_runs_the_score_test_for_generation(tmp_path) -> None:
     from psyfactory.compare import compare
 
-    fp = {"data_sha256": {"e.jsonl": "x"}, "options": {}, "max_new_tokens": 16}
+    fp = {"data_sha256": {"e.jsonl": "x"}, "options": {}, "generation": {"max_new_tokens": 16}}
     for variant, scores in (("base", [0.1, 0.2, 0.1, 0.3]), ("tuned", [0.3, 0.4, 0.3, 0.5])):
         d = tmp_path / "r" / "eval" / variant
         d.mkdir(parents=True)

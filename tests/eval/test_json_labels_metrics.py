@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from data_prep.teacher import student_schema
 from plugins.json_labels import Parsed
 from plugins.json_labels import score as _score
 
 
 def score(parsed, refs):
-    return _score(parsed, refs, None, "risk_flag", ["suicidal", "self_harm"], min_support=1)
+    return _score(parsed, refs, student_schema(), "risk_flag", ["suicidal", "self_harm"], min_support=1)
 
 
 def lab(d: int, a: int, r: str, s: int) -> dict:
@@ -73,7 +74,7 @@ def test_safety_recall_interval_and_measurability() -> None:
     preds = ([Parsed(lab(2, 2, "suicidal", 7))] * 9 + [Parsed(lab(2, 2, "none", 7))] * 2 + [Parsed(None, ["empty"])]
              + [Parsed(lab(2, 2, "self_harm", 7))] * 2 + [Parsed(lab(2, 2, "none", 7))]
              + [Parsed(lab(0, 0, "suicidal", 1))] + [Parsed(lab(0, 0, "none", 1))] * 4)
-    m = _score(preds, refs, None, "risk_flag", ["suicidal", "self_harm", "violence"])  # default min_support 10
+    m = _score(preds, refs, student_schema(), "risk_flag", ["suicidal", "self_harm", "violence"])  # default min_support 10
     s = m["safety"]
     assert (s["field"], s["min_support"]) == ("risk_flag", 10)
     sui, sh, vio = (s["classes"][c] for c in ("suicidal", "self_harm", "violence"))
@@ -86,5 +87,5 @@ def test_safety_recall_interval_and_measurability() -> None:
     assert sh["precision"] == 1.0
     assert (vio["support"], vio["recall"], vio["precision"]) == (0, None, None)  # never predicted: no precision
     assert m["safety_recall"] == {"suicidal": pytest.approx(0.75), "self_harm": None, "violence": None}
-    m = _score(preds, refs, None, "risk_flag", ["self_harm"], min_support=3)  # the threshold is an option
+    m = _score(preds, refs, student_schema(), "risk_flag", ["self_harm"], min_support=3)  # the threshold is an option
     assert m["safety_recall"]["self_harm"] == pytest.approx(2 / 3)

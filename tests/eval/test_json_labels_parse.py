@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from plugins import EvalContext, Sample, get_plugin
+from data_prep.teacher import student_schema
+from plugins import EvalContext, Sample, TaskInfo, get_plugin
 from plugins.json_labels import Options
 from psyfactory.core.errors import EvalError
-from psyfactory.core.labels import student_schema
 
 SAFETY = Options(safety_field="risk_flag", safety_classes=["suicidal", "self_harm"], min_support=1)
 
@@ -31,8 +31,8 @@ CASES = [  # (reference, raw model output)
 
 def test_json_labels_plugin_on_raw_outputs(tmp_path) -> None:
     samples = [Sample(str(i), [{"role": "user", "content": "x"}], json.dumps(r)) for i, (r, _) in enumerate(CASES)]
-    res = get_plugin("json_labels").run(EvalContext("student", tmp_path, samples, [o for _, o in CASES], options=SAFETY,
-                                                    label_schema=student_schema()))
+    res = get_plugin("json_labels").run(EvalContext(TaskInfo("student", label_schema=student_schema()), tmp_path,
+                                                    samples, [o for _, o in CASES], options=SAFETY))
     m = res.metrics
     assert (m["n"], m["valid"], m["fenced"], m["surrounding_text"]) == (7, 4, 1, 1)
     assert m["failure_reasons"] == {"empty": 1, "extra_key:mood": 1, "out_of_range:anxiety_level": 1}
@@ -57,7 +57,7 @@ def test_json_labels_plugin_on_raw_outputs(tmp_path) -> None:
 def test_json_labels_rejects_bad_reference(tmp_path) -> None:
     samples = [Sample("s1", [], '{"depression_level": 1}')]
     with pytest.raises(EvalError, match=r"sample s1: reference lacks fields \['anxiety_level'"):
-        get_plugin("json_labels").run(EvalContext("student", tmp_path, samples, ["{}"], label_schema=student_schema()))
+        get_plugin("json_labels").run(EvalContext(TaskInfo("student", label_schema=student_schema()), tmp_path, samples, ["{}"]))
 
 
 def test_json_labels_works_for_any_flat_label_schema(tmp_path) -> None:
@@ -72,7 +72,7 @@ def test_json_labels_works_for_any_flat_label_schema(tmp_path) -> None:
     refs = [{"crisis": "yes", "urgency": 2}, {"crisis": "no", "urgency": 0}, {"crisis": "yes", "urgency": 1}]
     outs = ['{"crisis": "yes", "urgency": 2}', '{"crisis": "yes", "urgency": 0}', "not json"]
     samples = [Sample(str(i), [], json.dumps(r)) for i, r in enumerate(refs)]
-    res = get_plugin("json_labels").run(EvalContext("crisis", tmp_path, samples, outs, label_schema=schema,
+    res = get_plugin("json_labels").run(EvalContext(TaskInfo("crisis", label_schema=schema), tmp_path, samples, outs,
                                                     options=Options(safety_field="crisis", safety_classes=["yes"],
                                                                     min_support=1)))
     m = res.metrics
@@ -81,5 +81,5 @@ def test_json_labels_works_for_any_flat_label_schema(tmp_path) -> None:
     assert set(m["ordinal"]) == {"urgency"} and set(m["classes"]) == {"crisis"}
     assert (tmp_path / "crisis_confusion.png").is_file()
     with pytest.raises(EvalError, match="safety_field 'risk_flag' is not a categorical field"):
-        get_plugin("json_labels").run(EvalContext("crisis", tmp_path, samples, outs, label_schema=schema,
+        get_plugin("json_labels").run(EvalContext(TaskInfo("crisis", label_schema=schema), tmp_path, samples, outs,
                                                   options=SAFETY))

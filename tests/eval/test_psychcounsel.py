@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from plugins import EvalContext, get_plugin
+from plugins import EvalContext, TaskInfo, get_plugin
 from plugins.base import mcnemar_exact, wilson_ci
 from plugins.psychcounsel_bench import (
     BenchItem,
@@ -25,6 +25,7 @@ from plugins.psychcounsel_bench import (
 )
 from psyfactory.core.backend import is_plain
 from psyfactory.core.errors import EvalError
+from psyfactory.core.generation import GenerationSpec
 from psyfactory.core.paths import REPO_ROOT
 
 ITEMS = [
@@ -49,15 +50,15 @@ class ScriptedBackend:
     def _key(self, conv):
         return next(k for k in self.logps or self.replies if k in conv[-1]["content"])
 
-    def option_logprobs(self, prompts, options):
+    def option_logprobs(self, prompts, options, *, spec=None):
         self.calls.append(("loglik", options))
         if self.pick:  # a rule: log p = 0 for the picked letter, -5 for the others
             return [[0.0 if self.pick(p[-1]["content"], opts) == L else -5.0 for L in opts] for p, opts in
                     zip(prompts, options, strict=True)]
         return [self.logps[self._key(p)] for p in prompts]
 
-    def generate(self, conversations, *, max_new_tokens, json_schema=None, sampling=None):
-        self.calls.append(("generate", max_new_tokens, sampling))
+    def generate(self, conversations, spec, *, json_schema=None):
+        self.calls.append(("generate", spec))
         if self.pick:
             return [self.pick(c[-1]["content"], [m[0] for m in re.findall(r"^([A-E])\. ", c[-1]["content"], re.M)])
                     for c in conversations]
@@ -201,10 +202,11 @@ def test_debiased_accuracy_always_a_is_chance_and_a_perfect_model_is_one(bench_f
         q = next(q for q in truth if q in prompt)
         return next(L for L, t in _content(prompt, opts).items() if t == truth[q])
 
-    always_a = debiased(bench.items, fmt, ScriptedBackend(pick=lambda p, o: "A"), mode)
+    spec = GenerationSpec(max_new_tokens=50)
+    always_a = debiased(bench.items, fmt, ScriptedBackend(pick=lambda p, o: "A"), mode, spec)
     assert always_a["majority_accuracy"] == pytest.approx((1 / 4 + 1 / 5 + 1 / 2) / 3)  # exactly chance
     assert always_a["queries"] == 4 + 5 + 2  # one per cyclic shift of each item's options
-    best = debiased(bench.items, fmt, ScriptedBackend(pick=perfect), mode)
+    best = debiased(bench.items, fmt, ScriptedBackend(pick=perfect), mode, spec)
     assert best["majority_accuracy"] == 1.0
     if mode == "loglik":
         assert always_a["mean_prob_accuracy"] == pytest.approx((1 / 4 + 1 / 5 + 1 / 2) / 3)
@@ -239,15 +241,16 @@ def test_plugin_loglik_and_generate(tmp_path, bench_file) -> None:
     assert "| en-chat | 1 | 0 | 1 | 0 | 1 | 0 |" in res.report  # predicted letters: c, e, a
     assert "(gold answers) | 0 | 1 | 1 | 0 | 1 |" in res.report
 
+    sampled = GenerationSpec(max_new_tokens=50, decoding="sample", seed=7)  # the task's psy.generation
     res = get_plugin("psychcounsel_bench").run(EvalContext(
-        "psychcounsel", tmp_path, backend=backend,
-        options=Options(bench_file=str(bench_file), scoring="generate", formats=["en-bare"], decoding="sample",
-                        seed=7, debias=False)))
+        TaskInfo("psychcounsel", generation=sampled), tmp_path, backend=backend,
+        options=Options(bench_file=str(bench_file), scoring="generate", formats=["en-bare"], debias=False)))
     bare = res.metrics["formats"]["en-bare"]
     # "F" is not an option: unparsed both ways; "I'd say B, no." is unparsed strictly, B leniently
     assert (bare["correct"], bare["unparsed"], bare["think_blocks"]) == (1, 2, 1)
     assert (bare["lenient"]["correct"], bare["lenient"]["unparsed"]) == (2, 1)
-    assert backend.calls[-1][:2] == ("generate", 50) and backend.calls[-1][2].seed == 7
+    used = backend.calls[-1][1]  # the task's spec reached the backend, with the format's rendering applied
+    assert (used.max_new_tokens, used.decoding, used.seed, used.prompt) == (50, "sample", 7, "chat")
     assert [r["output"] for r in res.items] == ["C", "The answer is F", "I'd say B, no."]
     assert get_plugin("psychcounsel_bench").paired(res.items) == {"en-bare": {"1": True, "2": False, "3": False}}
 

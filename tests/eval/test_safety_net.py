@@ -10,10 +10,10 @@ from collections import Counter
 import pytest
 import yaml
 
-from plugins import EvalContext, Sample, get_plugin
+from data_prep.teacher import student_schema
+from plugins import EvalContext, Sample, TaskInfo, get_plugin
 from plugins.json_labels import Options
 from psyfactory.core.errors import ConfigError, EvalError
-from psyfactory.core.labels import student_schema
 from psyfactory.core.paths import EVALUATION_DIR
 from psyfactory.core.safety import SafetyNet, load_lexicon
 
@@ -164,8 +164,8 @@ def test_json_labels_reports_model_alone_and_model_plus_net(tmp_path) -> None:
     samples = [Sample(str(i), [{"role": "user", "content": f"评估这名学生。\n{t}"}], json.dumps(lab(r)), text=t)
                for i, (t, r, _) in enumerate(ITEMS)]
     plugin = get_plugin("json_labels")
-    res = plugin.run(EvalContext("student", tmp_path, samples, [o for *_, o in ITEMS], options=NET,
-                                 label_schema=student_schema()))
+    res = plugin.run(EvalContext(TaskInfo("student", label_schema=student_schema()), tmp_path, samples,
+                                 [o for *_, o in ITEMS], options=NET))
     m, sn = res.metrics, res.metrics["safety_net"]
     assert (sn["raised"], sn["raised_from_none"], sn["raised_from_invalid"], sn["raised_wrongly"]) == (3, 2, 1, 1)
     assert sn["raised_by_class"] == {"suicidal": 3} and sn["items_with_reports"] == 1
@@ -194,10 +194,18 @@ def test_json_labels_reports_model_alone_and_model_plus_net(tmp_path) -> None:
 
 def test_json_labels_net_options_are_checked() -> None:
     plugin = get_plugin("json_labels")
+    task = TaskInfo("student", label_schema=student_schema())
     with pytest.raises(EvalError, match="safety_net needs safety_field"):
-        plugin.check(Options(safety_net="evaluation/safety/crisis_lexicon.yaml"))
+        plugin.check(Options(safety_net="evaluation/safety/crisis_lexicon.yaml"), task)
     with pytest.raises(ConfigError, match="crisis lexicon not found"):
-        plugin.check(Options(safety_field="risk_flag", safety_net="evaluation/safety/nope.yaml"))
+        plugin.check(Options(safety_field="risk_flag", safety_net="evaluation/safety/nope.yaml"), task)
+    # the task is checked too, in preflight: a schema to score against, fields and classes it has
+    with pytest.raises(EvalError, match="json_labels needs psy.label_schema"):
+        plugin.check(Options(), TaskInfo("student"))
+    with pytest.raises(EvalError, match="safety_field 'risk' is not an enum field"):
+        plugin.check(Options(safety_field="risk"), task)
+    with pytest.raises(EvalError, match="'suicide' not a value of risk_flag"):
+        plugin.check(Options(safety_field="risk_flag", safety_classes=["suicide"]), task)
     with pytest.raises(EvalError, match="min_support"):
         plugin.parse_options({"min_support": 0})
     assert plugin.safety_net(Options()) is None

@@ -55,10 +55,15 @@ def test_missing_stack_names_the_setup_command(monkeypatch: pytest.MonkeyPatch, 
     with pytest.raises(gguf.GGUFUnavailable, match="llama-cpp-python is missing.*make setup-gguf"):
         gguf.setup_info()
     monkeypatch.setenv("PSY_RUNS_DIR", str(tmp_path / "runs"))
-    for command in ("gguf", "chat-gguf", "predict-gguf"):
+    for command in ("chat-gguf", "predict-gguf"):
         assert main([command, "--model", "tiny", "--task", "student", "--hw", "cpu"]) == 2
         err = capsys.readouterr().err
         assert "GGUF support is not installed" in err and "Enable it with: make setup-gguf" in err, command
+    # `make gguf` says first what it would export from, before any setup or build (make runs --check-only first)
+    for args in (["--check-only"], []):
+        assert main(["gguf", *args, "--model", "tiny", "--task", "student", "--hw", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert "merged model not found; run `make merge RUN=tiny/student/lora` first" in err
 
 
 def test_header_check_rejects_missing_and_corrupt_files(tmp_path: Path) -> None:
@@ -225,7 +230,7 @@ def test_chat_gguf_answers(exported: dict, runs_root: Path, cli, make, student_s
 @pytest.mark.slow
 @pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_constrained_decoding_always_schema_valid(exported: dict, student_schema: dict) -> None:
-    from psyfactory.core.labels import parse_student_labels, validate_student_labels
+    from data_prep.teacher import student_schema
 
     convs = student_conversations(16)
     path = exported["run"] / "gguf" / "model-Q4_K_M.gguf"
@@ -233,11 +238,11 @@ def test_constrained_decoding_always_schema_valid(exported: dict, student_schema
     assert len(constrained) == len(convs)
     for text in constrained:  # 100%: every output is plain JSON (no extraction needed) and valid
         value = json.loads(text)
-        assert validate_student_labels(value) == [], text
+        assert student_schema().reasons(value) == [], text
         jsonschema.validate(value, student_schema)
     free = generate(path, convs, max_new_tokens=32)
     assert len(free) == len(convs)
-    valid = sum(parse_student_labels(text).labels is not None for text in free)
+    valid = sum(student_schema().parse(text).labels is not None for text in free)
     assert valid < len(convs)  # the random-weight model cannot produce the labels unconstrained
 
 
@@ -392,7 +397,7 @@ def test_make_eval_with_gguf_backend(exported: dict, runs_root: Path, make, tmp_
 @pytest.mark.slow
 @pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_make_predict_gguf_writes_llamafactory_format(exported: dict, runs_root: Path, make, tmp_path: Path) -> None:
-    from psyfactory.core.labels import parse_student_labels
+    from data_prep.teacher import student_schema
 
     env = {"PSY_RUNS_DIR": str(runs_root), "PSY_DATASET_DIR": str(write_student_eval(tmp_path / "ds"))}
     make("predict-gguf", "RUN=tiny/student/lora", "HW=cpu", env=env)
@@ -400,7 +405,7 @@ def test_make_predict_gguf_writes_llamafactory_format(exported: dict, runs_root:
             .read_text(encoding="utf-8").splitlines()]
     assert [json.loads(r["label"])["risk_flag"] for r in rows] == [lab[2] for _, lab in STUDENT_EVAL]
     assert all(r["prompt"].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") for r in rows)
-    assert all(parse_student_labels(r["predict"]).labels is not None for r in rows)
+    assert all(student_schema().parse(r["predict"]).labels is not None for r in rows)
 
 
 def subprocess_make_error(make, *args: str, env: dict[str, str]) -> str:

@@ -27,8 +27,9 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def scripts(gpus: int = 1, nodes: int = 1, **kw) -> dict[str, str]:
-    req = slurm.Request("qwen3-4b", "psydt", gpus=gpus, nodes=nodes, **kw)
     profile = slurm.load_profile()
+    names = {k: kw.pop(k) for k in ("run", "recipe", "overrides", "method") if k in kw}
+    req = slurm.request(profile, model="qwen3-4b", task="psydt", gpus=gpus, nodes=nodes, **names, **kw)
     over = slurm.train_overrides(req, profile)
     return {s: slurm.render(s, req, profile, over if s == "train" else None) for s in req.stages}
 
@@ -173,7 +174,8 @@ def test_make_dry_run_prints_scripts_and_commands(clean_env):
 
 
 def test_teacher_stage_serves_and_labels_on_a_gpu_node(clean_env):
-    req = slurm.Request("qwen3-4b", "student", stages=slurm.parse_stages("teacher,train,merge"))
+    req = slurm.request(slurm.load_profile(), model="qwen3-4b", task="student",
+                        stages=slurm.parse_stages("teacher,train,merge"))
     profile = slurm.load_profile(["stages.teacher.args=--raw-dir raw/ --teacher-gguf /models/qwen2.5-7b-q4_k_m.gguf"])
     teacher = slurm.render("teacher", req, profile)
     assert req.stages == ("teacher", "train", "merge")  # pipeline order, whatever order was typed
@@ -181,6 +183,6 @@ def test_teacher_stage_serves_and_labels_on_a_gpu_node(clean_env):
             "/models/qwen2.5-7b-q4_k_m.gguf") in teacher
     opts = sbatch_lines(teacher)
     assert "--gres=gpu:a40:1" in opts and "--no-requeue" in opts and "--job-name=psy-teacher-qwen3-4b-student-lora" in opts
-    assert slurm.Request("qwen3-4b", "psydt").stages == slurm.DEFAULT_STAGES  # the teacher stage is opt-in
-    with pytest.raises(slurm.SlurmError, match="the teacher stage labels the student set: TASK=student"):
-        slurm.Request("qwen3-4b", "psydt", stages=("teacher", "train"))
+    assert slurm.request({}, model="qwen3-4b", task="psydt").stages == slurm.DEFAULT_STAGES  # the teacher stage is opt-in
+    with pytest.raises(slurm.SlurmError, match=r"needs a teacher LLM \(TASK=student\); TASK=psydt has none"):
+        slurm.request({}, model="qwen3-4b", task="psydt", stages=("teacher", "train"))
