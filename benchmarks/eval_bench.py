@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plugins.psychcounsel_bench import (  # noqa: E402
-    GENERATE_MAX_NEW_TOKENS,
     bias,
     choose_by_generation,
     choose_by_loglik,
@@ -41,13 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formats", nargs="+", default=["seed004-professional", "seed004-simple", "seed004-chat"])
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=GENERATE_MAX_NEW_TOKENS)
+    ap.add_argument("--max-new-tokens", type=int, default=50)
     ap.add_argument("--no-debias", action="store_true", help="skip the permutation-debiased accuracy")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
     from psyfactory.config import compose
     from psyfactory.core.files import atomic_write_json
+    from psyfactory.core.generation import GenerationSpec
     from psyfactory.inference import HFBackend
     from psyfactory.models import materialize
 
@@ -62,13 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.formats:
         fmt = load_format(name)
         t0 = time.perf_counter()
-        ll_chosen = choose_by_loglik(items, fmt, backend)
+        spec = fmt.spec(GenerationSpec(max_new_tokens=args.max_new_tokens))  # greedy, thinking off
+        ll_chosen = choose_by_loglik(items, fmt, backend, spec)
         t_ll = time.perf_counter() - t0
         ll = score(items, ll_chosen)
         b = bias(items, ll_chosen)
-        deb = None if args.no_debias else debiased(items, fmt, backend, "loglik")
+        deb = None if args.no_debias else debiased(items, fmt, backend, "loglik", spec)
         t0 = time.perf_counter()
-        strict, lenient, _, think = choose_by_generation(items, fmt, backend, args.max_new_tokens)
+        strict, lenient, _, think = choose_by_generation(items, fmt, backend, spec)
         t_gen = time.perf_counter() - t0
         gs, gl = score(items, strict), score(items, lenient)
         out["formats"][name] = {

@@ -250,7 +250,8 @@ class JsonLabelsPlugin(EvalPlugin):
                 raise EvalError(f"{where}.safety_field {options.safety_field!r} is not an enum field of "
                                 f"{schema.path.name} ({', '.join(schema.categorical_keys())})")
             values = schema.values(options.safety_field)
-            bad = [c for c in [*options.safety_classes, options.safety_none] if c not in values]
+            want = [*options.safety_classes, *([options.safety_none] if options.safety_net else [])]
+            bad = [c for c in want if c not in values]
             if bad:
                 raise EvalError(f"{where}: {', '.join(map(repr, bad))} not a value of {options.safety_field} in "
                                 f"{schema.path.name} ({', '.join(map(str, values))})")

@@ -24,7 +24,7 @@ from psyfactory.models import resolve_model_path
 from psyfactory.psyconfig import PsyConfig
 from psyfactory.recipes import load_recipe
 
-PSY_KEY = "psy"
+BLOCK_KEY = "psy"
 # Keys that hold credentials: a composed config is written to runs/<run>/*.yaml and manifest.json and
 # printed, so they are refused there and read from the environment instead.
 SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
@@ -174,7 +174,7 @@ def compose(
         raise ConfigError(f"{who}): cannot compose the layers: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
                           ) from None
     check_secrets(lf, who + ")")
-    psy = PsyConfig.parse(lf.pop(PSY_KEY, None), f"{who} HW={hw})")
+    psy = PsyConfig.parse(lf.pop(BLOCK_KEY, None), f"{who} HW={hw})")
     if "model_name_or_path" not in lf or not isinstance(lf["model_name_or_path"], str):
         raise ConfigError(f"{layers.shown(files[3])}: model_name_or_path must be a hub id or a path (a string)")
     if "template" in lf and not isinstance(lf["template"], str):

@@ -228,12 +228,24 @@ def run_eval(run: Run, *, base: bool = False, backend: str = "hf", limit: int | 
         "options": {p.name: p.options.model_dump(mode="json") for p in plugins},
         "data_sha256": {str(f): sha256_file(f) for f in data_files if f.is_file()},
     }
+    with run.lock():
+        return _run_locked(run, out_dir, name, plugins, samples, data_files, fingerprint, model_path=model_path,
+                           adapter=adapter, base=base, backend=backend, gguf=gguf, batch_size=batch_size, limit=limit,
+                           overwrite=overwrite)
+
+
+def _run_locked(run: Run, out_dir: Path, name: str, plugins: list[Plugin], samples: list[Sample],
+                data_files: list[Path], fingerprint: dict[str, Any], *, model_path: str, adapter: Path | None,
+                base: bool, backend: str, gguf: EvalChoice | None, batch_size: int, limit: int | None,
+                overwrite: bool) -> Path:
+    psy = run.task.psy
     guard_variant(out_dir, fingerprint, overwrite=overwrite)
     if run.external is not None:
         record_external(run.dir, {"name": run.name, "model": run.model, "task": run.trained_task, "method": run.method,
                                   "hw": run.hw, "overrides": [], "recipe": None}, run.external.record())
+    for orphan in out_dir.parent.glob(f".{name}.*-*"):  # under the run lock: left by a killed evaluation
+        shutil.rmtree(orphan, ignore_errors=True)
     staged = out_dir.with_name(f".{name}.tmp-{os.getpid()}")
-    shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
     try:
         _evaluate(run, staged, name, plugins, samples, data_files, fingerprint, model_path=model_path, adapter=adapter,

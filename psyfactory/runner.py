@@ -104,7 +104,12 @@ def write_config(path: Path, cfg: dict[str, Any], header: str) -> Path:
 
 def train(run: Run, *, dry_run: bool = False, accept_data_change: bool = False) -> Path:
     """Preflight, the resume guard (psyfactory.resume), then LLaMA-Factory; the manifest records
-    `running`, then `done`, `preempted` or `failed`."""
+    `running`, then `done`, `preempted` or `failed`. The run is locked throughout."""
+    with run.lock():
+        return _train(run, dry_run=dry_run, accept_data_change=accept_data_change)
+
+
+def _train(run: Run, *, dry_run: bool, accept_data_change: bool) -> Path:
     from psyfactory import resume
 
     c = run.config
@@ -171,6 +176,11 @@ def merge_config(run: Run) -> dict[str, Any]:
 
 
 def merge(run: Run, *, allow_unfinished: bool = False) -> Path:
+    with run.lock():
+        return _merge(run, allow_unfinished=allow_unfinished)
+
+
+def _merge(run: Run, *, allow_unfinished: bool) -> Path:
     c = run.config
     cfg = merge_config(run)
     cfg_file = run.dir / "merge.yaml"
@@ -226,6 +236,11 @@ def _prepare_stage(run: Run, name: str, cfg: dict[str, Any], parser: str, lf_com
 
 
 def predict(run: Run, *, allow_unfinished: bool = False) -> Path:
+    with run.lock():
+        return _predict(run, allow_unfinished=allow_unfinished)
+
+
+def _predict(run: Run, *, allow_unfinished: bool) -> Path:
     cfg = predict_config(run)
     data_files = preflight.check_datasets(cfg["eval_dataset"], Path(cfg["dataset_dir"]))
     cfg_file = _prepare_stage(run, "predict", cfg, "train", "train")

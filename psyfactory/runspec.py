@@ -105,6 +105,13 @@ class Run:
     def trained_here(self) -> bool:
         return self.external is None
 
+    def lock(self) -> Any:
+        """Context manager: this process alone writes the run (train, merge, eval, gguf); a second command
+        on the same run is refused with one line naming the first (psyfactory.core.files.exclusive)."""
+        from psyfactory.core.files import exclusive
+
+        return exclusive(self.dir / ".lock", f"run {self.name}")
+
     # the task
     @cached_property
     def task(self) -> TaskView:

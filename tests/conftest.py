@@ -61,8 +61,8 @@ class TinyRun:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> TinyRun:
     root = tmp_path_factory.mktemp("tiny_run") / "runs"
     # a high learning rate, so that the adapter changes the model measurably (merge parity, GGUF checks)
-    # psy.max_new_tokens: room for a whole label JSON in the tiny tokenizer (the demo's 32 cuts it)
-    proc = psy("demo", "--task", "student", "learning_rate=5e-3", "save_steps=10", "psy.max_new_tokens=96",
+    # psy.generation.max_new_tokens: room for a whole label JSON in the tiny tokenizer (the demo's 32 cuts it)
+    proc = psy("demo", "--task", "student", "learning_rate=5e-3", "save_steps=10", "psy.generation.max_new_tokens=96",
                env={"PSY_RUNS_DIR": str(root)}, timeout=900)
     return TinyRun(root, root / "_demo" / "dataset", proc.stdout)
 

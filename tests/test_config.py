@@ -11,9 +11,9 @@ from psyutil import cli
 from psyfactory.config import ConfigError, compose
 from psyfactory.core import paths
 from psyfactory.layers import list_names, load_layer
-from psyfactory.taskview import TaskView
 from psyfactory.models import resolve_model_path
 from psyfactory.preflight import check_keys, check_template, lf_keys
+from psyfactory.taskview import TaskView
 
 REQUIRED_MODELS = {
     "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen2-7b-instruct", "qwen2.5-7b-instruct",

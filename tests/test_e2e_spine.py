@@ -114,7 +114,7 @@ def test_qlora_trains_and_merges_onto_the_full_precision_base(workspace, tiny_mo
 
 
 def test_chat_reads_stdin(workspace, tiny_model):
-    proc = psy("chat", "--model", "tiny", "--hw", "cpu", "psy.max_new_tokens=4", input="你好\nexit\n", timeout=300)
+    proc = psy("chat", "--model", "tiny", "--hw", "cpu", "psy.generation.max_new_tokens=4", input="你好\nexit\n", timeout=300)
     assert "no adapter" in proc.stdout and "User:" in proc.stdout
 
 

@@ -5,6 +5,7 @@ oversized records, credentials in configs, and using a run whose training did no
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -255,3 +256,57 @@ def test_an_unfinished_run_is_refused_unless_told(workspace, capsys):
     assert "--allow-unfinished: using the adapter of tiny/psydt/lora" in capsys.readouterr().out
     (c.dir / "manifest.json").write_text(json.dumps({"stages": {"train": {"status": "done"}}}))
     finished_training(c)
+
+
+# ---------------------------------------------------------------- locks: one writer per dataset folder and per run
+def test_a_second_prep_of_a_folder_is_refused_naming_the_first(tmp_path):
+    """The prep lock is taken before the orphan cleanup, so a second prep can never delete the staged
+    files of one that is still writing them (issue 22, item 1)."""
+    from psyfactory.core.files import exclusive
+
+    ds = tmp_path / "ds"
+    staged = ds / "data" / "emotion" / ".train.jsonl.prep-abcd"
+    staged.parent.mkdir(parents=True)
+    staged.write_text("being written by the first prep\n")
+    with exclusive(ds / "data" / ".prep.lock", f"dataset folder {ds}"):
+        err = one_error_line(cli("prep", "--task", "emotion", "--raw-dir", str(SAMPLES), "--dataset-dir", str(ds),
+                                 check=False))
+        assert f"dataset folder {ds} is in use by pid {os.getpid()}" in err
+        assert staged.is_file()  # nothing of the first prep was touched
+    cli("prep", "--task", "emotion", "--raw-dir", str(SAMPLES), "--dataset-dir", str(ds))  # free again
+    assert not staged.exists()  # the next prep cleans what a dead one left
+
+
+def test_a_second_command_on_a_run_is_refused_naming_the_first(workspace):
+    from psyfactory.core.files import exclusive
+    from psyfactory.runspec import resolve
+
+    run = resolve(model="tiny", task="psydt", method="lora", hw="cpu")
+    with exclusive(run.dir / ".lock", f"run {run.name}"):
+        err = one_error_line(cli("train", *TRAIN, "--dry-run", check=False))
+        assert f"run tiny/psydt/lora is in use by pid {os.getpid()}" in err
+        assert not (run.dir / "train.yaml").exists()  # the holder's config is not rewritten under it
+    cli("train", *TRAIN, "--dry-run")
+
+
+def test_an_interrupted_evaluation_leaves_the_previous_variant_whole(workspace, monkeypatch):
+    """A variant is written aside and renamed into place whole (issue 22, item 5)."""
+    from psyfactory import evaluate
+
+    def finished(run, out_dir, name, *args, **kwargs):
+        (out_dir / "predictions.jsonl").write_text('{"id": "1", "prediction": "old"}\n')
+        (out_dir / "metrics.json").write_text(json.dumps({"headline": {}, "fingerprint": {}, "n": 1}))
+
+    def killed(run, out_dir, name, *args, **kwargs):
+        (out_dir / "predictions.jsonl").write_text('{"id": "1", "prediction": "new, half written"}\n')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "_evaluate", finished)
+    cli("eval", "--model", "tiny", "--task", "psydt", "--hw", "cpu", "--base")
+    variant = workspace / "runs" / "tiny" / "psydt" / "lora" / "eval" / "base"
+    before = {p.name: p.read_bytes() for p in variant.iterdir()}
+    monkeypatch.setattr(evaluate, "_evaluate", killed)
+    assert cli("eval", "--model", "tiny", "--task", "psydt", "--hw", "cpu", "--base", "--overwrite",
+               check=False).returncode == 130
+    assert {p.name: p.read_bytes() for p in variant.iterdir()} == before  # the old one, untouched
+    assert [p.name for p in variant.parent.iterdir()] == ["base"]  # no half variant beside it

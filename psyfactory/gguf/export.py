@@ -112,9 +112,10 @@ def export_for_run(run: Any, *, quant: str = DEFAULT_QUANT, lora: bool = False, 
         from psyfactory.tiny import ensure_tiny
 
         local = ensure_tiny()
-    return export_run(run.dir, quant=quant, local_tokenizer=local, do_verify=do_verify, lora=lora,
-                      base_dir=c.lf["model_name_or_path"] if lora else None,
-                      enable_thinking=bool(c.lf.get("enable_thinking", False)), label_task=c.psy.kind == "label")
+    with run.lock():
+        return export_run(run.dir, quant=quant, local_tokenizer=local, do_verify=do_verify, lora=lora,
+                          base_dir=c.lf["model_name_or_path"] if lora else None,
+                          enable_thinking=bool(c.lf.get("enable_thinking", False)), label_task=c.psy.kind == "label")
 
 
 def check_exportable(run: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 
 import pytest
@@ -44,31 +43,29 @@ def test_add_a_plugin_worked_example(tmp_path, monkeypatch):
 
 def test_add_a_task_worked_example(tmp_path, monkeypatch, tiny_model):
     configs = tmp_path / "configs"
-    shutil.copytree(paths.CONFIG_DIR, configs)
+    (configs / "tasks").mkdir(parents=True)
     schema = tmp_path / "crisis.json"
     schema.write_text(block("evaluation/schemas/crisis.json", "json"), encoding="utf-8")
     task_yaml = block("# Task crisis", "yaml").replace("evaluation/schemas/crisis.json", str(schema))
     (configs / "tasks" / "crisis.yaml").write_text(task_yaml, encoding="utf-8")
-    monkeypatch.setattr(paths, "CONFIG_DIR", configs)
-    # the prepared data, as data_prep/crisis.py would write it
-    ds = tmp_path / "dataset"
+    monkeypatch.setenv("PSY_CONFIG_DIRS", str(configs))  # a config folder of one's own: nothing in the repo
     rows = [("我不想活了，今晚就结束", {"crisis": "yes", "urgency": 2}), ("考试没考好，有点难过", {"crisis": "no", "urgency": 0}),
-            ("最近总想伤害自己", {"crisis": "yes", "urgency": 1})]
-    (ds / "data" / "crisis").mkdir(parents=True)
-    for split in ("train", "eval"):
-        (ds / "data" / "crisis" / f"{split}.jsonl").write_text("".join(
-            json.dumps({"instruction": "判断是否存在危机，只输出JSON。", "input": t, "output": json.dumps(lab)},
-                       ensure_ascii=False) + "\n" for t, lab in rows), encoding="utf-8")
-    (ds / "dataset_info.json").write_text(json.dumps({f"crisis_{s}": {"file_name": f"data/crisis/{s}.jsonl"}
-                                                      for s in ("train", "eval")}))
-    monkeypatch.setenv("PSY_DATASET_DIR", str(ds))
+            ("最近总想伤害自己", {"crisis": "yes", "urgency": 1}), ("和室友吵架了，睡不着", {"crisis": "no", "urgency": 0}),
+            ("我已经写好了遗书", {"crisis": "yes", "urgency": 2})]
+    (configs / "tasks" / "crisis.jsonl").write_text("".join(
+        json.dumps({"instruction": "判断是否存在危机，只输出JSON。", "input": t, "output": json.dumps(lab)},
+                   ensure_ascii=False) + "\n" for t, lab in rows), encoding="utf-8")
+    monkeypatch.setenv("PSY_DATASET_DIR", str(tmp_path / "dataset"))
     monkeypatch.setenv("PSY_RUNS_DIR", str(tmp_path / "runs"))
 
+    cli("prep", "--task", "crisis")  # the task's own file -> data/crisis/{train,eval}.jsonl, registered
+    info = json.loads((tmp_path / "dataset" / "dataset_info.json").read_text())
+    assert set(info) == {"crisis_train", "crisis_eval"}
     cli("config", "--task", "crisis", "--hw", "cpu")  # preflight accepts the new task and its plugin options
-    cli("eval", "--task", "crisis", "--hw", "cpu", "--base", "psy.max_new_tokens=8")
+    cli("eval", "--task", "crisis", "--hw", "cpu", "--base", "psy.generation.max_new_tokens=8")
     m = json.loads((tmp_path / "runs" / "tiny" / "crisis" / "lora" / "eval" / "base" / "metrics.json").read_text())
     jl = m["plugins"]["json_labels"]
-    assert jl["n"] == 3 and set(jl["field_accuracy"]) == {"crisis", "urgency"}
+    assert jl["n"] == 1 and set(jl["field_accuracy"]) == {"crisis", "urgency"}  # 0.2 of 5 records: one in eval
     assert set(jl["safety_recall"]) == {"yes"} and set(jl["ordinal"]) == {"urgency"}
     assert "json_labels.safety_recall.yes" in m["headline"]
     assert (tmp_path / "runs" / "tiny" / "crisis" / "lora" / "eval" / "base" / "crisis_confusion.png").is_file()

@@ -57,12 +57,13 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
     cli("eval", "--run", run, "--hw", "cpu", "--base")
     cli("eval", "--model", "tiny", "--task", "emotion", "--hw", "cpu", "--base")
     for task in ("psydt", "cpsycoun", "psyqa", "es", "es_summary"):
-        cli("eval", "--model", "tiny", "--task", task, "--hw", "cpu", "--base", "psy.max_new_tokens=16")
+        cli("eval", "--model", "tiny", "--task", task, "--hw", "cpu", "--base", "psy.generation.max_new_tokens=16")
     cli("eval", "--run", run, "--task", "psychcounsel_seed004", "--hw", "cpu", "--limit", "10")
     # the eval-only benchmark on the student run: base and tuned, the task's file and a second one
     for extra in ([], ["--base"]):
         cli("eval", "--run", run, "--task", "psychcounsel", "--hw", "cpu", "--limit", "30", *extra)
-    cli("eval", "--run", run, "--task", "psychcounsel", "--hw", "cpu", "--bench-file", env["PSY_BENCH_COPY"])
+    cli("eval", "--run", run, "--task", "psychcounsel", "--hw", "cpu",
+        f"psy.eval_options.psychcounsel_bench.bench_file={env['PSY_BENCH_COPY']}")
 
     # student: every output accounted for, safety recall present, confusion PNG written
     tuned = variant_dir(env, run, "tuned")
@@ -157,7 +158,7 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
 
 def test_chat_applies_the_safety_net_to_a_label_task(env) -> None:
     """`make chat` on the student run: LLaMA-Factory's ChatModel, one message at a time, the net on each."""
-    proc = psy("chat", "--run", "tiny/student/lora", "--hw", "cpu", "psy.max_new_tokens=48", env=env, timeout=600,
+    proc = psy("chat", "--run", "tiny/student/lora", "--hw", "cpu", "psy.generation.max_new_tokens=48", env=env, timeout=600,
                input="我真的不想活了。\n我同学说他想自杀。\n今天考试考得不错。\nexit\n")
     out = proc.stdout
     assert "crisis safety net crisis_lexicon.yaml on risk_flag" in out and out.count("Assistant: ") == 3
@@ -189,9 +190,9 @@ def test_eval_errors_are_clear(env) -> None:
     assert "no adapter at" in err and "make train MODEL=tiny TASK=psyqa" in err
     err = one_error_line(cli("eval", "--model", "tiny", "--task", "psychcounsel", "--hw", "cpu", check=False))
     assert "eval-only" in err
-    err = one_error_line(cli("eval", "--model", "tiny", "--task", "emotion", "--hw", "cpu", "--base", "--rubric",
-                             "cpsycoune_turn", check=False))
-    assert "--rubric: none of the plugins of task 'emotion' (classification) takes this option" in err
+    err = one_error_line(cli("eval", "--model", "tiny", "--task", "emotion", "--hw", "cpu", "--base",
+                             "psy.eval_options.classification.rubric=cpsycoune_turn", check=False))
+    assert "unknown key 'psy.eval_options.classification.rubric'" in err
     err = one_error_line(cli("eval", "--run", "tiny/student/lora", "--task", "psychcounsel", "--hw", "cpu",
-                             "--bench-file", "/nonexistent.json", check=False))
+                             "psy.eval_options.psychcounsel_bench.bench_file=/nonexistent.json", check=False))
     assert "PsychCounsel-Bench file not found: /nonexistent.json" in err

@@ -32,7 +32,7 @@ def test_whole_chain_completes(slurm_cluster, slurm_ws):
     stages = ["train", "merge", "gguf", "eval"] if gguf.available() else ["train", "merge", "eval"]
     print(f"stages run: {','.join(stages)}")
     out = psy(slurm_ws, "sbatch", "--stages", ",".join(stages), "--set", "stages.eval.args=--limit 4",
-              *RUN, *FAST, "max_steps=4", "save_steps=2", "psy.max_new_tokens=16").stdout
+              *RUN, *FAST, "max_steps=4", "save_steps=2", "psy.generation.max_new_tokens=16").stdout
     rec = pipeline(run_dir(slurm_ws))
     ids = [j["job_id"] for j in rec["jobs"]]
     assert [j["stage"] for j in rec["jobs"]] == stages
