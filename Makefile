@@ -21,8 +21,12 @@ PYTHON ?= python3.11
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.psyfactory-setup
 PSY      := $(PY) -m psyfactory
-RUN_OPTS := $(if $(RUN),--run $(RUN)) $(if $(RECIPE),--recipe $(RECIPE)) $(if $(MODEL),--model $(MODEL)) $(if $(TASK),--task $(TASK)) \
-	$(if $(METHOD),--method $(METHOD)) --hw $(HW) $(ARGS)
+# Values reach the command through the environment, quoted ("$$RUN"), never pasted into the command line: a
+# space in RUN stays one argument; ARGS goes over as one string that psyfactory splits like a shell (quotes
+# group words) without running it through one: backticks, $( ) and & in ARGS stay text.
+export RUN RECIPE MODEL TASK METHOD HW ARGS EVAL_ARGS
+RUN_OPTS := $(if $(RUN),--run "$$RUN") $(if $(RECIPE),--recipe "$$RECIPE") $(if $(MODEL),--model "$$MODEL") \
+	$(if $(TASK),--task "$$TASK") $(if $(METHOD),--method "$$METHOD") --hw "$$HW" --args "$$ARGS"
 PYTEST   := OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=20
 
 BASE ?=
@@ -51,7 +55,7 @@ lint: $(STAMP) ## ruff
 	$(PY) -m ruff check .
 
 list: $(STAMP) ## list models, tasks, methods, hardware profiles, recipes (ARGS=--psy: the psy keys, --runs: the runs)
-	@$(PSY) list $(ARGS)
+	@$(PSY) list --args "$$ARGS"
 
 config: $(STAMP) ## print the composed flat LLaMA-Factory config
 	@$(PSY) config $(RUN_OPTS)
@@ -93,13 +97,13 @@ DATA_TASK = $(if $(TASK),--task $(TASK))
 .PHONY: prep data-report download
 
 prep: $(STAMP) ## raw sources in RAW_DIR -> data/<task>/*.jsonl + dataset_info.json [TASK] [TEACHER=url|local|lexicon]
-	$(PSY) prep --raw-dir $(RAW_DIR) $(DATA_TASK) $(if $(TEACHER),--teacher $(TEACHER)) $(ARGS)
+	$(PSY) prep --raw-dir $(RAW_DIR) $(DATA_TASK) $(if $(TEACHER),--teacher $(TEACHER)) --args "$$ARGS"
 
 data-report: $(STAMP) ## counts, token-length histograms, truncation at cutoff_len, labels [MODEL] [TASK]
-	$(PSY) data-report --model $(or $(MODEL),tiny) $(DATA_TASK) $(ARGS)
+	$(PSY) data-report --model $(or $(MODEL),tiny) $(DATA_TASK) --args "$$ARGS"
 
-download: $(STAMP) ## fetch the public raw sources into RAW_DIR (ARGS='--base-url URL' for a mirror)
-	$(PSY) download --raw-dir $(RAW_DIR) $(ARGS)
+download: $(STAMP) ## fetch the public raw sources into RAW_DIR [TASK: only what it needs] (ARGS='--base-url URL' for a mirror)
+	$(PSY) download --raw-dir $(RAW_DIR) $(DATA_TASK) --args "$$ARGS"
 
 # ---- evaluation (issue 4) ----
 ADAPTER_TASK ?=
@@ -108,7 +112,7 @@ MODEL_PATH   ?=
 EVAL_ARGS    ?=
 EXTERNAL  := $(if $(ADAPTER),--adapter $(ADAPTER)) $(if $(MODEL_PATH),--model-path $(MODEL_PATH))
 EVAL_OPTS := $(if $(BASE),--base) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK)) $(EXTERNAL) \
-	$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) $(EVAL_ARGS)
+	$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) --args "$$EVAL_ARGS"
 
 .PHONY: eval compare ask bench-eval real-model
 

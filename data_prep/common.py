@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -201,9 +202,20 @@ def decode(raw: bytes, path: Path | str, ledger: Ledger | None = None) -> str:
     return text
 
 
+def _special(path: Path) -> bool:
+    """A pipe, device or socket: reading one blocks forever or never ends."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode)
+
+
 def read_bytes(path: Path) -> bytes:
     """A whole source file; a missing, unreadable or non-regular one is a DataError naming it."""
     try:
+        if _special(path):
+            raise DataError(f"{path}: not a regular file (a pipe, device or socket); replace it with the data file")
         return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found (see `make download`)") from None
@@ -215,6 +227,9 @@ def read_unit(path: Path, ledger: Ledger) -> bytes | None:
     """One file that is one unit of a source (a dialogue): its bytes, or None after quarantining it
     (unreadable: a directory or dangling symlink with the file's name; larger than MAX_RECORD_BYTES)."""
     try:
+        if _special(path):  # a FIFO or device would block or never end
+            ledger.quarantine(path, "whole file", "not_a_regular_file", "a pipe, device or socket, not a file")
+            return None
         if path.stat().st_size > MAX_RECORD_BYTES:
             ledger.quarantine(path, "whole file", "record_too_large",
                               f"{path.stat().st_size} bytes > {MAX_RECORD_BYTES}")

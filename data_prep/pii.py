@@ -46,6 +46,9 @@ _PATTERNS: list[tuple[str, re.Pattern[str], re.Pattern[str], int]] = [
     # resident ID: 6-digit region, birth date, 3 digits, check digit (X); a space may split the blocks
     ("id_number", _DIGITS, re.compile(r"(?<![0-9A-Za-z])[1-9]\d{5}\s?(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])"
                                       r"(?:0[1-9]|[12]\d|3[01])\s?\d{3}[0-9Xx](?![0-9A-Za-z])"), 0),
+    # after the words themselves any 15- or 18-character ID-shaped string is one, valid date or not
+    ("id_number", re.compile("身份证|证件号"),
+     re.compile(r"(?:身份证(?:号码|号)?|证件号(?:码)?)\s*(?:是|为|[:：])?\s*(\d{17}[0-9Xx]|\d{15})(?![0-9A-Za-z])"), 1),
     ("id_number", re.compile("学号|准考证号|考生号|学籍号"),
      re.compile(r"(?:学号|准考证号|考生号|学籍号)\s*(?:是|为|[:：])?\s*([A-Za-z]?\d{6,16})(?!\d)"), 1),
     # mobile: optional +86 / 0086 / (+86), 11 digits starting 13-19, blocks split by a space or dash

@@ -22,6 +22,7 @@ from data_prep import lexicon
 from psyfactory.core import settings
 from psyfactory.core.errors import DataError
 from psyfactory.core.labels import LabelSchema, load_schema
+from psyfactory.core.llm_client import redact
 
 PROMPT_FILE = Path(__file__).parent / "prompts" / "student_teacher.md"
 TEACHERS = ("lexicon", "local (the server of `make teacher`)", "gguf (served for this prep: --teacher-gguf)",
@@ -169,7 +170,7 @@ class EndpointTeacher:
             prompt = str(self.prompt_file.resolve().relative_to(REPO_ROOT))
         except ValueError:
             prompt = str(self.prompt_file)
-        return {"kind": "endpoint", "id": self.cache_id, "base_url": ep.base_url, "model": ep.model,
+        return {"kind": "endpoint", "id": self.cache_id, "base_url": redact(ep.base_url), "model": ep.model,
                 "prompt_file": prompt, "prompt_sha256": hashlib.sha256(self.prompt_file.read_bytes()).hexdigest(),
                 "decoding": {"temperature": 0.0, "max_tokens": self.te.max_tokens,
                              "response_format": self.te.response_format},
@@ -195,12 +196,12 @@ class EndpointTeacher:
         try:
             res = self.client.complete_json(messages, validate, retries=self.te.retries, **self.request_options())
         except openai.APITimeoutError as e:
-            raise DataError(f"teacher endpoint {self.te.endpoint.base_url} (model {self.te.endpoint.model!r}) did not "
+            raise DataError(f"teacher endpoint {redact(self.te.endpoint.base_url)} (model {self.te.endpoint.model!r}) did not "
                             f"answer within {self.te.endpoint.timeout:g} s ({self.te.endpoint.max_retries} HTTP "
                             "retries); set PSY_TEACHER_TIMEOUT / PSY_TEACHER_HTTP_RETRIES") from e
         except (openai.APIConnectionError, openai.AuthenticationError, openai.NotFoundError,
                 openai.PermissionDeniedError) as e:
-            raise DataError(f"teacher endpoint {self.te.endpoint.base_url} (model {self.te.endpoint.model!r}): "
+            raise DataError(f"teacher endpoint {redact(self.te.endpoint.base_url)} (model {self.te.endpoint.model!r}): "
                             f"{type(e).__name__}: {e}") from e
         except openai.APIError as e:  # e.g. a 500 on one request: that item is quarantined
             raise TeacherError(f"{type(e).__name__}: {e}") from e

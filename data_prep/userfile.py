@@ -137,10 +137,8 @@ def alpaca(rec: Any, columns: dict[str, str]) -> tuple[dict[str, Any], list[list
         raise Bad("wrong_type", f"record is {type(rec).__name__}, expected an object")
     cols = {**ALPACA_COLUMNS, **columns}
     out = {"instruction": _text(rec, cols["prompt"], required=True), "input": _text(rec, cols["query"], required=False),
-           "output": _text(rec, cols["response"], required=True)}
-    system = _text(rec, cols["system"], required=False)
-    if system:
-        out["system"] = system
+           "output": _text(rec, cols["response"], required=True),
+           "system": _text(rec, cols["system"], required=False)}  # LF reads every mapped column: "" when none
     history = rec.get(cols["history"]) or []
     if not isinstance(history, list) or any(not (isinstance(h, list | tuple) and len(h) == 2
                                                  and all(isinstance(x, str) for x in h)) for h in history):

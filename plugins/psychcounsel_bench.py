@@ -103,8 +103,12 @@ def load_bench(path: str | Path, limit: int | None = None) -> Bench:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise EvalError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise EvalError(f"{path}: not UTF-8 (byte {e.start}); convert it, e.g. `iconv -f gbk -t utf-8`") from None
     if not isinstance(data, list):
         raise EvalError(f"{path}: expected a JSON array of items, got {type(data).__name__}")
+    if not data:
+        raise EvalError(f"{path}: the benchmark holds no items")
     items: list[BenchItem] = []
     excluded: list[dict[str, str]] = []
     for i, rec in enumerate(data[:limit] if limit else data):
@@ -128,6 +132,13 @@ def load_bench(path: str | Path, limit: int | None = None) -> Bench:
         if answer not in opts:
             raise EvalError(f"{where} (id={rec.get('id')!r}): field 'answer' {rec['answer']!r} is not an option key")
         items.append(BenchItem(item_id, rec["question"].strip(), tuple(sorted(opts.items())), answer))
+    seen: dict[str, int] = {}
+    for i, it in enumerate(items):
+        if it.id in seen:  # paired tests (compare) match items by id: two items of one id would mix
+            raise EvalError(f"{path}: item #{i} repeats id {it.id!r} of item #{seen[it.id]}; ids must be unique")
+        seen[it.id] = i
+    if not items:
+        raise EvalError(f"{path}: no item can be scored ({len(excluded)} excluded: empty question or < 2 options)")
     return Bench(items, excluded)
 
 

@@ -9,6 +9,7 @@ commands, so `psyfactory list` and `--help` start in a fraction of a second.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -33,8 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def expand_args(argv: list[str]) -> list[str]:
+    """`--args "STRING"` (how the Makefile hands over ARGS and EVAL_ARGS) becomes the words of STRING, split
+    like a shell splits them (quotes group words) but never run through a shell: backticks, `$( )`, `&`
+    and `;` stay text."""
+    import shlex
+
+    out: list[str] = []
+    it = iter(argv)
+    for word in it:
+        if word == "--args":
+            value = next(it, "")
+            try:
+                out += shlex.split(value)
+            except ValueError as e:  # an unclosed quote
+                raise SystemExit(f"error: ARGS={value!r}: {e}") from None
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(expand_args(sys.argv[1:] if argv is None else list(argv)))
     try:
         return int(args.func(args) or 0)
     except Preempted as e:
@@ -44,7 +65,21 @@ def main(argv: list[str] | None = None) -> int:
         print("error: " + " ".join(str(e).split("\n")[0].split()) + _more(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in STORAGE_ERRORS:
+            raise  # anything else is a bug and keeps its traceback
+        where = e.filename or "a file"
+        print(f"error: {where}: {e.strerror or STORAGE_ERRORS[e.errno]} ({STORAGE_ERRORS[e.errno]}); files written "
+              "before it are kept, nothing was left half-written (atomic writes)", file=sys.stderr)
+        return 2
+
+
+# What the machine, not PsyFactory, refused: one line naming the path (disk full, read-only, permissions).
+STORAGE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+                  errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded",
+                  errno.EPERM: "operation not permitted"}
 
 
 def _more(e: UserError) -> str:

@@ -173,8 +173,12 @@ def compose(
     except Exception as e:  # omegaconf: interpolation of an unknown key, a recursive alias...
         raise ConfigError(f"{who}): cannot compose the layers: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
                           ) from None
-    check_secrets(lf, who + ")")
-    psy = PsyConfig.parse(lf.pop(BLOCK_KEY, None), f"{who} HW={hw})")
+    psy_block = lf.pop(BLOCK_KEY, None)
+    psy = PsyConfig.parse(psy_block, f"{who} HW={hw})")  # first: a misspelt key is named as one, not a credential
+    check_secrets({**lf, BLOCK_KEY: psy_block}, who + ")")
+    if "output_dir" in lf and any(o.split("=", 1)[0].strip() == "output_dir" for o in [*inherited, *overrides]):
+        raise ConfigError(f"{who}): output_dir is the run's own folder (runs/<run>/adapter); to train elsewhere "
+                          "name another run, RUN=<name>")
     if "model_name_or_path" not in lf or not isinstance(lf["model_name_or_path"], str):
         raise ConfigError(f"{layers.shown(files[3])}: model_name_or_path must be a hub id or a path (a string)")
     if "template" in lf and not isinstance(lf["template"], str):

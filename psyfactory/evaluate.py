@@ -29,7 +29,8 @@ from plugins import EvalContext, PluginResult, Sample
 from plugins.base import fmt, lookup, md_table
 from psyfactory.core import files, paths
 from psyfactory.core.errors import EvalError
-from psyfactory.manifest import record_external, record_stage, sha256_file
+from psyfactory.core.llm_client import redact_all
+from psyfactory.manifest import adapter_sha256, record_external, record_stage, sha256_file
 from psyfactory.models import materialize
 from psyfactory.resume import finished_training
 from psyfactory.runs import check_name
@@ -50,25 +51,19 @@ def load_samples(dataset: str, limit: int | None = None) -> list[Sample]:
     which is the reference. alpaca entries: ``instruction`` + ``input`` (joined by a newline) as the
     user turn, optional ``system``, reference ``output``.
     """
-    from data_prep.commit import check_not_mid_commit
+    from psyfactory.datasets import entry as dataset_entry
 
-    check_not_mid_commit(paths.dataset_dir())
-    info_path = paths.dataset_info_path()
-    if not info_path.is_file():
-        raise EvalError(f"{info_path} not found: run `make prep` first (or set PSY_DATASET_DIR)")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    if dataset not in info:
-        raise EvalError(f"{info_path}: no dataset '{dataset}'; known: {', '.join(sorted(info))}")
-    entry = info[dataset]
-    path = paths.dataset_dir() / entry["file_name"]
-    if not path.is_file():
-        raise EvalError(f"{info_path}: dataset '{dataset}' file {path} not found: run `make prep`")
+    entry, path = dataset_entry(dataset, paths.dataset_dir())
     records = files.read_jsonl(path) if path.suffix == ".jsonl" else json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(records, list):
+        raise EvalError(f"{path}: expected a JSON array of records")
     cols = entry.get("columns", {})
     samples: list[Sample] = []
     for n, rec in enumerate(records[:limit] if limit else records, start=1):
         where = f"{path}: line {n}"
-        if entry.get("formatting", "alpaca") == "sharegpt":
+        if not isinstance(rec, dict):
+            raise EvalError(f"{where}: a record is a JSON object")
+        if entry.get("formatting", "alpaca") != "alpaca":
             tags = entry.get("tags", {})
             role, content = tags.get("role_tag", "from"), tags.get("content_tag", "value")
             names = {tags.get("user_tag", "human"): "user", tags.get("assistant_tag", "gpt"): "assistant",
@@ -97,8 +92,9 @@ def load_samples(dataset: str, limit: int | None = None) -> list[Sample]:
 
 
 def dataset_file(dataset: str) -> Path:
-    info = json.loads(paths.dataset_info_path().read_text(encoding="utf-8"))
-    return paths.dataset_dir() / info[dataset]["file_name"]
+    from psyfactory.datasets import entry as dataset_entry
+
+    return dataset_entry(dataset, paths.dataset_dir())[1]
 
 
 # ---------------------------------------------------------------------------- variants
@@ -130,12 +126,13 @@ def _bench_files(run: Run, *, with_overrides: bool) -> set[str]:
             if isinstance(o, dict) and o.get("bench_file")}
 
 
-def adapter_digest(adapter: Path | None) -> str | None:
-    """sha256 of the adapter weights: a retrained adapter is another evaluation."""
-    if adapter is None:
-        return None
-    weights = sorted(p for p in adapter.glob("adapter_model.*") if p.suffix in (".safetensors", ".bin"))
-    return sha256_file(weights[0]) if weights else None
+def evaluated_weights(run: Run, adapter: Path | None, gguf: EvalChoice | None) -> str | None:
+    """sha256 of the adapter weights really evaluated: the run's adapter, or for a GGUF export the adapter
+    its merge was made from (gguf/export.json), which may be older than the run's current one."""
+    if gguf is not None:
+        export = run.gguf_dir / "export.json"
+        return json.loads(export.read_text(encoding="utf-8")).get("adapter_sha256") if export.is_file() else None
+    return adapter_sha256(adapter) if adapter is not None else None
 
 
 def guard_variant(out_dir: Path, fingerprint: dict[str, Any], *, overwrite: bool) -> None:
@@ -222,10 +219,10 @@ def run_eval(run: Run, *, base: bool = False, backend: str = "hf", limit: int | 
     if dataset:
         data_files.append(dataset_file(dataset))
     fingerprint = {
-        "model": model_path, "adapter_sha256": adapter_digest(adapter), "backend": backend,
+        "model": model_path, "adapter_sha256": evaluated_weights(run, adapter, gguf), "backend": backend,
         "gguf": gguf.variant() if gguf else None, "eval_task": task.name, "plugins": [p.name for p in plugins],
         "limit": limit, "generation": task.generation.model_dump(mode="json"),
-        "options": {p.name: p.options.model_dump(mode="json") for p in plugins},
+        "options": {p.name: redact_all(p.options.model_dump(mode="json")) for p in plugins},
         "data_sha256": {str(f): sha256_file(f) for f in data_files if f.is_file()},
     }
     with run.lock():

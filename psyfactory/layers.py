@@ -34,6 +34,10 @@ def layer_path(kind: str, name: str, source: str = "") -> Path:
     for folder in _folders(kind):
         path = folder / f"{name}.yaml"
         if path.is_file() and "/" not in name:
+            root = folder.parent.resolve()
+            if not path.resolve().is_relative_to(root):
+                raise ConfigError(f"{path}: a symbolic link to {path.resolve()}, outside {root}; copy the file in, or "
+                                  "name its folder in PSY_CONFIG_DIRS")
             return path
     valid = list_names(kind)
     hint = difflib.get_close_matches(name, valid, n=1)
@@ -78,6 +82,8 @@ def load_layer(path: Path) -> dict[str, Any]:
         data = yaml.load(read_text(path), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: a YAML alias refers to itself (recursive anchor)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -1,5 +1,6 @@
 """Single-process training entry: LLaMA-Factory's `run_exp` on a composed YAML, plus a callback that
-saves a checkpoint and stops when SIGUSR1 arrives (Slurm's warning before a time limit or preemption).
+saves a checkpoint and stops when SIGUSR1 (Slurm's warning before a time limit or preemption) or Ctrl-C
+(SIGINT, passed on by `psyfactory train`) arrives.
 
     python -m psyfactory.lf_train runs/<run>/train.yaml
 
@@ -10,6 +11,7 @@ Exit code PREEMPTED (75) means: stopped early on request, checkpoint saved, reru
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +28,9 @@ class CheckpointOnSignal(TrainerCallback):
         self.saved_step: int | None = None
 
     def request(self, signum: int, frame: object) -> None:  # signal handler: only set a flag
+        if signum == signal.SIGINT and self.requested:  # a second Ctrl-C: stop now, no checkpoint
+            print("[psyfactory] second Ctrl-C: stopping without a checkpoint", flush=True)
+            os._exit(130)
         self.requested = True
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
@@ -33,7 +38,7 @@ class CheckpointOnSignal(TrainerCallback):
             self.saved_step = state.global_step
             control.should_save = True
             control.should_training_stop = True
-            print(f"[psyfactory] SIGUSR1: saving checkpoint-{state.global_step} and stopping", flush=True)
+            print(f"[psyfactory] stop requested: saving checkpoint-{state.global_step} and stopping", flush=True)
         return control
 
 
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8"))
     cb = CheckpointOnSignal()
     signal.signal(signal.SIGUSR1, cb.request)
+    signal.signal(signal.SIGINT, cb.request)  # Ctrl-C, as the parent passes it on: like SIGUSR1
     run_exp(cfg, callbacks=[cb])
     if cb.requested:
         print(f"[psyfactory] stopped early at step {cb.saved_step}: rerun the same command to resume", flush=True)

@@ -14,6 +14,7 @@ from typing import Any
 from psyfactory.core import paths
 from psyfactory.core.errors import RunError
 from psyfactory.core.files import atomic_write_json
+from psyfactory.core.llm_client import redact_all
 
 PACKAGES = (
     "psyfactory", "llamafactory", "torch", "transformers", "peft", "datasets", "trl",
@@ -76,19 +77,23 @@ def record_stage(
     lf_config: dict[str, Any],
     meta: dict[str, Any],
     data_files: list[Path] = (),  # type: ignore[assignment]
+    *,
+    data_sha256: dict[str, str] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Add or replace one stage's entry in run_dir/manifest.json (atomic)."""
+    """Add or replace one stage's entry in run_dir/manifest.json (atomic). `data_sha256`: the hashes taken
+    when the stage started (training records those at every status, never the files as they are later)."""
     manifest = read_manifest(run_dir)
     manifest.setdefault("stages", {})[stage] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config_file": str(config_file),
         "config_hash": config_hash(lf_config),
-        "config": lf_config,
-        "psy": meta,
+        "config": redact_all(lf_config),
+        "psy": redact_all(meta),
         "versions": package_versions(),
         "git": git_state(),
-        "data": {str(p): sha256_file(p) for p in data_files if Path(p).is_file()},
+        "data": data_sha256 if data_sha256 is not None else
+                {str(p): sha256_file(p) for p in data_files if Path(p).is_file()},
         **extra,
     }
     atomic_write_json(run_dir / "manifest.json", manifest)
@@ -109,3 +114,14 @@ def record_identity(run_dir: Path, c: Any) -> None:
     manifest["run"] = {"name": c.run, "model": c.model, "task": c.task, "method": c.method, "hw": c.hw,
                        "overrides": c.all_overrides, "recipe": c.recipe}
     atomic_write_json(run_dir / "manifest.json", manifest)
+
+
+def adapter_sha256(adapter: Path) -> str | None:
+    """sha256 of a LoRA adapter's weights (the lineage of merge, GGUF and eval stages names it)."""
+    weights = sorted(p for p in Path(adapter).glob("adapter_model.*") if p.suffix in (".safetensors", ".bin"))
+    return sha256_file(weights[0]) if weights else None
+
+
+def merged_from(run_dir: Path) -> str | None:
+    """The adapter sha256 the run's merged/ was made from (manifest stage `merge`), or None."""
+    return (read_manifest(run_dir).get("stages", {}).get("merge") or {}).get("adapter_sha256")

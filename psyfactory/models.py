@@ -57,6 +57,9 @@ def resolve_model_path(name: str, ref: str) -> str:
     if mapped:
         return str(Path(mapped).expanduser())
     store = settings.get("PSY_MODEL_DIR")
+    if store and not Path(store).expanduser().is_dir():
+        raise ConfigError(f"PSY_MODEL_DIR={store}: no such folder (a shared model store: <dir>/<model name> or "
+                          "<dir>/<hub id>); unset it to download from the hub")
     if store:
         for candidate in (Path(store) / name, Path(store) / ref):
             if (candidate / "config.json").is_file():

@@ -239,41 +239,16 @@ def check_template(cfg: dict[str, Any], source: str) -> None:
         )
 
 
-def load_dataset_info(dataset_dir: Path) -> dict[str, Any]:
-    path = dataset_dir / "dataset_info.json"
-    if not path.is_file():
-        raise PreflightError(f"{path}: missing (run `make prep` first)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise PreflightError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
-
-
 def check_datasets(names: str | list[str] | None, dataset_dir: Path, *, need_files: bool = True) -> list[Path]:
-    """Each name must be registered in dataset_info.json and (if need_files) its file must exist."""
+    """Each name must be a sound entry of dataset_info.json (psyfactory.datasets) and, if need_files, its file
+    must exist and fit the entry."""
+    from psyfactory.datasets import entry
+
     if not names:
         return []
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
-    from data_prep.commit import check_not_mid_commit
-
-    check_not_mid_commit(dataset_dir)
-    info = load_dataset_info(dataset_dir)
-    files = []
-    for name in names:
-        if name not in info:
-            raise PreflightError(
-                f"{dataset_dir / 'dataset_info.json'}: dataset '{name}' is not registered "
-                f"(registered: {', '.join(sorted(info)) or 'none'}; run `make prep`)"
-            )
-        entry = info[name]
-        if "file_name" not in entry:
-            raise PreflightError(f"{dataset_dir / 'dataset_info.json'}: dataset '{name}' has no 'file_name'")
-        file = dataset_dir / entry["file_name"]
-        if need_files and not file.exists():
-            raise PreflightError(f"dataset '{name}': data file {file} is missing (run `make prep`)")
-        files.append(file)
-    return files
+    return [entry(name, dataset_dir, need_file=need_files)[1] for name in names]
 
 
 def check_model(cfg: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ checks it (preflight), records it in the manifest, then hands it to `llamafactor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -58,23 +59,35 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _run(args: list[str], config_file: Path, *, stdin: Any = None) -> int:
-    """Run a child in the config's directory; SIGUSR1 sent to us is passed on to it."""
+def _run(args: list[str], config_file: Path, *, stdin: Any = None, sigint_saves: bool = False) -> int:
+    """Run a child in the config's directory; SIGUSR1 sent to us is passed on to it. With `sigint_saves`
+    (the single-process trainer) Ctrl-C is passed on too, once: the trainer saves a checkpoint and stops
+    (its own session, so the terminal's signal reaches it only through us, exactly once per press)."""
     print(f"[psyfactory] {' '.join(args)}", flush=True)
-    proc = subprocess.Popen(args, cwd=config_file.parent, env=lf_env(), stdin=stdin)
+    proc = subprocess.Popen(args, cwd=config_file.parent, env=lf_env(), stdin=stdin, start_new_session=sigint_saves)
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: proc.send_signal(signum))
+    previous_int = None
+    if sigint_saves:
+        def on_int(signum: int, frame: object) -> None:
+            print("\n[psyfactory] Ctrl-C: the trainer saves a checkpoint and stops (Ctrl-C again: stop at once)",
+                  file=sys.stderr, flush=True)
+            proc.send_signal(signal.SIGINT)
+
+        previous_int = signal.signal(signal.SIGINT, on_int)
     try:
         return proc.wait()
     finally:
         signal.signal(signal.SIGUSR1, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def _run_checked(args: list[str], config_file: Path, what: str, *, stdin: Any = None,
-                 allowed: tuple[int, ...] = ()) -> int:
+                 allowed: tuple[int, ...] = (), sigint_saves: bool = False) -> int:
     """Run a stage child; a nonzero exit code not in `allowed` raises a RunError naming `what`.
     The stage name in messages is the config file's stem."""
     t0 = time.time()
-    rc = _run(args, config_file, stdin=stdin)
+    rc = _run(args, config_file, stdin=stdin, sigint_saves=sigint_saves)
     if rc != 0 and rc not in allowed:
         raise RunError(f"{what} failed with exit code {rc}")
     if rc == 0:
@@ -121,7 +134,8 @@ def _train(run: Run, *, dry_run: bool, accept_data_change: bool) -> Path:
         raise preflight.PreflightError(f"{run.task.task_file}: task '{c.task}' is eval-only (no training "
                                        "data); train on another task and evaluate with ADAPTER_TASK or RUN")
     data_files = preflight.check_run(c, run.task, source=c.source(cfg_file))
-    resume_from, accepted = resume.check(c, data_hashes(data_files), accept_data_change=accept_data_change)
+    hashes = data_hashes(data_files)  # taken once, now: every later status records what training started on
+    resume_from, accepted = resume.check(c, hashes, accept_data_change=accept_data_change)
     write_config(cfg_file, c.lf, c.header() + f"# Run: llamafactory-cli train {cfg_file}\n")
     if dry_run:
         return cfg_file
@@ -133,21 +147,28 @@ def _train(run: Run, *, dry_run: bool, accept_data_change: bool) -> Path:
         extra["data_change_accepted"] = accepted
         print(f"[psyfactory] --accept-data-change: continuing {resume_from} on changed data: {'; '.join(accepted)}",
               flush=True)
-    record_stage(run.dir, "train", cfg_file, c.lf, meta, data_files, status="running", **extra)
+    record_stage(run.dir, "train", cfg_file, c.lf, meta, data_sha256=hashes, status="running", **extra)
     try:
         if multi_process():  # llamafactory-cli launches torchrun; resumes rely on periodic checkpoints
             run_lf("train", cfg_file)
         else:  # run_exp in-process, as llamafactory-cli does on one device, plus checkpoint-on-SIGUSR1
             rc = _run_checked([sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)], cfg_file,
-                              f"python -m psyfactory.lf_train {cfg_file}", allowed=(PREEMPTED,))
+                              f"python -m psyfactory.lf_train {cfg_file}", allowed=(PREEMPTED,), sigint_saves=True)
             if rc == PREEMPTED:
-                record_stage(run.dir, "train", cfg_file, c.lf, meta, data_files, status="preempted", **extra)
-                raise Preempted(f"training stopped on SIGUSR1 with a checkpoint in {run.adapter_dir}; "
-                                "rerun the same command to resume from it")
-    except RunError:
-        record_stage(run.dir, "train", cfg_file, c.lf, meta, data_files, status="failed", **extra)
+                record_stage(run.dir, "train", cfg_file, c.lf, meta, data_sha256=hashes, status="preempted", **extra)
+                raise Preempted(f"training stopped on request (SIGUSR1 or Ctrl-C) with a checkpoint in "
+                                f"{run.adapter_dir}; rerun the same command to resume from it")
+    except Preempted:
         raise
-    record_stage(run.dir, "train", cfg_file, c.lf, meta, data_files, status="done", **extra)
+    except BaseException as e:  # a failed child, Ctrl-C, disk full...: the manifest never stays `running`
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        with contextlib.suppress(OSError):  # the disk that failed the run may refuse this too
+            record_stage(run.dir, "train", cfg_file, c.lf, meta, data_sha256=hashes, status=status, **extra)
+        raise
+    from psyfactory.manifest import adapter_sha256
+
+    record_stage(run.dir, "train", cfg_file, c.lf, meta, data_sha256=hashes, status="done",
+                 adapter_sha256=adapter_sha256(run.adapter_dir), **extra)
     return run.adapter_dir
 
 
@@ -187,6 +208,9 @@ def _merge(run: Run, *, allow_unfinished: bool) -> Path:
     preflight.check_merge(cfg, c.source(cfg_file))
     finished_training(run, allow_unfinished=allow_unfinished)
     write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli export {cfg_file}\n")
+    from psyfactory.manifest import adapter_sha256
+
+    source = adapter_sha256(run.adapter_dir)  # the input, before the export reads it
     materialize(c.model_ref)
     run_lf("export", cfg_file)
     if c.foreign_template:  # the merged model (and its GGUF) carries the format the run trained with
@@ -194,7 +218,7 @@ def _merge(run: Run, *, allow_unfinished: bool) -> Path:
 
         write_into(Path(cfg["export_dir"]), c.lf["template"])
     record_stage(run.dir, "merge", cfg_file, cfg, c.psy.model_dump(mode="json"), status="done",
-                 chat_template=c.lf["template"] if c.foreign_template else None)
+                 chat_template=c.lf["template"] if c.foreign_template else None, adapter_sha256=source)
     return Path(cfg["export_dir"])
 
 
@@ -271,9 +295,9 @@ def chat_config(run: Run) -> dict[str, Any]:
 
 
 def chat(run: Run, *, base: bool = False) -> None:
-    """`llamafactory-cli chat`; a label task whose plugins declare a crisis safety net chats through
-    psyfactory.labelchat instead (the same config, LLaMA-Factory's ChatModel, the net on each answer).
-    Without a trained adapter it refuses, unless `base` (chat with the base model on purpose)."""
+    """LLaMA-Factory's ChatModel on the config `llamafactory-cli chat` would get (written to chat.yaml), in
+    psyfactory.labelchat's loop: clean exits, a length check, and for a label task whose plugins declare
+    a crisis safety net, the net on each answer. Without a trained adapter it refuses, unless `base`."""
     cfg = chat_config(run)
     net = run.task.safety_net()  # config mistakes fail here, before the model loads
     if "adapter_name_or_path" not in cfg and not base:
@@ -281,12 +305,8 @@ def chat(run: Run, *, base: bool = False) -> None:
                        "or chat with the base model on purpose: BASE=1")
     if base:
         cfg.pop("adapter_name_or_path", None)
-    cfg_file = _prepare_stage(run, "chat", cfg, "infer", "chat")
+    _prepare_stage(run, "chat", cfg, "infer", "chat")
     materialize(run.config.model_ref)
-    if net is None:
-        run_lf("chat", cfg_file)
-        return
     from psyfactory.labelchat import chat_lf
 
-    assert run.task.label_schema is not None  # a net exists only for tasks with a label schema
     chat_lf(cfg, net, run.task.label_schema)

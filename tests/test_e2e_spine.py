@@ -114,8 +114,18 @@ def test_qlora_trains_and_merges_onto_the_full_precision_base(workspace, tiny_mo
 
 
 def test_chat_reads_stdin(workspace, tiny_model):
-    proc = psy("chat", "--model", "tiny", "--hw", "cpu", "psy.generation.max_new_tokens=4", input="你好\nexit\n", timeout=300)
-    assert "no adapter" in proc.stdout and "User:" in proc.stdout
+    """Without a trained adapter `make chat` refuses (BASE=1 chats with the base model on purpose); exit, end of
+    input and a message longer than the model's context end or answer in one line, no traceback or abort."""
+    refused = psy("chat", "--model", "tiny", "--hw", "cpu", check=False, timeout=300)
+    assert "error: no trained adapter in" in refused.stderr and "BASE=1" in refused.stderr
+    base = ["chat", "--model", "tiny", "--hw", "cpu", "--base", "psy.generation.max_new_tokens=4"]
+    proc = psy(*base, input="你好\nexit\n", timeout=300)
+    assert proc.stdout.count("User:") == 2 and "Assistant:" in proc.stdout and "Traceback" not in proc.stderr
+    proc = psy(*base, input="你好\n", timeout=300)  # end of input after one message
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    long = "很" * 200_000
+    proc = psy(*base, input=f"{long}\nexit\n", timeout=300)
+    assert "[psyfactory] too long:" in proc.stdout and "exceeds the model's context" in proc.stdout
 
 
 def test_sigusr1_saves_a_checkpoint_and_a_rerun_resumes_from_it(workspace, tiny_model):

@@ -310,3 +310,87 @@ def test_an_interrupted_evaluation_leaves_the_previous_variant_whole(workspace, 
                check=False).returncode == 130
     assert {p.name: p.read_bytes() for p in variant.iterdir()} == before  # the old one, untouched
     assert [p.name for p in variant.parent.iterdir()] == ["base"]  # no half variant beside it
+
+
+# ---------------------------------------------------------------- stage lineage (issue 22, items 3 and 4)
+def test_training_records_the_data_it_started_on(workspace, monkeypatch):
+    """A re-prep during training must not make the manifest claim the new data: every status of the
+    train stage (running, preempted, failed, done) records the hashes taken when training started."""
+    from psyfactory import runner
+    from psyfactory.manifest import sha256_file
+
+    data = workspace / "dataset" / "data" / "psydt" / "train.jsonl"
+    before = sha256_file(data)
+
+    def trains_while_data_changes(args, cfg_file, what, **kw):
+        data.write_text(data.read_text(encoding="utf-8") + data.read_text(encoding="utf-8").splitlines()[0] + "\n",
+                        encoding="utf-8")
+        return 0
+
+    monkeypatch.setattr(runner, "_run_checked", trains_while_data_changes)
+    cli("train", *TRAIN)
+    manifest = json.loads((run_dir(workspace) / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["status"] == "done"
+    assert manifest["stages"]["train"]["data"] == {str(data): before} != {str(data): sha256_file(data)}
+
+
+def test_a_stale_merge_is_not_exported(workspace):
+    """merge, retrain, gguf: refused before any conversion, naming both adapters (issue 22, item 4)."""
+    from psyfactory.gguf.export import check_exportable
+    from psyfactory.manifest import adapter_sha256, record_stage
+    from psyfactory.runspec import resolve
+
+    run = resolve(model="tiny", task="psydt", method="lora", hw="cpu")
+    run.adapter_dir.mkdir(parents=True)
+    (run.adapter_dir / "adapter_model.safetensors").write_bytes(b"first adapter")
+    run.merged_dir.mkdir(parents=True)
+    (run.merged_dir / "config.json").write_text("{}")
+    record_stage(run.dir, "merge", run.dir / "merge.yaml", {}, {}, adapter_sha256=adapter_sha256(run.adapter_dir))
+    assert check_exportable(run) == adapter_sha256(run.adapter_dir)
+    (run.adapter_dir / "adapter_model.safetensors").write_bytes(b"retrained adapter")
+    err = one_error_line(cli("gguf", "--check-only", "--model", "tiny", "--task", "psydt", "--hw", "cpu",
+                             check=False))
+    assert "was merged from another adapter" in err and "run `make merge RUN=tiny/psydt/lora` again first" in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_training_saves_a_checkpoint_like_sigusr1(workspace):
+    """Ctrl-C (SIGINT to `psyfactory train`) ends training as SIGUSR1 does: a checkpoint at the current
+    step, the manifest `preempted`, exit 75 and a short message instead of a long traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [a for a in TRAIN if not a.startswith("max_steps")] + ["max_steps=400", "save_steps=1000"]
+    proc = subprocess.Popen([sys.executable, "-m", "psyfactory", "train", *args], cwd=REPO_ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PSY_RUNS_DIR": str(workspace / "runs")})
+    log = run_dir(workspace) / "adapter" / "trainer_log.jsonl"
+    deadline = time.time() + 300
+    while not (log.is_file() and log.read_text().strip()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err[-2000:]
+    assert "preempted: training stopped on request (SIGUSR1 or Ctrl-C)" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    stage = json.loads((run_dir(workspace) / "manifest.json").read_text())["stages"]["train"]
+    assert stage["status"] == "preempted"
+    assert sorted(p.name for p in (run_dir(workspace) / "adapter").glob("checkpoint-*"))  # saved at the stop
+
+
+def test_a_fifo_among_the_raw_files_is_quarantined_not_waited_on(tmp_path):
+    """A named pipe called case_98.txt used to hang prep forever (issue 22)."""
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    shutil.copytree(SAMPLES / "CPsyCoun", raw / "CPsyCoun")
+    os.mkfifo(raw / "CPsyCoun" / "CPsyCounD" / "Data" / "case_98.txt")
+    proc = subprocess.run([sys.executable, "-m", "psyfactory", "prep", "--task", "cpsycoun", "--raw-dir", str(raw),
+                           "--dataset-dir", str(tmp_path / "ds")], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    q = [json.loads(line) for line in (tmp_path / "ds" / "data" / "cpsycoun" / "quarantine.jsonl").read_text().splitlines()]
+    assert any(r["reason"] == "not_a_regular_file" and r["file"].endswith("case_98.txt") for r in q)

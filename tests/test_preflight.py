@@ -74,6 +74,30 @@ def test_dataset_not_registered_and_missing_file(workspace):
         check_datasets("psydt_train", ds)
 
 
+@pytest.mark.parametrize(("edit", "says"), [
+    ({"file_name": "/etc/passwd"}, "points outside the dataset folder"),
+    ({"file_name": "../../outside.jsonl"}, "points outside the dataset folder"),
+    ({"file_name": None}, "no file_name"),
+    ({"formatting": "chatml"}, "formatting 'chatml'; LLaMA-Factory reads alpaca, sharegpt, openai"),
+    ({"columns": {"conversation": "messages"}}, "columns has unknown name(s) conversation"),
+    ({"columns": {"messages": "turns"}}, "line 1 has no field 'turns'"),
+    ({"tags": {"role_tag": 1}}, "tags must map names to column names"),
+])
+def test_a_hand_edited_dataset_entry_is_one_line_before_any_model_loads(workspace, edit, says):
+    """What LLaMA-Factory or the evaluation would fail on (or read) after the model loaded (issue 22)."""
+    import json
+
+    ds = workspace / "dataset"
+    info = json.loads((ds / "dataset_info.json").read_text())
+    for name in ("psydt_train", "psydt_eval"):
+        info[name] = {k: v for k, v in {**info[name], **edit}.items() if v is not None}
+    (ds / "dataset_info.json").write_text(json.dumps(info))
+    err = one_error_line(cli("train", "--model", "tiny", "--task", "psydt", "--hw", "cpu", "--dry-run", check=False))
+    assert says in err and "psydt_train" in err
+    err = one_error_line(cli("eval", "--model", "tiny", "--task", "psydt", "--hw", "cpu", "--base", check=False))
+    assert says in err and "psydt_eval" in err
+
+
 def test_train_refuses_missing_data_before_loading_anything(workspace):
     err = one_error_line(cli("train", "--model", "qwen3-4b", "--task", "student", "--hw", "cpu", check=False))
     assert "student/train.jsonl is missing" in err

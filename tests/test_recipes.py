@@ -284,7 +284,7 @@ def test_make_reproduce_runs_the_chain_on_cpu(tiny_run, tmp_path, monkeypatch):
     assert "# Reproduction: RECIPE=tiny-student" in report and "| gguf Q4_K_M |" in report
     assert "`eval/base/report.md`, `eval/tuned/report.md`" in report
     # later commands need only the run's name: the recipe comes back from the manifest
-    from psyfactory.config import compose_run
+    from psyfactory.runspec import resolve
 
-    again = compose_run("tiny-student", None, None, None, "cpu")
-    assert (again.recipe, again.lf["template"], again.lf["max_steps"]) == ("tiny-student", "qwen", 6)
+    again = resolve(run="tiny-student", hw="cpu")
+    assert (again.recipe, again.config.lf["template"], again.config.lf["max_steps"]) == ("tiny-student", "qwen", 6)

@@ -111,7 +111,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     from data_prep.download import download
 
-    failed = download(Path(args.raw_dir), sources=args.source or None, base_url=args.base_url, force=args.force)
+    sources = list(args.source or [])
+    if args.task:  # the sources the tasks' YAMLs name (psy.data.download)
+        from psyfactory.prep import data_source
+
+        for task in _tasks(args.task) or []:
+            src = data_source(task)
+            if src is None or not src.download:
+                raise ConfigError(f"task '{task}' names no public source to download (psy.data.download); its "
+                                  "data come from its own file")
+            sources += [s for s in src.download if s not in sources]
+    failed = download(Path(args.raw_dir), sources=sources or None, base_url=args.base_url, force=args.force)
     return 1 if failed else 0
 
 
@@ -195,6 +205,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d = subparsers.add_parser("download", help="fetch the public raw sources into --raw-dir")
     d.add_argument("--raw-dir", default="raw/")
     d.add_argument("--source", action="append", help="psydt, cpsycoun, psyqa, emotion, longemotion (default all)")
+    d.add_argument("--task", action="append", help="the sources these tasks need (their psy.data.download)")
     d.add_argument("--base-url", default=None,
                    help="mirror laid out like the raw dir (<base>/<folder>/<file>); default: upstream URLs")
     d.add_argument("--force", action="store_true", help="re-download files that exist")

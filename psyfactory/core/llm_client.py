@@ -19,6 +19,36 @@ def env_number(var: str, default: float, kind: type = float) -> Any:
     return settings.number(var, default, kind)
 
 
+_SECRET_PARAM = ("key", "token", "secret", "password", "passwd", "sig", "auth", "credential")
+
+
+def redact(url: str) -> str:
+    """A URL safe to write or print: no `user:password@`, and query parameters that look like credentials
+    (`key`, `api_key`, `token`, `sig`...) replaced by `***`."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    if parts.username or parts.password:
+        netloc = f"***@{netloc}"
+    query = urlencode([(k, "***" if any(w in k.lower() for w in _SECRET_PARAM) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc or parts.netloc, parts.path, query, parts.fragment))
+
+
+def redact_all(value: Any) -> Any:
+    """A config or record with every URL in it redacted (nested mappings and lists too)."""
+    if isinstance(value, dict):
+        return {k: redact_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_all(v) for v in value]
+    return redact(value) if isinstance(value, str) and value.startswith(("http://", "https://")) else value
+
+
 class MalformedReply(Exception):
     """The server answered, but not with a chat completion (an HTML page, `choices: []`, no message):
     an invalid answer like any other, re-asked within the retries."""

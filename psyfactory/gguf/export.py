@@ -113,12 +113,26 @@ def export_for_run(run: Any, *, quant: str = DEFAULT_QUANT, lora: bool = False, 
 
         local = ensure_tiny()
     with run.lock():
-        return export_run(run.dir, quant=quant, local_tokenizer=local, do_verify=do_verify, lora=lora,
-                          base_dir=c.lf["model_name_or_path"] if lora else None,
-                          enable_thinking=bool(c.lf.get("enable_thinking", False)), label_task=c.psy.kind == "label")
+        source = check_exportable(run)
+        report = export_run(run.dir, quant=quant, local_tokenizer=local, do_verify=do_verify, lora=lora,
+                            base_dir=c.lf["model_name_or_path"] if lora else None,
+                            enable_thinking=bool(c.lf.get("enable_thinking", False)), label_task=c.psy.kind == "label")
+        from psyfactory.core.files import atomic_write_json
+
+        report["adapter_sha256"] = source  # what the exported weights were merged from
+        atomic_write_json(run.gguf_dir / "export.json", report)
+        return report
 
 
-def check_exportable(run: Any) -> None:
-    """Before the GGUF stack is built or loaded: the run has a merged model to export."""
+def check_exportable(run: Any) -> str | None:
+    """Before the GGUF stack is built or loaded: the run has a merged model to export, and it is the merge
+    of the run's current adapter (stage lineage). Returns that adapter's sha256."""
+    from psyfactory.manifest import adapter_sha256, merged_from
+
     if not (run.merged_dir / "config.json").is_file():
         raise GGUFError(f"{run.merged_dir}: merged model not found; run `make merge RUN={run.name}` first")
+    current, merged = adapter_sha256(run.adapter_dir), merged_from(run.dir)
+    if merged is not None and current is not None and merged != current:
+        raise GGUFError(f"{run.merged_dir} was merged from another adapter (sha256 {merged[:12]}…) than the run's "
+                        f"current one ({current[:12]}…: retrained since); run `make merge RUN={run.name}` again first")
+    return current

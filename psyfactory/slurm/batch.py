@@ -136,6 +136,13 @@ def stage_resources(stage: str, req: Request, profile: dict[str, Any]) -> dict[s
     nodes = req.nodes if stage == "train" else 1
     if gpus < 0 or nodes < 1:
         raise SlurmError(f"{stage}: GPUS must be >= 0 and NODES >= 1 (got {gpus}, {nodes})")
+    most = int(profile.get("gpus_per_node") or 8)
+    if gpus > most:
+        raise SlurmError(f"{stage}: GPUS={gpus} per node, more than the profile's gpus_per_node ({most}); use NODES= "
+                         "to spread a job over nodes, or set gpus_per_node for your cluster")
+    if stage == "train" and gpus == 0 and req.resolved.config.psy.gpu_memory_gb:
+        raise SlurmError(f"train: GPUS=0 on HW={req.hw}, a GPU profile: a training job needs GPUS >= 1 (HW=cpu for a "
+                         "CPU-only job)")
     cpg = int(profile.get("cpus_per_gpu", 8))
     mpg = parse_mem_mb(profile.get("mem_per_gpu", "60G"), "profile mem_per_gpu")
     cpus = int(spec["cpus"]) if "cpus" in spec else cpg * max(gpus, 1)

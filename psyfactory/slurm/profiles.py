@@ -21,7 +21,7 @@ PROFILE_ENV = "PSY_SLURM_PROFILE"
 PROFILE_KEYS = {
     "partition", "account", "qos", "gres", "cpus_per_gpu", "mem_per_gpu", "time", "hw", "env_setup",
     "hf_home", "log_dir", "requeue", "signal_secs", "master_port", "omp_threads", "nproc_per_node",
-    "extra_sbatch", "extra_env", "stages", "launcher",
+    "extra_sbatch", "extra_env", "stages", "launcher", "gpus_per_node",
 }
 STAGE_KEYS = {"gpus", "cpus", "mem", "time", "partition", "qos", "account", "args"}
 

@@ -155,3 +155,13 @@ def test_no_scrub_on_the_command_line(tmp_path):
     res = cli("prep", "--task", "psyqa", "--raw-dir", str(SAMPLES), "--dataset-dir", str(tmp_path))
     assert "phone=1, qq=1" in res.stdout
     assert "QQ：[QQ]" in (tmp_path / "data" / "psyqa" / "train.jsonl").read_text(encoding="utf-8")
+
+
+def test_an_id_shaped_string_after_the_word_is_scrubbed_whatever_its_date():
+    """Structure-valid IDs were scrubbed, but one with an impossible birth date after 身份证号 was kept (issue 22)."""
+    from data_prep.pii import Scrubber
+
+    s = Scrubber()
+    assert s.scrub("我的身份证号是110101199913451234，别告诉别人") == "我的身份证号是[ID]，别告诉别人"
+    assert s.scrub("证件号码：11010119991345123X") == "证件号码：[ID]"
+    assert s.scrub("身份证这件事我很担心") == "身份证这件事我很担心"  # the word alone is not PII

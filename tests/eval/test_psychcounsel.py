@@ -294,3 +294,17 @@ def test_plugin_needs_bench_file(tmp_path) -> None:
     with pytest.raises(EvalError, match="PsychCounsel-Bench file not found"):
         get_plugin("psychcounsel_bench").run(EvalContext(
             "psychcounsel", tmp_path, backend=ScriptedBackend(), options=Options(bench_file=str(tmp_path / "x"))))
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"[]", "holds no items"),
+    (json.dumps([{"id": 1, "question": "q?", "options": {"a": "x", "b": "y"}, "answer": "a"}] * 2).encode(),
+     "item #1 repeats id '1' of item #0"),
+    (json.dumps([{"id": 1, "question": "心理咨询", "options": {"a": "是", "b": "否"}, "answer": "a"}],
+                ensure_ascii=False).encode("gbk"), "not UTF-8"),
+])
+def test_a_bad_bench_file_is_one_error(tmp_path, content, says) -> None:
+    path = tmp_path / "bench.json"
+    path.write_bytes(content)
+    with pytest.raises(EvalError, match=says):
+        load_bench(path)

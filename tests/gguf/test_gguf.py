@@ -276,19 +276,20 @@ def test_backend_option_logprobs_match_hf(exported: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_backend_for_run_is_the_eval_integration_point(exported: dict, tiny_dir: Path) -> None:
+    from psyfactory.core.generation import GenerationSpec
     from psyfactory.gguf.backend import EvalChoice, backend_for_run
 
-    adapter = exported["run"] / "adapter"
-    with backend_for_run(tiny_dir, adapter, reasoning="hybrid", thinking=False, batch_size=8) as be:
+    run = exported["run"]
+    with backend_for_run(run, EvalChoice("Q4_K_M", lora=False, constrained=True), reasoning="hybrid") as be:
         assert be.name == "gguf (model-Q4_K_M.gguf)" and be.llm.model_path.endswith("model-Q4_K_M.gguf")
         assert "<think>\n\n</think>" in be.prompt([{"role": "user", "content": "hi"}])
-        assert len(be.generate(student_conversations(2), max_new_tokens=4)) == 2
+        assert len(be.generate(student_conversations(2), GenerationSpec(max_new_tokens=4))) == 2
     lora = EvalChoice("Q4_K_M", lora=True, constrained=False)
-    with backend_for_run(tiny_dir, adapter, choice=lora) as be:  # base-f16 + adapter-f16
+    with backend_for_run(run, lora) as be:  # base-f16 + adapter-f16
         assert be.llm.lora_path.endswith("adapter-f16.gguf") and not be.constrained
     assert lora.variant() == "gguf-lora-free"
     with pytest.raises(gguf.GGUFError, match="model-Q6_K.gguf: not found"):
-        backend_for_run(tiny_dir, adapter, choice=EvalChoice("Q6_K", lora=False, constrained=True))
+        backend_for_run(run, EvalChoice("Q6_K", lora=False, constrained=True))
 
 
 # ------------------------------------------------------------------ failure modes
@@ -311,13 +312,14 @@ def test_setup_gguf_reuses_the_cached_wheel() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_prompt_longer_than_context_fails_before_generating(exported: dict) -> None:
+    from psyfactory.core.generation import GenerationSpec
     from psyfactory.gguf.backend import GGUFBackend
 
     long_conv = [{"role": "user", "content": "我很难过。" * 200}]
     msg = r"1 prompt\(s\) .* exceed the GGUF context of 256 tokens.*PSY_GGUF_CTX"
     with GGUFBackend(exported["run"] / "gguf" / "model-Q4_K_M.gguf", n_ctx=256, progress=False) as be, \
             pytest.raises(gguf.GGUFError, match=msg):
-        be.generate([student_conversations(1)[0], long_conv], max_new_tokens=16)
+        be.generate([student_conversations(1)[0], long_conv], GenerationSpec(max_new_tokens=16))
 
 
 

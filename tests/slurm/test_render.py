@@ -186,3 +186,10 @@ def test_teacher_stage_serves_and_labels_on_a_gpu_node(clean_env):
     assert slurm.request({}, model="qwen3-4b", task="psydt").stages == slurm.DEFAULT_STAGES  # the teacher stage is opt-in
     with pytest.raises(slurm.SlurmError, match=r"needs a teacher LLM \(TASK=student\); TASK=psydt has none"):
         slurm.request({}, model="qwen3-4b", task="psydt", stages=("teacher", "train"))
+
+
+def test_gpu_counts_are_checked_before_anything_renders(clean_env):
+    with pytest.raises(slurm.SlurmError, match="GPUS=0 on HW=a40, a GPU profile"):
+        scripts(gpus=0)
+    with pytest.raises(slurm.SlurmError, match="GPUS=1000 per node, more than the profile's gpus_per_node"):
+        scripts(gpus=1000)

@@ -131,7 +131,7 @@ def test_preempted_training_resumes_from_checkpoint(slurm_cluster, slurm_ws):
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", info
     log = Path(info["StdOut"]).read_text()
     assert "USR1" in log and "asking the trainer" in log and "requeueing job" in log
-    saved = re.search(r"SIGUSR1: saving checkpoint-(\d+) and stopping", log)
+    saved = re.search(r"stop requested: saving checkpoint-(\d+) and stopping", log)
     assert saved and 0 < int(saved.group(1)) < steps, log[-3000:]
     assert log.count(": already prepared") == 2 and "Running tokenizer" not in log  # staged once
     m = re.search(r"resuming from (\S+checkpoint-(\d+))", log)
