@@ -26,6 +26,8 @@ from psyfactory.resume import finished_training
 from psyfactory.runspec import Run
 
 # Keys a derived (merge/predict/chat) config inherits from the composed training config.
+STOP_FILE = ".stop-requested"  # in the adapter folder: every rank saves and stops at its next step end
+STOPPED_FILE = ".stopped.json"  # written by rank 0 after that checkpoint: {"step": N}
 MODEL_KEYS = ("model_name_or_path", "template", "trust_remote_code", "finetuning_type", "enable_thinking")
 QUANT_KEYS = ("quantization_bit", "quantization_method", "double_quantization")
 PREDICT_KEYS = MODEL_KEYS + QUANT_KEYS + (
@@ -59,21 +61,34 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _run(args: list[str], config_file: Path, *, stdin: Any = None, sigint_saves: bool = False) -> int:
-    """Run a child in the config's directory; SIGUSR1 sent to us is passed on to it. With `sigint_saves`
-    (the single-process trainer) Ctrl-C is passed on too, once: the trainer saves a checkpoint and stops
-    (its own session, so the terminal's signal reaches it only through us, exactly once per press)."""
+def _run(args: list[str], config_file: Path, *, stdin: Any = None, stop_file: Path | None = None) -> int:
+    """Run a child in the config's directory; SIGUSR1 sent to us is passed on to it. With `stop_file` (the
+    trainer, one process or torchrun's ranks): SIGUSR1 and Ctrl-C create that file instead, and every rank
+    saves a checkpoint at the same step and stops (psyfactory.lf_train); the trainer runs in a session of
+    its own, so the terminal's Ctrl-C reaches it only through us. A second Ctrl-C stops it at once."""
     print(f"[psyfactory] {' '.join(args)}", flush=True)
-    proc = subprocess.Popen(args, cwd=config_file.parent, env=lf_env(), stdin=stdin, start_new_session=sigint_saves)
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: proc.send_signal(signum))
-    previous_int = None
-    if sigint_saves:
-        def on_int(signum: int, frame: object) -> None:
+    proc = subprocess.Popen(args, cwd=config_file.parent, env=lf_env(), stdin=stdin,
+                            start_new_session=stop_file is not None)
+    pressed = [0]
+
+    def request_stop(signum: int, frame: object) -> None:
+        if stop_file is None:
+            proc.send_signal(signum)
+            return
+        if signum == signal.SIGINT:
+            pressed[0] += 1
+            if pressed[0] > 1:
+                print("\n[psyfactory] second Ctrl-C: stopping now, without a checkpoint", file=sys.stderr, flush=True)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                return
             print("\n[psyfactory] Ctrl-C: the trainer saves a checkpoint and stops (Ctrl-C again: stop at once)",
                   file=sys.stderr, flush=True)
-            proc.send_signal(signal.SIGINT)
+        stop_file.parent.mkdir(parents=True, exist_ok=True)
+        stop_file.touch()
 
-        previous_int = signal.signal(signal.SIGINT, on_int)
+    previous = signal.signal(signal.SIGUSR1, request_stop)
+    previous_int = signal.signal(signal.SIGINT, request_stop) if stop_file is not None else None
     try:
         return proc.wait()
     finally:
@@ -83,11 +98,11 @@ def _run(args: list[str], config_file: Path, *, stdin: Any = None, sigint_saves:
 
 
 def _run_checked(args: list[str], config_file: Path, what: str, *, stdin: Any = None,
-                 allowed: tuple[int, ...] = (), sigint_saves: bool = False) -> int:
+                 allowed: tuple[int, ...] = (), stop_file: Path | None = None) -> int:
     """Run a stage child; a nonzero exit code not in `allowed` raises a RunError naming `what`.
     The stage name in messages is the config file's stem."""
     t0 = time.time()
-    rc = _run(args, config_file, stdin=stdin, sigint_saves=sigint_saves)
+    rc = _run(args, config_file, stdin=stdin, stop_file=stop_file)
     if rc != 0 and rc not in allowed:
         raise RunError(f"{what} failed with exit code {rc}")
     if rc == 0:
@@ -102,12 +117,43 @@ def run_lf(command: str, config_file: Path, *, stdin: Any = None) -> None:
 
 
 def multi_process() -> bool:
-    """True when llamafactory-cli would launch torchrun (FORCE_TORCHRUN, or several visible GPUs)."""
+    """True when training runs under torchrun (FORCE_TORCHRUN, or several visible GPUs), as LLaMA-Factory's
+    launcher decides."""
     if settings.flag("FORCE_TORCHRUN", False):
         return True
     import torch
 
     return torch.cuda.device_count() > 1
+
+
+def train_command(cfg_file: Path) -> list[str]:
+    """The trainer's command: `python -m psyfactory.lf_train <yaml>` (LF's `run_exp`, as `llamafactory-cli
+    train` runs it on one device, plus checkpoint-on-request), or the same module under torchrun with the
+    arguments LLaMA-Factory's launcher gives it (NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR/PORT)."""
+    if not multi_process():
+        return [sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)]
+    import torch
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    nproc = settings.get("NPROC_PER_NODE") or str(max(1, torch.cuda.device_count()))
+    return [str(torchrun if torchrun.exists() else "torchrun"), "--nnodes", settings.get("NNODES", "1"),
+            "--node_rank", settings.get("NODE_RANK", "0"), "--nproc_per_node", nproc,
+            "--master_addr", settings.get("MASTER_ADDR", "127.0.0.1"),
+            "--master_port", settings.get("MASTER_PORT") or str(_free_port()),
+            "-m", "psyfactory.lf_train", str(cfg_file)]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def node_rank() -> int:
+    """This node's index in a multi-node run (0 alone writes the run's files)."""
+    return int(settings.number("NODE_RANK", 0, int))
 
 
 def write_config(path: Path, cfg: dict[str, Any], header: str) -> Path:
@@ -117,9 +163,30 @@ def write_config(path: Path, cfg: dict[str, Any], header: str) -> Path:
 
 def train(run: Run, *, dry_run: bool = False, accept_data_change: bool = False) -> Path:
     """Preflight, the resume guard (psyfactory.resume), then LLaMA-Factory; the manifest records
-    `running`, then `done`, `preempted` or `failed`. The run is locked throughout."""
+    `running`, then `done`, `preempted` or `failed`. The run is locked throughout. On the other nodes of a
+    multi-node run (NODE_RANK > 0) only the trainer runs: node 0 writes the run's files."""
+    if node_rank() > 0 and not dry_run:
+        return _train_follower(run)
     with run.lock():
         return _train(run, dry_run=dry_run, accept_data_change=accept_data_change)
+
+
+def _train_follower(run: Run) -> Path:
+    """A node > 0: the same composed config from a private copy, the trainer, nothing written to the run."""
+    import tempfile
+
+    c = run.config
+    preflight.check_run(c, run.task)
+    materialize(c.model_ref)
+    with tempfile.TemporaryDirectory(prefix="psy-node-") as tmp:
+        cfg_file = write_config(Path(tmp) / "train.yaml", c.lf, c.header())
+        rc = _run_checked(train_command(cfg_file), cfg_file, f"node {node_rank()}: training", allowed=(PREEMPTED, 1),
+                          stop_file=run.adapter_dir / STOP_FILE)
+    if (run.adapter_dir / STOPPED_FILE).is_file() or rc == PREEMPTED:
+        raise Preempted(f"node {node_rank()}: training stopped on request with a checkpoint in {run.adapter_dir}")
+    if rc != 0:
+        raise RunError(f"node {node_rank()}: training failed with exit code {rc}")
+    return run.adapter_dir
 
 
 def _train(run: Run, *, dry_run: bool, accept_data_change: bool) -> Path:
@@ -148,16 +215,19 @@ def _train(run: Run, *, dry_run: bool, accept_data_change: bool) -> Path:
         print(f"[psyfactory] --accept-data-change: continuing {resume_from} on changed data: {'; '.join(accepted)}",
               flush=True)
     record_stage(run.dir, "train", cfg_file, c.lf, meta, data_sha256=hashes, status="running", **extra)
+    stop, stopped = run.adapter_dir / STOP_FILE, run.adapter_dir / STOPPED_FILE
+    for marker in (stop, stopped):  # left by an earlier stop: this attempt starts clean
+        marker.unlink(missing_ok=True)
     try:
-        if multi_process():  # llamafactory-cli launches torchrun; resumes rely on periodic checkpoints
-            run_lf("train", cfg_file)
-        else:  # run_exp in-process, as llamafactory-cli does on one device, plus checkpoint-on-SIGUSR1
-            rc = _run_checked([sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)], cfg_file,
-                              f"python -m psyfactory.lf_train {cfg_file}", allowed=(PREEMPTED,), sigint_saves=True)
-            if rc == PREEMPTED:
-                record_stage(run.dir, "train", cfg_file, c.lf, meta, data_sha256=hashes, status="preempted", **extra)
-                raise Preempted(f"training stopped on request (SIGUSR1 or Ctrl-C) with a checkpoint in "
-                                f"{run.adapter_dir}; rerun the same command to resume from it")
+        command = train_command(cfg_file)
+        # torchrun exits 1 when its ranks stop on request (75): the marker rank 0 wrote says which it was
+        rc = _run_checked(command, cfg_file, " ".join(command[-3:]), allowed=(PREEMPTED, 1), stop_file=stop)
+        if stopped.is_file() or rc == PREEMPTED:
+            record_stage(run.dir, "train", cfg_file, c.lf, meta, data_sha256=hashes, status="preempted", **extra)
+            raise Preempted(f"training stopped on request (SIGUSR1 or Ctrl-C) with a checkpoint in "
+                            f"{run.adapter_dir}; rerun the same command to resume from it")
+        if rc != 0:
+            raise RunError(f"{' '.join(command[-3:])} failed with exit code {rc}")
     except Preempted:
         raise
     except BaseException as e:  # a failed child, Ctrl-C, disk full...: the manifest never stays `running`

@@ -1,10 +1,10 @@
 # --- preemption / time limit ---
-# Slurm sends USR1 to this shell before the time limit (--signal=B:USR1@secs). A single-process
-# training run gets the signal passed on: it saves a checkpoint at the current step and exits (75).
-# Then we requeue the job: the next attempt resumes from the last checkpoint of the run directory
-# (LLaMA-Factory resumes from output_dir/checkpoint-* when overwrite_output_dir is false;
-# `psyfactory slurm-prepare` refuses checkpoints written under another config). Multi-process
-# (torchrun) runs are requeued directly and resume from their last periodic checkpoint.
+# Slurm sends USR1 to this shell before the time limit (--signal=B:USR1@secs). The training command
+# gets the signal passed on (through srun to every node on a multi-node job): every rank saves a
+# checkpoint at the same step and exits (psyfactory.lf_train). Then we requeue the job: the next attempt
+# resumes from the last checkpoint of the run directory (LLaMA-Factory resumes from
+# output_dir/checkpoint-* when overwrite_output_dir is false; `psyfactory slurm-prepare` refuses
+# checkpoints written under another config).
 on_usr1() {
   echo "[psy] USR1 at $(date -Is)"
   if [ "${PSY_FORWARD_USR1:-0}" = 1 ] && [ -n "${PSY_CHILD:-}" ] && kill -0 "$PSY_CHILD" 2>/dev/null; then

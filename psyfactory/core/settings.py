@@ -69,7 +69,15 @@ _ALL = [
     Setting("HF_ENDPOINT", "Hugging Face mirror (e.g. https://hf-mirror.com) for `make stage` / downloads", "",
             "hub"),
     Setting("USE_MODELSCOPE_HUB", "1: download models from ModelScope (as LLaMA-Factory does)", "0", "hub"),
-    Setting("FORCE_TORCHRUN", "1: LLaMA-Factory launches torchrun even on one device", "0", "run"),
+    Setting("FORCE_TORCHRUN", "1: training launches torchrun even on one device", "0", "run"),
+    Setting("NNODES", "nodes of a distributed training run (set by the Slurm training job)", "1", "run"),
+    Setting("NODE_RANK", "this node's index in a distributed run; only node 0 writes the run's files", "0", "run"),
+    Setting("NPROC_PER_NODE", "training processes per node (default: the visible GPUs, at least 1)", "", "run"),
+    Setting("MASTER_ADDR", "address of node 0 for torchrun's rendezvous", "127.0.0.1", "run"),
+    Setting("MASTER_PORT", "port of node 0 for torchrun's rendezvous (default: a free one)", "", "run"),
+    Setting("RANK", "a training process's global rank (set by torchrun); rank 0 writes the stop marker", "0",
+            "run"),
+    Setting("WORLD_SIZE", "training processes in all (set by torchrun)", "1", "run"),
 ]
 SETTINGS: dict[str, Setting] = {s.name: s for s in _ALL}
 

@@ -1,4 +1,4 @@
-"""A real single-node Slurm cluster for tests: Debian's slurmctld/slurmd + munge, started in a temp dir.
+"""A real Slurm cluster for tests: Debian's slurmctld, one slurmd per node and munge, started in a temp dir.
 
 Everything (config, state, spool, munge socket, logs) lives under one directory; the daemons run in
 the foreground as children of this process, so they are stopped by PID and nothing else is touched.
@@ -46,14 +46,18 @@ def ensure_installed() -> str | None:
 
 
 class LocalSlurm:
-    """Single node `localhost` in partition `a40` with `gpus` fake A40s, 32 CPUs and 256 GB.
+    """`nodes` compute nodes (`n1`, `n2`, ...) in partition `a40`, each with `gpus` fake A40s, 32 CPUs and
+    256 GB. They are slurmd daemons on this one host (Debian's Slurm is built with multiple-slurmd support:
+    each node has its own port, spool and log), so a multi-node job really starts one task per node
+    through srun, with SLURM_NODEID 0 and 1, rendezvousing over loopback.
 
     `cred_expire=10`: a requeued job may start again after 10 s instead of Slurm's default 120 s
     (it must wait until the old job credential has expired)."""
 
-    def __init__(self, root: Path, gpus: int = 4, cpus: int = 32, mem_mb: int = 256000) -> None:
+    def __init__(self, root: Path, gpus: int = 4, cpus: int = 32, mem_mb: int = 256000, nodes: int = 2) -> None:
         self.root = root
-        self.gpus, self.cpus, self.mem_mb = gpus, cpus, mem_mb
+        self.gpus, self.cpus, self.mem_mb, self.nodes = gpus, cpus, mem_mb, nodes
+        self.names = [f"n{i + 1}" for i in range(nodes)]
         self.conf = root / "etc" / "slurm.conf"
         # munged (user munge) must reach its directory; pytest's tmp dirs are root-only (0700).
         self.munge_dir = Path(tempfile.mkdtemp(prefix="psy-munge-"))
@@ -66,10 +70,13 @@ class LocalSlurm:
         etc, state, spool, gpudev = (self.root / d for d in ("etc", "state", "spool", "dev"))
         for d in (etc, state, spool, gpudev):
             d.mkdir(parents=True, exist_ok=True)
-        for i in range(self.gpus):
+        for i in range(self.gpus * self.nodes):
             link = gpudev / f"nvidia{i}"
             if not link.exists():
                 link.symlink_to("/dev/null")
+        node_lines = "\n".join(
+            f"NodeName={n} NodeHostname=localhost NodeAddr=127.0.0.1 Port={_free_port()} CPUs={self.cpus} "
+            f"RealMemory={self.mem_mb} Gres=gpu:a40:{self.gpus} State=UNKNOWN" for n in self.names)
         r = self.root
         self.conf.write_text(
             f"""ClusterName=psytest
@@ -82,11 +89,11 @@ AuthInfo=socket={self.munge_socket},cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={state}
-SlurmdSpoolDir={spool}
+SlurmdSpoolDir={spool}/%n
 SlurmctldPidFile={r}/slurmctld.pid
-SlurmdPidFile={r}/slurmd.pid
+SlurmdPidFile={r}/slurmd-%n.pid
 SlurmctldLogFile={r}/slurmctld.log
-SlurmdLogFile={r}/slurmd.log
+SlurmdLogFile={r}/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -105,13 +112,15 @@ SlurmdParameters=config_overrides
 KillWait=5
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.mem_mb} Gres=gpu:a40:{self.gpus} State=UNKNOWN
-PartitionName=a40 Nodes=localhost Default=YES MaxTime=2-00:00:00 State=UP
+{node_lines}
+PartitionName=a40 Nodes={",".join(self.names)} Default=YES MaxTime=2-00:00:00 State=UP
 """
         )
-        (etc / "gres.conf").write_text(
-            f"NodeName=localhost Name=gpu Type=a40 File={gpudev}/nvidia[0-{self.gpus - 1}]\n"
-        )
+        (etc / "gres.conf").write_text("".join(
+            f"NodeName={n} Name=gpu Type=a40 File={gpudev}/nvidia[{i * self.gpus}-{(i + 1) * self.gpus - 1}]\n"
+            for i, n in enumerate(self.names)))
+        for n in self.names:
+            (spool / n).mkdir(parents=True, exist_ok=True)
         # cgroup-v2 hosts: the default cgroup plugin needs dbus and slurmd dies; v1 works everywhere here.
         (etc / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\n")
 
@@ -138,13 +147,14 @@ PartitionName=a40 Nodes=localhost Default=YES MaxTime=2-00:00:00 State=UP
         self._wait(lambda: self.munge_socket.exists(), timeout, "munged socket")
         self._spawn(["/usr/sbin/slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld.out")
         self._wait(lambda: self.run(["scontrol", "ping"], check=False).returncode == 0, timeout, "slurmctld")
-        self._spawn(["/usr/sbin/slurmd", "-D", "-N", "localhost", "-f", str(self.conf)], "slurmd.out")
+        for n in self.names:
+            self._spawn(["/usr/sbin/slurmd", "-D", "-N", n, "-f", str(self.conf)], f"slurmd-{n}.out")
 
-        def node_idle() -> bool:
-            out = self.run(["sinfo", "-h", "-N", "-o", "%T"], check=False).stdout.strip()
-            return out.startswith("idle")
+        def nodes_idle() -> bool:
+            out = self.run(["sinfo", "-h", "-N", "-o", "%T"], check=False).stdout.split()
+            return len(out) == self.nodes and all(state == "idle" for state in out)
 
-        self._wait(node_idle, timeout, "node localhost idle")
+        self._wait(nodes_idle, timeout, f"nodes {','.join(self.names)} idle")
 
     def _wait(self, pred, timeout: float, what: str) -> None:
         end = time.monotonic() + timeout

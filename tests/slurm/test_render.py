@@ -44,7 +44,7 @@ def test_one_gpu(clean_env):
     for o in ("--partition=a40", "--gres=gpu:a40:1", "--cpus-per-task=8", "--mem=61440M", "--nodes=1",
               "--requeue", "--signal=B:USR1@300", f"--output={REPO}/logs/%x-%j.out", "--time=1-00:00:00"):
         assert o in opts, (o, opts)
-    assert "FORCE_TORCHRUN" not in s["train"] and "srun" not in s["train"]
+    assert "export FORCE_TORCHRUN=1" not in s["train"] and "psy_run srun" not in s["train"]
     assert "export NODE_RANK=0" in s["train"] and "export NPROC_PER_NODE=1" in s["train"]
     assert "export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" in s["train"]
     assert f"export HF_HOME={REPO}/.cache/huggingface" in s["train"]
@@ -73,7 +73,8 @@ def test_two_nodes(clean_env):
     opts = sbatch_lines(s)
     assert {"--nodes=2", "--ntasks-per-node=1", "--gres=gpu:a40:4"} <= set(opts)
     assert 'export NNODES="${SLURM_JOB_NUM_NODES:-1}"' in s
-    assert 'MASTER_ADDR="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" | head -n 1)"' in s
+    assert 'PSY_FIRST_NODE="$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" | head -n 1)"' in s
+    assert 'export MASTER_ADDR="${PSY_NODE_ADDR:-$PSY_FIRST_NODE}"' in s
     assert "MASTER_PORT=$(( 29500 + ${SLURM_JOB_ID:-0} % 1000 ))" in s
     assert 'psy_run srun --nodes="$NNODES" --ntasks-per-node=1' in s
     assert 'NODE_RANK="${SLURM_NODEID:-$SLURM_PROCID}"' in s

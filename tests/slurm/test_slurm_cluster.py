@@ -156,7 +156,7 @@ def test_two_process_data_parallel(slurm_cluster, slurm_ws):
     assert "CUDA_VISIBLE_DEVICES=0,1" in log
     assert "world size: 2" in log and "Process rank: 1" in log, log[-3000:]
     assert "written now, once, before the ranks start" in log
-    training = log.split("llamafactory-cli train", 1)[1]  # several processes: LF launches torchrun
+    training = log.split("-m psyfactory.lf_train", 1)[1]  # several processes: torchrun, as LF's launcher runs it
     assert "Loaded tokenized dataset" in training and "Running tokenizer" not in training  # ranks only load
     assert len(list(rd.rglob("adapter_model.safetensors"))) == 2  # adapter/ + its checkpoint-4
     assert (rd / "adapter" / "adapter_model.safetensors").is_file()
@@ -182,3 +182,72 @@ def test_teacher_stage_labels_the_student_set_before_training(slurm_cluster, slu
     assert who["served"]["gguf"] == str(gguf_file()) and who["decoding"]["response_format"] == "json_object"
     assert (student / "train.jsonl").read_text(encoding="utf-8").strip()
     assert json.loads((rd / "adapter" / "trainer_state.json").read_text())["global_step"] == 2
+
+
+def _losses(rd: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (rd / "adapter" / "trainer_log.jsonl").read_text().splitlines()
+            if "loss" in json.loads(x)]
+
+
+def _adapter(rd: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(rd / "adapter" / "adapter_model.safetensors"))
+
+
+EQ = [*FAST, "max_steps=6", "save_steps=6", "gradient_accumulation_steps=1", "lora_dropout=0"]
+
+
+def test_two_nodes_train_what_one_process_trains(slurm_cluster, slurm_ws):
+    """Two nodes, one rank each (srun, NODE_RANK from SLURM_NODEID, torchrun on gloo) with 2 examples per
+    rank, against one process with 4: the same global batch, so the same examples per step (accelerate
+    shards each global batch across ranks: disjoint halves) and the same loss curve and adapter within
+    float tolerance. Only node 0 writes the run's files."""
+    one, two = slurm_ws["PSY_RUNS_DIR"] + "/eq-one", slurm_ws["PSY_RUNS_DIR"] + "/eq-two"
+    psy(slurm_ws, "sbatch", "--stages", "train", "--run", "eq-one", *RUN, *EQ, "per_device_train_batch_size=4")
+    psy(slurm_ws, "sbatch", "--stages", "train", "--run", "eq-two", "--nodes", "2", *RUN, *EQ,
+        "per_device_train_batch_size=2")
+    jobs = {name: pipeline(Path(d))["jobs"][0]["job_id"] for name, d in (("one", one), ("two", two))}
+    info = wait_final(slurm_cluster, list(jobs.values()), timeout=400)
+    logs = {name: Path(info[j]["StdOut"]).read_text(errors="replace") for name, j in jobs.items()}
+    for name, j in jobs.items():
+        assert info[j]["JobState"] == "COMPLETED", logs[name][-3000:]
+    assert info[jobs["two"]]["NodeList"] == "n[1-2]" and "world size: 2" in logs["two"]
+    assert "Process rank: 0" in logs["two"] and "Process rank: 1" in logs["two"]
+    for log in logs.values():  # the global batch: ranks x per-device batch
+        assert re.search(r"Total train batch size \(w\. parallel, distributed & accumulation\) = 4", log), log[-2000:]
+    a, b = _losses(Path(one)), _losses(Path(two))
+    assert len(a) == len(b) == 6
+    rel = max(abs(x - y) / abs(x) for x, y in zip(a, b, strict=True))
+    print(f"\n[equivalence] losses 1 process {a}\n[equivalence] losses 2 nodes   {b}\n[equivalence] max rel diff {rel:.2e}")
+    assert rel < 1e-3, (a, b)
+    wa, wb = _adapter(Path(one)), _adapter(Path(two))
+    worst = max(float((wa[k] - wb[k]).abs().max() / (wa[k].abs().max() + 1e-12)) for k in wa)
+    print(f"[equivalence] adapter max rel diff {worst:.2e} over {len(wa)} tensors")
+    assert worst < 1e-3
+    manifest = json.loads((Path(two) / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["status"] == "done"  # written once, by node 0
+    assert not list(Path(two).glob("*.node*")) and sorted(p.name for p in (Path(two) / "adapter").glob("checkpoint-*")) \
+        == ["checkpoint-6"]
+
+
+def test_a_multi_node_job_preempted_saves_once_and_resumes(slurm_cluster, slurm_ws):
+    """USR1 to a 2-node job: every rank saves at the same step, once; the requeued job resumes there."""
+    steps = 200
+    args = [*RUN, *FAST, f"max_steps={steps}", f"save_steps={steps}", "--run", "mp-preempt"]
+    psy(slurm_ws, "sbatch", "--stages", "train", "--nodes", "2", *args)
+    rd = Path(slurm_ws["PSY_RUNS_DIR"]) / "mp-preempt"
+    job = pipeline(rd)["jobs"][0]["job_id"]
+    trainer_log = rd / "adapter" / "trainer_log.jsonl"
+    _wait_for(lambda: trainer_log.is_file() and len(trainer_log.read_text().splitlines()) >= 3, 300, "training steps")
+    slurm_cluster.run(["scancel", "--batch", "--signal=USR1", job])
+    _wait_for(lambda: slurm_cluster.job(job).get("Restarts", "0") != "0", 180, "requeue")
+    info = wait_final(slurm_cluster, [job], timeout=400)[job]
+    log = Path(info["StdOut"]).read_text(errors="replace")  # two nodes write one log: bytes may interleave
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-3000:]
+    saved = re.findall(r"stop requested: saving checkpoint-(\d+) and stopping", log)
+    assert len(saved) == 1 and 0 < int(saved[0]) < steps, log[-3000:]  # once, by rank 0, for both ranks
+    m = re.search(r"resuming from (\S+checkpoint-(\d+))", log)
+    assert m and m.group(2) == saved[0], log[-3000:]
+    state = json.loads((rd / "adapter" / "trainer_state.json").read_text())
+    assert state["global_step"] == steps
