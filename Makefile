@@ -180,6 +180,15 @@ status: $(STAMP) ## state of each job of the run's last Slurm pipeline (+ log ta
 stage: $(STAMP) ## login node: download model, check data, tokenize once, for offline compute nodes
 	$(PSY) stage $(RUN_OPTS)
 
+SEEDS     ?= 1,2,3
+ARGS_GRID ?=
+LOCAL     ?=
+export ARGS_GRID
+.PHONY: sweep
+sweep: $(STAMP) ## seeds x grid, each point a run: Slurm arrays (LOCAL=1: here in turn): RECIPE or MODEL TASK, SEEDS=1,2,3 ARGS_GRID="lr=1e-4,2e-4" [LIMIT DRY_RUN]
+	$(PSY) sweep --seeds $(SEEDS) --grid "$$ARGS_GRID" $(if $(LIMIT),--limit $(LIMIT)) $(if $(filter 1 yes true,$(LOCAL)),--local) \
+		$(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(RUN_OPTS)
+
 # ---- recipes (issue 13) ----
 LIMIT ?=
 PORT  ?= 6006

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -47,8 +48,8 @@ def collect(root: Path | None = None, runs: list[str] | None = None) -> list[dic
     entries = []
     for path in sorted(root.glob("**/eval/*/metrics.json")):
         run = path.parents[2].relative_to(root).as_posix()
-        if wanted is not None and run not in wanted:
-            continue
+        if wanted is not None and not any(run == w or run.startswith(w + "/") for w in wanted):
+            continue  # a name is a run, or a folder of runs (a sweep's)
         try:
             m = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
@@ -59,7 +60,7 @@ def collect(root: Path | None = None, runs: list[str] | None = None) -> list[dic
         m["headline"] = _headline(m)
         entries.append(m)
     if wanted:
-        missing = sorted(wanted - {e["run"] for e in entries})
+        missing = sorted(w for w in wanted if not any(e["run"] == w or e["run"].startswith(w + "/") for e in entries))
         if missing:
             raise EvalError(f"no evaluations of run(s) {', '.join(missing)} under {root} (run `make eval RUN=...`)")
     return entries
@@ -95,7 +96,7 @@ def _paired(base: dict[str, Any], other: dict[str, Any]) -> tuple[list[dict[str,
 def comparable(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Same eval data (file hashes) and plugin options: the items and prompts are the same."""
     fa, fb = a.get("fingerprint") or {}, b.get("fingerprint") or {}
-    return all(fa.get(k) == fb.get(k) for k in ("data_sha256", "options", "max_new_tokens"))
+    return all(fa.get(k) == fb.get(k) for k in ("data_sha256", "options", "generation", "max_new_tokens"))
 
 
 def _reference(entry: dict[str, Any], bases: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
@@ -169,6 +170,7 @@ def compare(root: Path | None = None, runs: list[str] | None = None, out_dir: Pa
                "permutation p)", "",
                md_table(["model", "task", "run", "variant", "vs", "plugin", "metric", "n", "Δ mean", "95% CI", "p"],
                         score_tests)]
+    md += sweep_section(root, entries)
     md_path, csv_path = (out_dir or root) / "compare.md", (out_dir or root) / "compare.csv"
     files.atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
     buf = io.StringIO()
@@ -178,3 +180,51 @@ def compare(root: Path | None = None, runs: list[str] | None = None, out_dir: Pa
     writer.writerows([["" if x is None else x for x in row] for row in csv_rows])
     files.atomic_write_text(csv_path, buf.getvalue())
     return md_path, csv_path
+
+
+def sweep_section(root: Path, entries: list[dict[str, Any]]) -> list[str]:
+    """Runs of a sweep (psyfactory.sweep, recorded in their manifests): every headline metric as mean ± sd over
+    the seeds of each grid point, and a paired t-test (paired by seed) between grid points."""
+    import statistics
+
+    from scipy.stats import ttest_rel
+
+    from psyfactory.manifest import read_manifest
+
+    groups: dict[tuple[str, str, str, str], dict[str, dict[int, dict[str, Any]]]] = defaultdict(dict)
+    for e in entries:
+        if e.get("kind") == "base":
+            continue
+        sw = read_manifest(root / e["run"]).get("sweep")
+        if sw:
+            key = (sw["base"], sw["name"], e["task"], e["variant"])
+            groups[key].setdefault(sw["point"], {})[int(sw["seed"])] = e["headline"]
+    out: list[str] = []
+    for (base, name, task, variant), points in sorted(groups.items()):
+        keys = list(dict.fromkeys(k for by_seed in points.values() for h in by_seed.values() for k in h
+                                  if not k.endswith((".n", ".n_items"))))
+        rows = []
+        for point, by_seed in sorted(points.items()):
+            cells = []
+            for k in keys:
+                vals = [h[k] for h in by_seed.values() if isinstance(h.get(k), int | float) and not isinstance(h[k], bool)]
+                cells.append("-" if not vals else f"{statistics.fmean(vals):.4f} ± "
+                             f"{statistics.stdev(vals) if len(vals) > 1 else 0.0:.4f}")
+            rows.append([point, len(by_seed), *cells])
+        out += ["", f"## Sweep {name} of {base} · {task} · {variant}: mean ± sd over seeds", "",
+                md_table(["grid point", "seeds", *keys], rows)]
+        tests = []
+        for (pa, a), (pb, b) in itertools.combinations(sorted(points.items()), 2):
+            seeds = sorted(set(a) & set(b))
+            for k in keys:
+                xs = [a[s].get(k) for s in seeds]
+                ys = [b[s].get(k) for s in seeds]
+                if len(seeds) < 2 or not all(isinstance(v, int | float) for v in [*xs, *ys]):
+                    continue
+                diffs = [y - x for x, y in zip(xs, ys, strict=True)]
+                p = 1.0 if all(d == diffs[0] for d in diffs) and diffs[0] == 0 else float(ttest_rel(ys, xs).pvalue)
+                tests.append([k, pa, pb, len(seeds), statistics.fmean(diffs), "nan" if p != p else f"{p:.4f}"])
+        if tests:
+            out += ["", f"Paired by seed (t-test, {name}): Δ = second − first grid point", "",
+                    md_table(["metric", "first", "second", "seeds", "Δ mean", "p"], tests)]
+    return out

@@ -214,13 +214,16 @@ def test_sbatch_dry_run_renders_the_recipe_chain(tmp_path, monkeypatch):
                          capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert [m for m in re.findall(r"# ===== (\w+):", out)] == ["train", "merge", "gguf", "eval"]
+    assert re.findall(r"# ===== ([\w-]+):", out) == ["train", "merge", "gguf", "eval", "eval-gguf"]
     who = "--run seed002-student --recipe seed002-student --model deepseek-r1-distill-qwen-1.5b --task student"
     assert f"psy_run psyfactory train {who}" in out and f"psyfactory slurm-prepare {who}" in out
     assert f"psy_run psyfactory gguf --quant Q4_K_M {who}" in out
     assert ("psy_run psyfactory reproduce --steps eval,compare,report --run seed002-student --recipe seed002-student "
             "--hw a40") in out
-    assert "--job-name=psy-eval-seed002-student" in out and "afterok:<gguf-jobid>" in out
+    assert "--job-name=psy-eval-seed002-student" in out
+    # what each job reads is what it waits for: eval the adapter (train), eval-gguf the export (gguf)
+    assert re.search(r"--dependency=afterok:<train-jobid>'? --kill-on-invalid-dep=yes \S+/eval\.sbatch", out)
+    assert re.search(r"--dependency=afterok:<gguf-jobid>'? --kill-on-invalid-dep=yes \S+/eval-gguf\.sbatch", out)
     for key in ("HOME", "PSY_RUNS_DIR"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.delenv("PSY_SLURM_PROFILE", raising=False)
@@ -236,7 +239,7 @@ def test_sbatch_dry_run_renders_the_recipe_chain(tmp_path, monkeypatch):
     assert req.hw == "a40"  # HW=auto on a login node: the profile's hardware
     buf = io.StringIO()
     slurm.submit(req, profile, dry_run=True, out=buf)
-    assert re.findall(r"# ===== (\w+):", buf.getvalue()) == ["train", "merge", "eval"]  # no GGUF in seed 004
+    assert re.findall(r"# ===== ([\w-]+):", buf.getvalue()) == ["train", "merge", "eval"]  # no GGUF in seed 004
     assert not (tmp_path / "runs").exists()
 
 

@@ -78,6 +78,7 @@ _ALL = [
     Setting("RANK", "a training process's global rank (set by torchrun); rank 0 writes the stop marker", "0",
             "run"),
     Setting("WORLD_SIZE", "training processes in all (set by torchrun)", "1", "run"),
+    Setting("SLURM_ARRAY_TASK_ID", "the sweep point an array task runs (set by Slurm)", "", "run"),
 ]
 SETTINGS: dict[str, Setting] = {s.name: s for s in _ALL}
 

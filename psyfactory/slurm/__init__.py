@@ -37,6 +37,7 @@ from psyfactory.slurm.jobs import (
 )
 from psyfactory.slurm.profiles import (
     DEFAULT_STAGES,
+    DEPENDS,
     PROFILE_ENV,
     SLURM_DIR,
     STAGES,
@@ -46,7 +47,7 @@ from psyfactory.slurm.profiles import (
 from psyfactory.slurm.stage import stage_offline
 
 __all__ = [
-    "BAD_STATES", "DEFAULT_STAGES", "PROFILE_ENV", "SLURM_DIR", "STAGES", "Request", "SlurmError", "active_jobs", "check_resumable",
+    "BAD_STATES", "DEFAULT_STAGES", "DEPENDS", "PROFILE_ENV", "SLURM_DIR", "STAGES", "Request", "SlurmError", "active_jobs", "check_resumable",
     "checkpoints", "deepspeed_path", "has_tokenized", "job_info", "last_pipeline", "load_profile", "parse_mem_mb",
     "parse_stages", "prepare", "records_path", "render", "request", "profile_hw", "set_aside", "stage_offline", "status",
     "submit", "tokenize_once", "train_overrides",

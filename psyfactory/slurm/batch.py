@@ -198,6 +198,8 @@ def cli(command: str, req: Request, hw: str, overrides: list[str], profile: dict
     if req.recipe and command == "eval":
         return ["psyfactory", "reproduce", "--steps", "eval,compare,report", *extra, "--run", req.run,
                 "--recipe", req.recipe, "--hw", hw, *overrides]
+    if command == "eval-gguf":  # the GGUF export through llama.cpp, a variant beside the HF one
+        return ["psyfactory", "eval", "--backend", "gguf", *extra, *run_args(req), "--hw", hw, *overrides]
     if req.recipe and command == "gguf" and "--quant" not in extra:
         from psyfactory.recipes import load_recipe
 

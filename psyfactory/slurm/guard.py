@@ -95,3 +95,15 @@ def prepare(req: Request, overrides: list[str]) -> dict[str, Any]:
         tokenized = "written now, once, before the ranks start"
     return {"config_hash": config_hash(c.lf), "resume_from": resume, "tokenized": tokenized,
             "tokenized_path": c.lf.get("tokenized_path"), "run_dir": c.run_dir}
+
+
+def prepare_run(run: Any, *, accept_data_change: bool = False) -> Path | None:
+    """A sweep's training array task, before its trainer: the same run-dir guard as a training job (resume
+    the same run, never mix two); each task tokenizes for itself (one process each)."""
+    from psyfactory.models import materialize
+
+    resume = check_resumable(run.config, accept_data_change=accept_data_change)
+    materialize(run.config.model_ref)
+    print(f"[psy] run dir {run.dir}: " + (f"resuming from {resume}" if resume else "starting fresh (no checkpoint)"),
+          flush=True)
+    return resume

@@ -21,6 +21,7 @@ from psyfactory.slurm.batch import (
     train_overrides,
 )
 from psyfactory.slurm.guard import check_resumable, set_aside
+from psyfactory.slurm.profiles import parent_stage
 
 # Final states of `scontrol show job` that mean "did not succeed".
 BAD_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
@@ -46,7 +47,14 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
     from psyfactory import preflight
     from psyfactory.core.files import atomic_write_text
     from psyfactory.manifest import config_hash
+    from psyfactory.slurm.checks import problems
 
+    found = problems(req, profile)  # what would fail a job after it queued: nothing is submitted then
+    if found and not dry_run:
+        raise SlurmError(found[0] + (f" (and {len(found) - 1} more problem(s): see `make sbatch DRY_RUN=1`)"
+                                     if len(found) > 1 else ""))
+    for line in found:
+        print(f"warning: a real submission would be refused: {line}", file=out)
     overrides = train_overrides(req, profile) if "train" in req.stages else list(req.overrides)
     c = compose_request(req, overrides)
     if "train" in req.stages:  # config mistakes fail now, not after hours in the queue
@@ -65,7 +73,7 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
     logs = log_dir(profile)
     slurm_dir = c.run_dir / "slurm"
     jobs: list[dict[str, Any]] = []
-    prev: str | None = None
+    job_of: dict[str, str] = {}
     if not dry_run:
         logs.mkdir(parents=True, exist_ok=True)  # Slurm fails the job (JobLaunchFailure) without it
         slurm_dir.mkdir(parents=True, exist_ok=True)
@@ -73,16 +81,17 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
         script = render(stage, req, profile, overrides if stage == "train" else None)
         path = slurm_dir / f"{stage}.sbatch"
         cmd = ["sbatch", "--parsable"]
-        if prev:
-            cmd += [f"--dependency=afterok:{prev}", "--kill-on-invalid-dep=yes"]
+        after = parent_stage(stage, req.stages)
+        if after is not None:
+            cmd += [f"--dependency=afterok:{job_of[after]}", "--kill-on-invalid-dep=yes"]
         cmd.append(str(path))
         name = req.job_name(stage)
         if dry_run:
             print(f"# ===== {stage}: {path} =====\n{script}", file=out)
             print(f"$ {quote(cmd)}\n", file=out)
-            prev = f"<{stage}-jobid>"
-            jobs.append({"stage": stage, "job_id": prev, "name": name, "script": str(path),
-                         "log": str(logs / f"{name}-{prev}.out")})
+            job_of[stage] = f"<{stage}-jobid>"
+            jobs.append({"stage": stage, "job_id": job_of[stage], "name": name, "script": str(path), "after": after,
+                         "log": str(logs / f"{name}-{job_of[stage]}.out")})
             continue
         atomic_write_text(path, script)
         path.chmod(0o755)
@@ -93,8 +102,8 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
             raise SlurmError(f"sbatch rejected the {stage} job ({path}): {res.stderr.strip()}"
                              + (f"; cancelled {', '.join(j['job_id'] for j in jobs)}" if jobs else ""))
         job_id = res.stdout.strip().split(";")[0]
-        prev = job_id
-        jobs.append({"stage": stage, "job_id": job_id, "name": name, "script": str(path),
+        job_of[stage] = job_id
+        jobs.append({"stage": stage, "job_id": job_id, "name": name, "script": str(path), "after": after,
                      "log": str(logs / f"{name}-{job_id}.out")})
     if not dry_run:
         record = {"submitted_at": _dt.datetime.now().isoformat(timespec="seconds"), "run": req.run,
@@ -160,7 +169,7 @@ def status(run_dir: Path, *, lines: int = 25, out=sys.stdout) -> int:
     rec = last_pipeline(run_dir)
     print(f"pipeline of {rec.get('run') or '/'.join((rec['model'], rec['task'], rec['method']))} submitted {rec['submitted_at']} "
           f"({rec['nodes']} node(s) x {rec['gpus']} GPU(s)), run dir {run_dir}", file=out)
-    print(f"{'stage':6} {'job':>10} {'state':12} {'exit':6} {'restarts':8} why", file=out)
+    print(f"{'stage':9} {'job':>10} {'state':12} {'exit':6} {'restarts':8} why", file=out)
     failed = []
     by_id = {j["job_id"]: j for j in rec["jobs"]}
     for j in rec["jobs"]:
@@ -175,7 +184,7 @@ def status(run_dir: Path, *, lines: int = 25, out=sys.stdout) -> int:
                    if parent else f"cancelled: dependency never satisfied ({dep})")
         elif state in BAD_STATES:
             why = f"{reason}; log {info.get('StdOut', j['log'])}"
-        print(f"{j['stage']:6} {j['job_id']:>10} {state:12} {info.get('ExitCode', ''):6} "
+        print(f"{j['stage']:9} {j['job_id']:>10} {state:12} {info.get('ExitCode', ''):6} "
               f"{info.get('Restarts', '0'):8} {why}", file=out)
         if state in BAD_STATES:
             failed.append((j, info))

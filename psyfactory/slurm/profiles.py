@@ -14,8 +14,20 @@ from omegaconf import OmegaConf
 from psyfactory.core import paths, settings
 from psyfactory.core.errors import SlurmError
 
-STAGES = ("teacher", "train", "merge", "gguf", "eval")  # pipeline order
-DEFAULT_STAGES = ("train", "merge", "gguf", "eval")  # teacher: opt-in (STAGES=teacher,train,... TASK=student)
+STAGES = ("teacher", "train", "merge", "gguf", "eval", "eval-gguf")  # pipeline order
+DEFAULT_STAGES = ("train", "merge", "gguf", "eval", "eval-gguf")  # teacher: opt-in (STAGES=teacher,train,...)
+# What each stage reads, so what it waits for (afterok): eval reads the adapter, not the merged model, so a
+# failed GGUF conversion cancels only the GGUF evaluation. A stage absent from the chain passes its place on.
+DEPENDS = {"teacher": None, "train": "teacher", "merge": "train", "gguf": "merge", "eval": "train",
+           "eval-gguf": "gguf"}
+
+
+def parent_stage(stage: str, chain: tuple[str, ...]) -> str | None:
+    """The stage of `chain` that `stage` waits for: its nearest ancestor in DEPENDS that is in the chain."""
+    up = DEPENDS[stage]
+    while up is not None and up not in chain:
+        up = DEPENDS[up]
+    return up
 SLURM_DIR = paths.REPO_ROOT / "slurm"
 PROFILE_ENV = "PSY_SLURM_PROFILE"
 PROFILE_KEYS = {

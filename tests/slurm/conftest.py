@@ -41,7 +41,7 @@ def slurm_ws(slurm_cluster: LocalSlurm, tmp_path: Path) -> dict[str, str]:
         "hw": "cpu", "cpus_per_gpu": 1, "mem_per_gpu": "2G", "time": "00:20:00", "omp_threads": 1,
         "env_setup": "source {repo}/.venv/bin/activate",
         "hf_home": str(tmp_path / "hf"), "log_dir": str(tmp_path / "logs"), "signal_secs": 60,
-        "stages": {s: {"gpus": 0, "cpus": 1, "mem": "2G", "time": "00:10:00"} for s in ("merge", "gguf", "eval")},
+        "stages": {s: {"gpus": 0, "cpus": 1, "mem": "2G", "time": "00:10:00"} for s in ("merge", "gguf", "eval", "eval-gguf")},
     }
     (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile), encoding="utf-8")
     return {

@@ -168,8 +168,8 @@ def test_make_dry_run_prints_scripts_and_commands(clean_env):
     out = res.stdout
     assert out.count("#!/bin/bash") == 3 and "psy-gguf" not in out
     assert "$ sbatch --parsable " in out
-    assert "'--dependency=afterok:<train-jobid>' --kill-on-invalid-dep=yes" in out
-    assert "'--dependency=afterok:<merge-jobid>' --kill-on-invalid-dep=yes" in out
+    assert out.count("'--dependency=afterok:<train-jobid>' --kill-on-invalid-dep=yes") == 2  # merge and eval
+    assert "afterok:<merge-jobid>" not in out  # eval reads the adapter, not the merged model
     assert not (clean_env / "runs").exists()  # a dry run writes nothing
 
 
@@ -194,3 +194,45 @@ def test_gpu_counts_are_checked_before_anything_renders(clean_env):
         scripts(gpus=0)
     with pytest.raises(slurm.SlurmError, match="GPUS=1000 per node, more than the profile's gpus_per_node"):
         scripts(gpus=1000)
+
+
+def test_what_would_fail_after_queueing_is_refused_before(clean_env, monkeypatch):
+    """DeepSpeed missing, a hub model not in the jobs' offline cache: one error line, nothing submitted
+    (no sbatch needed to find out); a dry run shows the same as warnings above its scripts."""
+    import importlib.util
+
+    profile = slurm.load_profile()
+    if importlib.util.find_spec("deepspeed") is None:
+        req = slurm.request(profile, model="tiny", task="psydt", deepspeed="z3")
+        with pytest.raises(slurm.SlurmError, match="DS=z3: DeepSpeed is not installed in this environment"):
+            slurm.submit(req, profile)
+    monkeypatch.setenv("PSY_DATASET_DIR", str(clean_env))  # no data either: the train check is not reached
+    req = slurm.request(profile, model="qwen3-4b", task="psydt", stages=("merge", "eval"))
+    with pytest.raises(slurm.SlurmError, match=r"model Qwen/Qwen3-4B is not in the offline cache the jobs read "
+                                               r"\(.*\.cache/huggingface/hub\): stage it on this login node first"):
+        slurm.submit(req, profile)
+    import io
+
+    buf = io.StringIO()
+    slurm.submit(req, profile, dry_run=True, out=buf)
+    out = buf.getvalue()
+    assert "warning: a real submission would be refused: model Qwen/Qwen3-4B" in out
+    assert "the eval job of task psydt would fail: " in out and "dataset_info.json: missing" in out  # its data
+    assert "# ===== merge:" in out
+
+
+def test_a_sweep_renders_two_job_arrays_point_by_point(clean_env, monkeypatch, capsys):
+    """3 seeds x 2 learning rates: a train array of 6 and an eval array waiting element-wise (aftercorr)."""
+    from psyfactory.cli import main
+
+    monkeypatch.setenv("PSY_DATASET_DIR", str(clean_env))
+    (clean_env / "dataset_info.json").write_text("{}")  # the eval split is checked for the dry run's warning only
+    assert main(["sweep", "--dry-run", "--model", "tiny", "--task", "psydt", "--seeds", "1,2,3",
+                 "--grid", "learning_rate=1e-4,2e-4", "max_steps=2"]) == 0
+    out = capsys.readouterr().out
+    plan = json.loads((clean_env / "runs" / "tiny" / "psydt" / "lora" / "sweep-sweep" / "plan.json").read_text())
+    runs = [p["run"] for p in plan["points"]]
+    assert runs[0] == "tiny/psydt/lora/sweep-sweep/learning_rate=1e-4/seed=1" and len(runs) == 6
+    assert plan["points"][4]["overrides"] == ["max_steps=2", "learning_rate=2e-4", "seed=2"]
+    assert "#SBATCH --array=0-5" in out and "psyfactory sweep-task --plan" in out
+    assert "--dependency=aftercorr:<train-arrayid>" in out and "--stage prepare" in out

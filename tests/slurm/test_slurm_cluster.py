@@ -83,7 +83,7 @@ def test_training_failure_cancels_dependents(slurm_cluster, slurm_ws):
     psy(slurm_ws, "sbatch", *RUN, *FAST, "max_steps=2")
     rec = pipeline(run_dir(slurm_ws))
     ids = [j["job_id"] for j in rec["jobs"]]
-    assert [j["stage"] for j in rec["jobs"]] == ["train", "merge", "gguf", "eval"]
+    assert [j["stage"] for j in rec["jobs"]] == ["train", "merge", "gguf", "eval", "eval-gguf"]
     info = wait_final(slurm_cluster, ids, timeout=180)
     assert info[ids[0]]["JobState"] == "FAILED"
     for j in ids[1:]:
@@ -93,12 +93,40 @@ def test_training_failure_cancels_dependents(slurm_cluster, slurm_ws):
                         env=slurm_ws, cwd=Path(__file__).parents[2])
     assert st.returncode != 0
     assert re.search(rf"train\s+{ids[0]}\s+FAILED", st.stdout), st.stdout
-    for stage, j in zip(("merge", "gguf", "eval"), ids[1:], strict=True):
+    for stage, j in zip(("merge", "gguf", "eval", "eval-gguf"), ids[1:], strict=True):
         assert re.search(rf"{stage}\s+{j}\s+CANCELLED", st.stdout)
     assert f"cancelled because its dependency train (job {ids[0]}) did not succeed" in st.stdout
     assert "merge (job" in st.stdout  # gguf names merge as the dependency that did not succeed
     tail = st.stdout.split("last 25 lines of", 1)[1]  # the failed job's log tail: our one error line
     assert "error: tokenizing psydt_train" in tail and "rerun `make prep`" in tail and "Traceback" not in tail
+
+
+def test_what_the_partition_cannot_give_is_refused_before_queueing(slurm_cluster, slurm_ws):
+    """GPUs and nodes are read from the cluster (sinfo), not only from the profile: nothing is submitted."""
+    too_many = psy(slurm_ws, "sbatch", "--gpus", "6", *RUN, *FAST, check=False)
+    assert too_many.returncode == 2
+    assert "train: 6 GPU(s) per node asked, partition a40 offers at most 4 per node" in too_many.stderr
+    nodes = psy(slurm_ws, "sbatch", "--nodes", "3", *RUN, *FAST, check=False)
+    assert nodes.returncode == 2 and "train: NODES=3, partition a40 has 2 node(s)" in nodes.stderr
+    assert not (run_dir(slurm_ws) / "slurm" / "pipelines.jsonl").exists()
+
+
+def test_a_failed_gguf_export_cancels_only_what_reads_it(slurm_cluster, slurm_ws):
+    """The chain is a graph of what each job reads: the HF evaluation reads the adapter, so a GGUF export
+    that fails (here: no merged model to convert) cancels the GGUF evaluation and nothing else."""
+    psy(slurm_ws, "sbatch", "--stages", "train,gguf,eval,eval-gguf", "--run", "dag", *RUN, *FAST, "max_steps=2",
+        "save_steps=2", "--set", "stages.eval.args=--limit 2")
+    rd = Path(slurm_ws["PSY_RUNS_DIR"]) / "dag"
+    jobs = {j["stage"]: j for j in pipeline(rd)["jobs"]}
+    assert {s: j["after"] for s, j in jobs.items()} == {"train": None, "gguf": "train", "eval": "train",
+                                                         "eval-gguf": "gguf"}
+    info = wait_final(slurm_cluster, [j["job_id"] for j in jobs.values()], timeout=300)
+    state = {s: info[j["job_id"]]["JobState"] for s, j in jobs.items()}
+    assert state == {"train": "COMPLETED", "gguf": "FAILED", "eval": "COMPLETED", "eval-gguf": "CANCELLED"}, info
+    st = psy(slurm_ws, "status", "--run", "dag", check=False)
+    assert st.returncode == 1
+    assert f"cancelled because its dependency gguf (job {jobs['gguf']['job_id']}) did not succeed" in st.stdout
+    assert "merged model not found" in st.stdout  # the failed job's own one-line error, from its log tail
 
 
 def _wait_for(pred, timeout: float, what: str):
@@ -251,3 +279,32 @@ def test_a_multi_node_job_preempted_saves_once_and_resumes(slurm_cluster, slurm_
     assert m and m.group(2) == saved[0], log[-3000:]
     state = json.loads((rd / "adapter" / "trainer_state.json").read_text())
     assert state["global_step"] == steps
+
+
+def test_a_sweep_of_three_seeds_ends_in_mean_and_sd(slurm_cluster, slurm_ws):
+    """`make sweep` on the cluster: a train array and an eval array (element-wise after it), six runs,
+    then `make compare` groups them: mean ± sd over the three seeds, a paired test between the grid points."""
+    psy(slurm_ws, "sweep", "--seeds", "1,2,3", "--grid", "learning_rate=1e-3,5e-3", "--limit", "1", *RUN, *FAST,
+        "max_steps=1", "save_steps=1", "psy.generation.max_new_tokens=4", "--set", "stages.eval.args=")
+    folder = Path(slurm_ws["PSY_RUNS_DIR"]) / "tiny" / "psydt" / "lora" / "sweep-sweep"
+    arrays = {j["stage"]: j["job_id"] for j in json.loads((folder / "jobs.json").read_text())}
+
+    def states() -> dict[str, str]:
+        out = "\n".join(slurm_cluster.run(["scontrol", "show", "job", "-o", a], check=False).stdout
+                        for a in arrays.values())  # one array id per call: scontrol shows the first only
+        found = {}
+        for line in out.splitlines():
+            info = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+            if "ArrayTaskId" in info:
+                found[f"{info['ArrayJobId']}_{info['ArrayTaskId']}"] = info["JobState"]
+        return found
+
+    _wait_for(lambda: len(states()) == 12 and set(states().values()) <= {"COMPLETED", "FAILED", "CANCELLED"}, 600,
+              "the sweep's arrays")
+    assert set(states().values()) == {"COMPLETED"}, states()
+    compare = psy(slurm_ws, "compare", "--run", "tiny/psydt/lora/sweep-sweep").stdout
+    assert "## Sweep sweep of tiny/psydt/lora · psydt · tuned: mean ± sd over seeds" in compare
+    assert re.search(r"\| learning_rate=1e-3 \| 3 \| [0-9.]+ ± [0-9.]+ \|", compare), compare
+    assert "Paired by seed (t-test, sweep)" in compare
+    runs = sorted(p.parent.name for p in folder.glob("*/seed=*/manifest.json"))
+    assert runs == ["seed=1", "seed=1", "seed=2", "seed=2", "seed=3", "seed=3"]
