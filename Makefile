@@ -161,6 +161,14 @@ predict-gguf: $(GGUF_STAMP) ## the task's eval set through the GGUF export -> gg
 
 test: $(GGUF_STAMP)
 
+# ---- release (issue 24) ----
+HUB_REPO ?=
+export HUB_REPO  # read by the shell as "$$HUB_REPO"
+.PHONY: export
+export: $(STAMP) ## release folder runs/<run>/export: model card (zh+en), weights, GGUF + Modelfile + `ollama create` line [QUANT] [HUB_REPO=org/name DRY_RUN=1]
+	$(PSY) export $(if $(filter command line environment,$(origin QUANT)),--quant $(QUANT)) \
+		$(if $(HUB_REPO),--push "$$HUB_REPO") $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(RUN_OPTS)
+
 # ---- slurm (issue 6) ----
 GPUS    ?= 1
 NODES   ?= 1
