@@ -351,8 +351,13 @@ def _licence_rows(names: list[str], role: str) -> list[list[str]]:
 
 
 def data_licences(run: Any, ours: list[dict[str, Any]]) -> list[list[str]]:
-    train, own = _data_sources(run.trained_task)
-    rows = _licence_rows(train, "训练 training")
+    if run.external is not None:  # trained elsewhere: its data are not known here
+        train, own = [], None
+        rows = [["训练 training", "在别处训练，数据未知 trained elsewhere, data not known here", "-",
+                 "请在此写明数据及其许可 state the data and their licences here"]]
+    else:
+        train, own = _data_sources(run.trained_task)
+        rows = _licence_rows(train, "训练 training")
     if own:
         rows.append(["训练 training", f"自有数据 your own data: `{own}`", "-", "请在此写明 state its licence here"])
     seen = set(train)
@@ -567,6 +572,7 @@ def export(run: Any, *, weights: str = "auto", quant: str | None = None, name: s
                 files[p.name] = {"bytes": p.stat().st_size, "sha256": h.hexdigest(), "from": sources.get(p.name)}
             atomic_write_json(staged / "release.json", {
                 "run": run.name, "model": run.model, "task": run.trained_task, "method": run.method,
+                "trained_elsewhere": run.external is not None,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "weights": kind, "gguf": gguf.name if gguf else None,
                 "ollama": {"name": name, "create": create} if create else None,
                 "evaluations": sorted(f"{e['task']}/{e['variant']}" for e in ours), "files": files})
@@ -615,10 +621,10 @@ def push(rel: Release, repo_id: str, *, dry_run: bool, private: bool = True, out
     for n in names:
         print(f"  {n}  {(rel.dir / n).stat().st_size} bytes", file=out)
     release = json.loads((rel.dir / "release.json").read_text(encoding="utf-8"))
-    task_sources, _ = _data_sources(release.get("task") or "")
+    task_sources, _ = ([], None) if release.get("trained_elsewhere") else _data_sources(release.get("task") or "")
     terms = [f"{SOURCES[s].title}: {SOURCES[s].licence}" for s in task_sources if s in SOURCES]
-    if terms:
-        print("[export] data terms to check before publishing: " + "; ".join(terms), file=out)
+    print("[export] data terms to check before publishing: "
+          + ("; ".join(terms) if terms else "the training data's own terms (not known here)"), file=out)
     if dry_run:
         print("[export] dry run: nothing uploaded", file=out)
         return names

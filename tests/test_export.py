@@ -231,3 +231,26 @@ def test_a_run_without_evaluations_says_so(fab):
     assert "未评测" in md and "Not evaluated" in md
     assert "WARNING: the run has no evaluation" in res.stdout and "no GGUF: `make gguf RUN=" in res.stdout
     assert not (fab / "export" / "Modelfile").exists()
+
+
+def test_a_model_trained_elsewhere(tmp_path, monkeypatch, tiny_model):
+    """ADAPTER= runs (external/<folder>): the adapter is shipped, the card says the training and its data are not
+    known here instead of claiming the task's sources."""
+    from psyfactory.manifest import record_external
+
+    monkeypatch.setenv("PSY_RUNS_DIR", str(tmp_path / "runs"))
+    ad = tmp_path / "lf-adapter"
+    write_json(ad / "adapter_config.json", {"r": 8, "base_model_name_or_path": str(tiny_model)})
+    (ad / "adapter_model.safetensors").write_bytes(os.urandom(1024))
+    run_dir = tmp_path / "runs" / "external" / "lf-adapter"
+    run_dir.mkdir(parents=True)
+    record_external(run_dir, {"name": "external/lf-adapter", "model": "tiny", "task": "student", "method": "lora",
+                              "hw": "cpu", "overrides": [], "recipe": None}, {"adapter": str(ad), "model_path": None})
+    res = cli("export", "--run", "external/lf-adapter", "--push", "psy-lab/x", "--dry-run")
+    out = run_dir / "export"
+    assert {p.name for p in out.iterdir()} == {"README.md", "release.json", "adapter_config.json",
+                                                "adapter_model.safetensors"}
+    md = (out / "README.md").read_text()
+    assert "Trained elsewhere: PsyFactory holds no record of its training" in md
+    assert "trained elsewhere, data not known here" in md and "CPsyCoun" not in md
+    assert "data terms to check before publishing: the training data's own terms (not known here)" in res.stdout
