@@ -102,7 +102,7 @@ prep: $(STAMP) ## raw sources in RAW_DIR -> data/<task>/*.jsonl + dataset_info.j
 data-report: $(STAMP) ## counts, token-length histograms, truncation at cutoff_len, labels [MODEL] [TASK]
 	$(PSY) data-report --model $(or $(MODEL),tiny) $(DATA_TASK) --args "$$ARGS"
 
-download: $(STAMP) ## fetch the public raw sources into RAW_DIR [TASK: only what it needs] (ARGS='--base-url URL' for a mirror)
+download: $(STAMP) ## fetch the public raw sources into RAW_DIR, pinned, resumable, sha256 in RAW_DIR/download_manifest.json [TASK] (HF_ENDPOINT, USE_MODELSCOPE_HUB=1; ARGS='--base-url URL')
 	$(PSY) download --raw-dir $(RAW_DIR) $(DATA_TASK) --args "$$ARGS"
 
 # ---- evaluation (issue 4) ----
