@@ -78,7 +78,11 @@ def http_file(url: str, dest: Path, *, retries: int = 5, timeout: float = 60.0, 
               headers: dict[str, str] | None = None) -> Fetched:
     """GET `url` into `dest` (through `dest.part`), retrying and resuming; see the module doc."""
     part = dest.with_name(dest.name + ".part")
+    origin = dest.with_name(dest.name + ".part.url")  # the URL the part came from: never resume another file
     part.parent.mkdir(parents=True, exist_ok=True)
+    if part.exists() and (not origin.is_file() or origin.read_text(encoding="utf-8") != url):
+        part.unlink()
+    origin.write_text(url, encoding="utf-8")
     attempts, failures_in_a_row, resumed = 0, 0, []
     last = ""
     while True:
@@ -91,10 +95,14 @@ def http_file(url: str, dest: Path, *, retries: int = 5, timeout: float = 60.0, 
         try:
             with urllib.request.urlopen(urllib.request.Request(url, headers=req_headers), timeout=timeout) as resp:
                 length = resp.headers.get("Content-Length")
-                if have and resp.status == 206 and _range_start(resp.headers.get("Content-Range")) == have:
+                if resp.status == 206:
+                    if not have or _range_start(resp.headers.get("Content-Range")) != have:
+                        part.unlink(missing_ok=True)  # a range we did not ask for: start again
+                        raise http.client.HTTPException(f"range answered from another offset "
+                                                        f"({resp.headers.get('Content-Range')}, asked {have})")
                     resumed.append(have)
                     mode, start = "ab", have
-                else:  # a fresh answer (or a range the server did not honour): start the part again
+                else:  # a whole answer (a server that ignores ranges too): start the part again
                     mode, start = "wb", 0
                 total = start + int(length) if length and length.isdigit() else None
                 got = 0
@@ -114,6 +122,7 @@ def http_file(url: str, dest: Path, *, retries: int = 5, timeout: float = 60.0, 
                 last = "HTTP 416 (range not satisfiable)"
             elif e.code in PERMANENT_HTTP:
                 part.unlink(missing_ok=True)
+                origin.unlink(missing_ok=True)
                 raise FetchError(f"HTTP {e.code}", permanent=True) from None
             else:
                 last = f"HTTP {e.code}"
@@ -121,9 +130,9 @@ def http_file(url: str, dest: Path, *, retries: int = 5, timeout: float = 60.0, 
             reason = getattr(e, "reason", None) or e
             last = f"{type(e).__name__}: {' '.join(str(reason).split())[:200]}"
         else:
-            final = dest
-            os.replace(part, final)
-            return Fetched(final, sha256_of(final), final.stat().st_size, {"url": url}, attempts, resumed)
+            os.replace(part, dest)
+            origin.unlink(missing_ok=True)
+            return Fetched(dest, sha256_of(dest), dest.stat().st_size, {"url": url}, attempts, resumed)
         failures_in_a_row = 1 if progressed else failures_in_a_row + 1
         if failures_in_a_row > retries:
             raise FetchError(f"{last} (gave up after {attempts} attempt(s); rerun to resume from "

@@ -212,15 +212,25 @@ def test_http_resume_survives_a_killed_run_and_a_server_that_ignores_ranges(hub,
     key = hub.add_file("/gh/file.bin", data)
     dest = tmp_path / "stage" / "file.bin"
     dest.parent.mkdir()
-    dest.with_name("file.bin.part").write_bytes(data[:1000])  # left by an interrupted run
+    dest.with_name("file.bin.part").write_bytes(data[:1000])  # left by an interrupted run of the same URL
+    dest.with_name("file.bin.part.url").write_text(f"{hub.url}{key}")
     got = fetch.http_file(f"{hub.url}{key}", dest)
     assert dest.read_bytes() == data and got.resumed_at == [1000] and hub.gets(key) == ["bytes=1000-"]
     assert got.sha256 == hashlib.sha256(data).hexdigest() and not dest.with_name("file.bin.part").exists()
+    assert not dest.with_name("file.bin.part.url").exists()
+    # a part left by another URL is not resumed
+    dest.unlink()
+    dest.with_name("file.bin.part").write_bytes(b"other file")
+    dest.with_name("file.bin.part.url").write_text(f"{hub.url}/elsewhere.bin")
+    assert fetch.http_file(f"{hub.url}{key}", dest).resumed_at == [] and dest.read_bytes() == data
+    assert hub.gets(key)[-1] is None
     # a server answering 200 to a range request: the part restarts, the file is still right
     hub.ignore_range.add(key)
     dest.unlink()
     dest.with_name("file.bin.part").write_bytes(b"garbage")
+    dest.with_name("file.bin.part.url").write_text(f"{hub.url}{key}")
     assert fetch.http_file(f"{hub.url}{key}", dest).resumed_at == [] and dest.read_bytes() == data
+    assert hub.gets(key)[-1] == "bytes=7-"
     # retries are bounded: a file that keeps failing gives up with the reason, keeping the part to resume
     hub.fail[key] = 10
     with pytest.raises(fetch.FetchError, match=r"HTTP 503 \(gave up after 3 attempt"):
