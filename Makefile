@@ -102,7 +102,7 @@ prep: $(STAMP) ## raw sources in RAW_DIR -> data/<task>/*.jsonl + dataset_info.j
 data-report: $(STAMP) ## counts, token-length histograms, truncation at cutoff_len, labels [MODEL] [TASK]
 	$(PSY) data-report --model $(or $(MODEL),tiny) $(DATA_TASK) --args "$$ARGS"
 
-download: $(STAMP) ## fetch the public raw sources into RAW_DIR [TASK: only what it needs] (ARGS='--base-url URL' for a mirror)
+download: $(STAMP) ## fetch the public raw sources into RAW_DIR, pinned, resumable, sha256 in RAW_DIR/download_manifest.json [TASK] (HF_ENDPOINT, USE_MODELSCOPE_HUB=1; ARGS='--base-url URL')
 	$(PSY) download --raw-dir $(RAW_DIR) $(DATA_TASK) --args "$$ARGS"
 
 # ---- evaluation (issue 4) ----
@@ -160,6 +160,14 @@ predict-gguf: $(GGUF_STAMP) ## the task's eval set through the GGUF export -> gg
 	$(PSY) predict-gguf --quant $(QUANT) $(RUN_OPTS)
 
 test: $(GGUF_STAMP)
+
+# ---- release (issue 24) ----
+HUB_REPO ?=
+export HUB_REPO  # read by the shell as "$$HUB_REPO"
+.PHONY: export
+export: $(STAMP) ## release folder runs/<run>/export: model card (zh+en), weights, GGUF + Modelfile + `ollama create` line [QUANT] [HUB_REPO=org/name DRY_RUN=1]
+	$(PSY) export $(if $(filter command line environment,$(origin QUANT)),--quant $(QUANT)) \
+		$(if $(HUB_REPO),--push "$$HUB_REPO") $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(RUN_OPTS)
 
 # ---- slurm (issue 6) ----
 GPUS    ?= 1

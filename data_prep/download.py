@@ -1,11 +1,20 @@
-"""`make download`: fetch the public raw sources into RAW_DIR (same layout as ../shared/datasets).
+"""`make download`: fetch the public raw sources into RAW_DIR (the layout of docs/data.md, "Raw layout").
 
-Default: upstream URLs (GitHub files at pinned commits, Hugging Face `resolve` URLs); CPsyCoun comes
-as ONE archive of the repository at its pinned commit (GitHub's codeload tarball), of which only the
-CPsyCounD dialogues and CPsyCounE cases are unpacked. With `--base-url` every file is fetched from
-`<base>/<path in raw dir>` instead (a mirror, or a local `python -m http.server` serving a raw folder;
-the CPsyCoun archive as `<base>/CPsyCoun/CPsyCoun-<commit>.tar.gz`). PsyQA's full data needs a signed
-agreement: only the public example file is fetched and the way to obtain the rest is printed.
+Every source is a list of `Item`s: where the file goes in the raw folder, where it comes from at a
+pinned revision, and the sha256 of its upstream bytes where known. Files hosted on the Hugging Face hub
+(PsyDTCorpus, dair-ai Emotion) are fetched through huggingface_hub at a pinned revision, so
+`HF_ENDPOINT` (a mirror such as https://hf-mirror.com) is honoured; with `USE_MODELSCOPE_HUB=1` the ones
+ModelScope hosts (PsyDTCorpus) come from ModelScope instead. GitHub-hosted files (PsyQA's example,
+LongEmotion) and CPsyCoun (ONE archive of the repository at its pinned commit, GitHub's codeload tarball,
+of which only the CPsyCounD dialogues and CPsyCounE cases are unpacked) are plain HTTPS. All routes share
+one downloader (data_prep/fetch.py: retries, resume of a dropped connection, a progress bar).
+
+With `--base-url` every file is fetched from `<base>/<path in raw dir>` instead (a mirror laid out like the
+raw folder, or `python -m http.server` over one; the CPsyCoun archive as
+`<base>/CPsyCoun/CPsyCoun-<commit>.tar.gz`). Each fetched file is checked against its pinned sha256 (md5
+for the legacy `MD5` entries) and recorded, with its origin, resolved hub commit and sha256, in
+`RAW_DIR/download_manifest.json`. PsyQA's full data needs a signed agreement: only the public example
+file is fetched and the way to obtain the rest is printed.
 """
 
 from __future__ import annotations
@@ -13,20 +22,23 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import shutil
 import sys
 import tarfile
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
+from data_prep import fetch
+from psyfactory.core import settings
 from psyfactory.core.errors import DataError
-from psyfactory.core.files import atomic_write_text
+from psyfactory.core.files import atomic_write_json, atomic_write_text, exclusive
 
 CPSYCOUN_COMMIT = "1954f2e2d01d3b0f568e1673a525a6d3d9a34c03"
 CPSYCOUN_ARCHIVE = f"https://codeload.github.com/CAS-SIAT-XinHai/CPsyCoun/tar.gz/{CPSYCOUN_COMMIT}"
@@ -34,10 +46,14 @@ CPSYCOUN_ARCHIVE = f"https://codeload.github.com/CAS-SIAT-XinHai/CPsyCoun/tar.gz
 CPSYCOUN_MEMBER = re.compile(r"^[^/]+/(CPsyCounD/Data/case_\d+\.txt|CPsyCounE/[^/.][^/]*/\d+\.json)$")
 PSYQA = "https://raw.githubusercontent.com/thu-coai/PsyQA/e224c7e518c98a0c3df11e2fc5e6698044d8e156"
 LONGEMOTION = "https://raw.githubusercontent.com/LongEmotion/LongEmotion/7149110920c83589e979a0f1615d2661af884594/data"
-PSYDT = "https://huggingface.co/datasets/YIRONGCHEN/PsyDTCorpus/resolve/main"
-EMOTION_HF = "https://huggingface.co/datasets/dair-ai/emotion/resolve/main/split"
+PSYDT_REPO = "YIRONGCHEN/PsyDTCorpus"  # on the HF hub and on ModelScope under the same name
+# The HF commit of PsyDTCorpus could not be looked up from here: the revision is the branch, and the
+# sha256 of both files (from the Git LFS pointers of a public copy) pins their content instead.
+PSYDT_REVISION = "main"
+EMOTION_REPO = "dair-ai/emotion"
+EMOTION_REVISION = "cab853a1dbdf4c42c2b3ef2173804746df8825fe"  # the "split" config as parquet
 EMOTION_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
-MD5 = {  # known checksums of upstream files
+MD5 = {  # known checksums of upstream files in their raw-folder form (also checked when fetched from --base-url)
     "emotion/train.txt": "501eca548aa1ef8d5dbd85662c709831",
     "emotion/val.txt": "0d565de2de8459abcfa3502a28cd6a5b",
     "emotion/test.txt": "b476a784c7f7dbcf4b47881f1240c1b1",
@@ -49,15 +65,59 @@ PSYQA_AGREEMENT = (
     "https://github.com/thu-coai/PsyQA and email it to thu-sunhao@foxmail.com, then place the file "
     "as <RAW_DIR>/PsyQA/PsyQA_full.json. Only the public example (PsyQA_example.json) is fetched here."
 )
+MANIFEST = "download_manifest.json"  # in RAW_DIR: every fetched file, its origin and sha256
+STAGING = ".download"  # in RAW_DIR: files being fetched (`.part` files resume on the next run)
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a model card says about a source: its name, home, licence, and the raw folder of its files."""
+
+    title: str
+    homepage: str
+    licence: str
+    folder: str
+
+
+SOURCES = {
+    "psydt": Source("PsyDTCorpus (SoulChat2.0 / PsyDT, SCUT)", "https://modelscope.cn/datasets/YIRONGCHEN/PsyDTCorpus",
+                    "Apache-2.0 (dataset card); the authors' disclaimer: research use only", "PsyDTCorpus"),
+    "cpsycoun": Source("CPsyCoun (CPsyCounD dialogues, CPsyCounE cases)", "https://github.com/CAS-SIAT-XinHai/CPsyCoun",
+                       "CC BY 4.0 (GitHub LICENSE; the HF dataset card says CC BY-SA 4.0)", "CPsyCoun"),
+    "psyqa": Source("PsyQA (THU-CoAI, Yixinli)", "https://github.com/thu-coai/PsyQA",
+                    "PsyQA user agreement: non-commercial academic research only, no redistribution; products must "
+                    "carry its notices (心理互助问答，非心理咨询，仅为心理知识分享)", "PsyQA"),
+    "emotion": Source("Emotion (dair-ai, CARER)", "https://huggingface.co/datasets/dair-ai/emotion",
+                      "educational and research use only (dair-ai; HF card: other)", "emotion"),
+    "longemotion": Source("LongEmotion Emotion Summary", "https://github.com/LongEmotion/LongEmotion",
+                          "MIT (HF dataset card; the GitHub repository has no LICENSE file)", "LongEmotion"),
+    "psychcounsel": Source("PsychCounsel-Bench", "https://github.com/cloversjtu/PsychCounsel-Bench",
+                           "CC BY-NC-ND 4.0", "PsychCounsel-Bench"),
+}
+
+
+@dataclass(frozen=True)
+class Hub:
+    """A file of a Hugging Face hub repository at a pinned revision (a commit sha; a branch only where the
+    Item's sha256 pins the content), and the ModelScope dataset that holds the same file, if any."""
+
+    repo: str
+    path: str  # inside the repository
+    revision: str
+    repo_type: str = "dataset"
+    modelscope: str | None = None  # ModelScope dataset id (USE_MODELSCOPE_HUB=1)
+    modelscope_revision: str = "master"
 
 
 @dataclass(frozen=True)
 class Item:
     rel: str  # path inside the raw dir (for an archive: where a mirror serves it)
-    url: str  # upstream URL
+    url: str | None = None  # upstream URL at a pinned commit (plain HTTPS); or `hub`
     convert: Callable[[bytes], bytes] | None = None  # upstream format -> raw format
     optional: bool = False  # absence is expected
     unpack: str | None = None  # an archive: the raw-dir folder its wanted members are written to
+    sha256: str | None = None  # of the upstream bytes: checked when fetched, recorded always
+    hub: Hub | None = None  # a hub-hosted file (fetched with huggingface_hub / ModelScope)
 
     def present(self, raw_dir: Path) -> bool:
         if self.unpack:
@@ -66,23 +126,27 @@ class Item:
         return (raw_dir / self.rel).exists()
 
 
-def unpack_cpsycoun(data: bytes, target: Path) -> int:
-    """Write the archive's CPsyCounD/CPsyCounE files under `target` (atomically, one by one); the
-    member names are checked against CPSYCOUN_MEMBER, so nothing lands outside `target`."""
-    n = 0
+def unpack_cpsycoun(data: bytes | Path, target: Path) -> tuple[int, str]:
+    """Write the archive's CPsyCounD/CPsyCounE files under `target` (atomically, one by one); the member
+    names are checked against CPSYCOUN_MEMBER, so nothing lands outside `target`. Returns the number of
+    files and a sha256 over the sorted `name sha256` lines of what was written."""
+    n, lines = 0, []
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+        opened = {"name": str(data)} if isinstance(data, Path) else {"fileobj": io.BytesIO(data)}
+        with tarfile.open(mode="r:*", **opened) as tar:
             for member in tar:
                 m = CPSYCOUN_MEMBER.match(member.name)
                 if not (m and member.isfile()):
                     continue
                 fh = tar.extractfile(member)
                 if fh is not None:
-                    _write_bytes(target / m.group(1), fh.read())
+                    content = fh.read()
+                    _write_bytes(target / m.group(1), content)
+                    lines.append(f"{m.group(1)} {hashlib.sha256(content).hexdigest()}\n")
                     n += 1
     except (tarfile.TarError, EOFError, OSError) as e:
         raise DataError(f"CPsyCoun archive: not a readable tar.gz ({type(e).__name__}: {e})") from None
-    return n
+    return n, hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
 
 
 def _parquet_to_txt(data: bytes) -> bytes:
@@ -96,19 +160,18 @@ def _parquet_to_txt(data: bytes) -> bytes:
 def manifest() -> dict[str, list[Item]]:
     return {
         "cpsycoun": [Item(f"CPsyCoun/CPsyCoun-{CPSYCOUN_COMMIT}.tar.gz", CPSYCOUN_ARCHIVE, unpack="CPsyCoun")],
-        "psydt": [Item(f"PsyDTCorpus/{n}", f"{PSYDT}/{n}") for n in
-                  ("PsyDTCorpus_train_mulit_turn_packing.json", "PsyDTCorpus_test_single_turn_split.json")],
-        "psyqa": [Item("PsyQA/PsyQA_example.json", f"{PSYQA}/PsyQA_example.json")],
-        "emotion": [Item(f"emotion/{s}.txt", f"{EMOTION_HF}/{hf}-00000-of-00001.parquet", _parquet_to_txt)
+        "psydt": [Item(f"PsyDTCorpus/{n}", sha256=sha, hub=Hub(PSYDT_REPO, n, PSYDT_REVISION, modelscope=PSYDT_REPO))
+                  for n, sha in (("PsyDTCorpus_train_mulit_turn_packing.json",
+                                  "517fabb22502b84de72ff1d62c7efea0bd16f41cf0939d2cd1d52d285c396345"),
+                                 ("PsyDTCorpus_test_single_turn_split.json",
+                                  "5b4eeb46721acbf5e9807fcf46902487855cbcd1ed45770b92f27ab1be95207d"))],
+        "psyqa": [Item("PsyQA/PsyQA_example.json", f"{PSYQA}/PsyQA_example.json",
+                       sha256="af0e8322727f4ea1a6dd5aac9c116ea56c488a704e3065e1382138e89d8a6946")],
+        "emotion": [Item(f"emotion/{s}.txt", convert=_parquet_to_txt,
+                         hub=Hub(EMOTION_REPO, f"split/{hf}-00000-of-00001.parquet", EMOTION_REVISION))
                     for s, hf in (("train", "train"), ("val", "validation"), ("test", "test"))],
         "longemotion": [Item("LongEmotion/Emotion_Summary_origin.jsonl", f"{LONGEMOTION}/Emotion_Summary_origin.jsonl")],
     }
-
-
-def _fetch(url: str, timeout: float = 60.0) -> bytes:
-    req = urllib.request.Request(url, headers={"User-Agent": "psyfactory-download"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return resp.read()
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -126,6 +189,118 @@ def _write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _md5(path: Path) -> str:
+    h = hashlib.md5()  # noqa: S324 (a published checksum, not security)
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Route:
+    """How this run fetches: a --base-url mirror, the HF endpoint (HF_ENDPOINT) and whether ModelScope is used."""
+
+    base_url: str | None
+    endpoint: str
+    modelscope: bool
+    retries: int
+    timeout: float
+
+    @classmethod
+    def current(cls, base_url: str | None) -> Route:
+        endpoint = settings.get("HF_ENDPOINT")
+        if endpoint is None:
+            from huggingface_hub import constants
+
+            endpoint = constants.ENDPOINT
+        return cls(base_url.rstrip("/") if base_url else None, endpoint.rstrip("/"),
+                   settings.flag("USE_MODELSCOPE_HUB", False), int(settings.number("PSY_DOWNLOAD_RETRIES", 5, int)),
+                   settings.number("PSY_DOWNLOAD_TIMEOUT", 60.0))
+
+    def fetch(self, it: Item, staged: Path) -> tuple[fetch.Fetched, bool]:
+        """(the fetched file, whether it is in upstream form and needs `convert`)."""
+        if self.base_url:
+            url = f"{self.base_url}/{urllib.parse.quote(it.rel)}"
+            return fetch.http_file(url, staged, retries=self.retries, timeout=self.timeout, desc=it.rel), False
+        if it.hub is not None:
+            h = it.hub
+            if self.modelscope and h.modelscope:
+                return fetch.modelscope_file(h.modelscope, h.path, staged, revision=h.modelscope_revision,
+                                             retries=self.retries), True
+            return fetch.hub_file(h.repo, h.path, staged, revision=h.revision, repo_type=h.repo_type,
+                                  endpoint=self.endpoint, retries=self.retries, timeout=self.timeout), True
+        if it.url is None:
+            raise fetch.FetchError("the item names neither a url nor a hub file", permanent=True)
+        return fetch.http_file(it.url, staged, retries=self.retries, timeout=self.timeout, desc=it.rel), True
+
+
+def _one(it: Item, source: str, raw_dir: Path, route: Route) -> tuple[Item, str, dict[str, Any] | None]:
+    """Fetch, check, convert or unpack, and place one item; (item, failure reason or "", manifest record)."""
+    staged = raw_dir / STAGING / it.rel
+    try:
+        got, upstream = route.fetch(it, staged)
+    except fetch.FetchError as e:
+        return it, str(e), None
+    try:
+        checked = []
+        if it.sha256 and (upstream or it.convert is None):  # a mirror serves converted files in raw form
+            if got.sha256 != it.sha256:
+                return it, f"sha256 mismatch (got {got.sha256}, want {it.sha256})", None
+            checked.append("sha256")
+        convert = it.convert if upstream else None
+        want_md5 = MD5.get(it.rel) if convert is None else None  # a converted file need not be byte-identical
+        if want_md5:
+            got_md5 = _md5(got.path)
+            if got_md5 != want_md5:
+                return it, f"md5 mismatch (got {got_md5}, want {want_md5})", None
+            checked.append("md5")
+        record: dict[str, Any] = {
+            "source": source, "from": got.origin, "fetched_sha256": got.sha256, "fetched_bytes": got.bytes,
+            "pinned": checked, "attempts": got.attempts, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if got.resumed_at:
+            record["resumed_at"] = got.resumed_at
+        if it.unpack:
+            n, digest = unpack_cpsycoun(got.path, raw_dir / it.unpack)
+            if not n:
+                return it, "the archive holds no CPsyCounD/CPsyCounE files", None
+            record.update(unpacked_to=it.unpack, files=n, files_sha256=digest)
+        elif convert is not None:
+            data = convert(got.path.read_bytes())
+            _write_bytes(raw_dir / it.rel, data)
+            record.update(converted=True, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+        else:
+            target = raw_dir / it.rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(got.path), target)
+            record.update(sha256=got.sha256, bytes=got.bytes)
+        return it, "", record
+    except DataError as e:
+        return it, str(e), None
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _record(raw_dir: Path, records: dict[str, dict[str, Any]], route: Route) -> None:
+    import json
+
+    path = raw_dir / MANIFEST
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = {}
+    files = old.get("files") if isinstance(old.get("files"), dict) else {}
+    files.update(records)
+    atomic_write_json(path, {
+        "about": "files fetched by `make download`: origin (URL, or hub repository, revision and resolved commit), "
+                 "sha256 of the fetched bytes and of the file in this folder, and which pinned checksums were checked",
+        "last_run": {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "base_url": route.base_url,
+                     "hf_endpoint": route.endpoint, "modelscope": route.modelscope},
+        "files": dict(sorted(files.items())),
+    })
+
+
 def download(raw_dir: Path, sources: list[str] | None = None, base_url: str | None = None,
              force: bool = False, workers: int = 8) -> list[str]:
     """Fetch the sources; returns the failures ("rel: reason"). Existing files are kept unless force."""
@@ -134,48 +309,38 @@ def download(raw_dir: Path, sources: list[str] | None = None, base_url: str | No
     unknown = [s for s in names if s not in plan]
     if unknown:
         raise DataError(f"unknown source(s) {unknown}; choose from {', '.join(plan)}")
-    items = [it for s in names for it in plan[s]]
-    todo = [it for it in items if force or not it.present(raw_dir)]
+    route = Route.current(base_url)
+    items = [(s, it) for s in names for it in plan[s]]
+    todo = [(s, it) for s, it in items if force or not it.present(raw_dir)]
     failures: list[str] = []
+    records: dict[str, dict[str, Any]] = {}
     missing_optional = 0
-
-    def one(it: Item) -> tuple[Item, str]:
-        if base_url:
-            url, convert = f"{base_url.rstrip('/')}/{urllib.parse.quote(it.rel)}", None
-        else:
-            url, convert = it.url, it.convert
-        try:
-            data = _fetch(url)
-        except urllib.error.HTTPError as e:
-            return it, f"HTTP {e.code}"
-        except (urllib.error.URLError, TimeoutError, OSError) as e:
-            return it, f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-        if convert is not None:
-            data = convert(data)
-        want = MD5.get(it.rel) if convert is None else None  # a converted file need not be byte-identical
-        if want and hashlib.md5(data).hexdigest() != want:
-            return it, f"md5 mismatch (got {hashlib.md5(data).hexdigest()}, want {want})"
-        if it.unpack:
-            try:
-                n = unpack_cpsycoun(data, raw_dir / it.unpack)
-            except DataError as e:
-                return it, str(e)
-            return it, "" if n else "the archive holds no CPsyCounD/CPsyCounE files"
-        _write_bytes(raw_dir / it.rel, data)
-        return it, ""
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for it, err in tqdm(pool.map(one, todo), total=len(todo), desc="download", unit="file"):
-            if not err:
-                continue
-            if it.optional and err == "HTTP 404":
-                missing_optional += 1
-            else:
-                failures.append(f"{it.rel}: {err}")
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    where = route.base_url or ("ModelScope where it hosts the data, else " if route.modelscope else "") + \
+        f"{route.endpoint} for hub files, GitHub for the rest"
+    if todo:
+        print(f"download: {len(todo)} file(s) from {where}", flush=True)
+    with exclusive(raw_dir / ".download.lock", f"raw folder {raw_dir}"):
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(lambda pair: _one(pair[1], pair[0], raw_dir, route), todo)
+            for it, err, record in tqdm(results, total=len(todo), desc="download", unit="file"):
+                if record is not None:
+                    records[it.rel] = record
+                if not err:
+                    continue
+                if it.optional and err == "HTTP 404":
+                    missing_optional += 1
+                else:
+                    failures.append(f"{it.rel}: {err}")
+        if records:
+            _record(raw_dir, records, route)
+        staging = raw_dir / STAGING
+        if staging.is_dir() and not any(p.is_file() for p in staging.rglob("*")):
+            shutil.rmtree(staging, ignore_errors=True)  # nothing left to resume
     done = len(todo) - len(failures) - missing_optional
     print(f"download: {done} fetched, {len(items) - len(todo)} already present, "
           + (f"{missing_optional} optional files absent upstream (404), " if missing_optional else "")
-          + f"{len(failures)} failed -> {raw_dir}")
+          + f"{len(failures)} failed -> {raw_dir}" + (f" (sha256 of each in {raw_dir / MANIFEST})" if records else ""))
     for f in failures[:20]:
         print(f"  FAILED {f}", file=sys.stderr)
     if len(failures) > 20:

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "psyfactory.commands.data",
     "psyfactory.commands.eval",
     "psyfactory.commands.gguf",
+    "psyfactory.commands.export",
     "psyfactory.commands.slurm",
     "psyfactory.commands.recipes",
 ]

@@ -109,6 +109,11 @@ def _reference(entry: dict[str, Any], bases: list[dict[str, Any]]) -> tuple[dict
     return (ok[0], True) if ok else (None, False)
 
 
+# what a model card (psyfactory.release) reports as well: the base to compare with, and the paired tests
+reference_for = _reference
+paired_tests = _paired
+
+
 def compare(root: Path | None = None, runs: list[str] | None = None, out_dir: Path | None = None) -> tuple[Path, Path]:
     """Write compare.md and compare.csv under the runs root (or `out_dir`); returns their paths."""
     root = root or paths.runs_root()

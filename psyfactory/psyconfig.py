@@ -83,6 +83,14 @@ class PsyConfig(BaseModel):
         None, gt=0, json_schema_extra=_layer("model"),
         description="Parameters in billions. Preflight checks that the weights (2 bytes each, 0.5 with "
                     "4-bit QLoRA) fit the hardware's `gpu_memory_gb` before a job is started.")
+    modelscope_id: str | None = Field(
+        None, json_schema_extra=_layer("model"),
+        description="The same weights' id on ModelScope (e.g. `LLM-Research/Meta-Llama-3.1-8B-Instruct`), used by "
+                    "`make stage` with USE_MODELSCOPE_HUB=1; unset: the hub id is tried on ModelScope.")
+    licence: str | None = Field(
+        None, json_schema_extra=_layer("model"),
+        description="Licence of the base weights as the model card states it (e.g. `apache-2.0`, `llama3.1`); "
+                    "`make export` writes it into the exported model card.")
     # -- hardware layer
     gpu_memory_gb: float | None = Field(
         None, gt=0, json_schema_extra=_layer("hardware"),

@@ -40,7 +40,7 @@ class RecipeSpec(BaseModel):
     evals: list[str] = Field(default_factory=list,
                              description="eval tasks, each evaluated tuned and base (default: the training task)")
     gguf: str | None = Field(None, description="quantization of the final GGUF export (e.g. Q4_K_M); none: no export")
-    seed: str | None = Field(None, description="the seed document it reproduces (file name in ../shared/seeds/)")
+    seed: str | None = Field(None, description="the seed document it reproduces (its file name; the facts: configs/recipes/seeds/<recipe>.yaml)")
 
     @model_validator(mode="after")
     def _check(self) -> RecipeSpec:

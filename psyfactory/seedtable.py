@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from psyfactory.core.errors import ConfigError, format_validation_error
 from psyfactory.recipes import Recipe, list_recipes, load_recipe, recipe_dir
 
-SEEDS_URL = "../shared/seeds"  # where the seed documents live, relative to the checkout
 _PIPE = re.compile(r"(?<!\\)\|")  # a table cell's own "|" (not yet escaped)
 
 
@@ -257,7 +256,8 @@ def recipe_section(recipe: str, hw: str = "a40", run_dir: Path | None = None) ->
     if facts is None:
         out += ["", "Reproduces no seed (no `configs/recipes/seeds/" + recipe + ".yaml`)."]
         return "\n".join(out) + "\n"
-    out += ["", f"Seed: `{SEEDS_URL}/{facts.source}` (beside the checkout). Recipe values composed for HW={hw} and read "
+    out += ["", f"Seed: `{facts.source}` (its settings and results as transcribed in `configs/recipes/seeds/{recipe}.yaml`). "
+                f"Recipe values composed for HW={hw} and read "
                 "back through LLaMA-Factory's parser (defaults included); the layer that sets each is in brackets.", ""]
     out.append(_table(["setting", "seed", f"recipe (HW={hw})", "how it compares"],
                       [row.cells() for row in setting_rows(recipe, hw)]))

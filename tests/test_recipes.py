@@ -40,7 +40,7 @@ def test_recipe_composes_passes_lf_parser_and_sets_only_departures(name):
     r = load_recipe(name)
     assert f"make reproduce RECIPE={name}" in r.header  # torchtune-style: the header gives the command
     if r.spec.seed:
-        assert f"../shared/seeds/{r.spec.seed}" in r.header
+        assert f"# Seed: {r.spec.seed}" in r.header and f"configs/recipes/seeds/{name}.yaml" in r.header
         if SEEDS_DIR.is_dir():
             assert (SEEDS_DIR / r.spec.seed).is_file()
     for hw in ("a40", "cpu"):

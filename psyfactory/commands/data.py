@@ -163,7 +163,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prep", help="raw sources -> data/<task>/{train,eval}.jsonl + dataset_info.json")
     p.add_argument("--task", action="append", help="task(s) whose YAML declares psy.data, or all (default: all)")
-    p.add_argument("--raw-dir", default="raw/", help="raw data folder laid out like ../shared/datasets (default raw/)")
+    p.add_argument("--raw-dir", default="raw/", help="raw data folder laid out as in docs/data.md, e.g. what `make download` fetched (default raw/)")
     p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR or the repo)")
     p.add_argument("--teacher", default=None,
                    help="student labeller: an OpenAI-compatible base URL, 'local' (the server `make teacher` runs, "
@@ -202,12 +202,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--dataset-dir", default=None)
     r.set_defaults(func=cmd_report)
 
-    d = subparsers.add_parser("download", help="fetch the public raw sources into --raw-dir")
-    d.add_argument("--raw-dir", default="raw/")
+    d = subparsers.add_parser("download", help="fetch the public raw sources into --raw-dir (hub files through "
+                                               "huggingface_hub: HF_ENDPOINT, USE_MODELSCOPE_HUB=1)")
+    d.add_argument("--raw-dir", default="raw/", help="where the raw files go (default raw/); their sha256 and origin "
+                                                     "are recorded in <raw-dir>/download_manifest.json")
     d.add_argument("--source", action="append", help="psydt, cpsycoun, psyqa, emotion, longemotion (default all)")
     d.add_argument("--task", action="append", help="the sources these tasks need (their psy.data.download)")
     d.add_argument("--base-url", default=None,
-                   help="mirror laid out like the raw dir (<base>/<folder>/<file>); default: upstream URLs")
+                   help="a mirror laid out like the raw dir (<base>/<folder>/<file>); default: the hub (HF_ENDPOINT "
+                        "or ModelScope) and GitHub at pinned revisions")
     d.add_argument("--force", action="store_true", help="re-download files that exist")
     d.set_defaults(func=cmd_download)
 

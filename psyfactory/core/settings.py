@@ -65,10 +65,18 @@ _ALL = [
     Setting("PSY_GGUF_VERBOSE", "1: show the converter's full log", "0", "gguf"),
     Setting("PSY_GGUF_CMAKE_ARGS", "CMake flags for compiling llama-cpp-python (scripts/setup_gguf.sh), e.g. "
             "-DGGML_CUDA=on", "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF", "gguf"),
+    # -- downloads (`make download`)
+    Setting("PSY_DOWNLOAD_RETRIES", "attempts per file after a failed or dropped connection (each resumes where "
+            "the last one stopped)", "5", "download"),
+    Setting("PSY_DOWNLOAD_TIMEOUT", "seconds without an answer before a download attempt counts as failed", "60",
+            "download"),
     # -- the field's own variables that we honour
-    Setting("HF_ENDPOINT", "Hugging Face mirror (e.g. https://hf-mirror.com) for `make stage` / downloads", "",
-            "hub"),
-    Setting("USE_MODELSCOPE_HUB", "1: download models from ModelScope (as LLaMA-Factory does)", "0", "hub"),
+    Setting("HF_ENDPOINT", "Hugging Face mirror (e.g. https://hf-mirror.com) for `make stage` (models) and "
+            "`make download` (hub-hosted data)", "", "hub"),
+    Setting("USE_MODELSCOPE_HUB", "1: `make stage` downloads models from ModelScope (`psy.modelscope_id`) and "
+            "`make download` takes the data ModelScope hosts from there (LLaMA-Factory's switch)", "0", "hub"),
+    Setting("HF_TOKEN", "Hugging Face token: gated models in `make stage`, `make export HUB_REPO=` pushes (read "
+            "from the environment only, never written anywhere)", "", "hub"),
     Setting("FORCE_TORCHRUN", "1: training launches torchrun even on one device", "0", "run"),
     Setting("NNODES", "nodes of a distributed training run (set by the Slurm training job)", "1", "run"),
     Setting("NODE_RANK", "this node's index in a distributed run; only node 0 writes the run's files", "0", "run"),
