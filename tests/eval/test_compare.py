@@ -71,3 +71,23 @@ def test_compare_notes_different_sample_sets(tmp_path) -> None:
 def test_compare_without_runs(tmp_path) -> None:
     with pytest.raises(EvalError, match="no evaluated runs"):
         compare(tmp_path)
+
+
+def test_a_sweep_is_mean_and_sd_per_grid_point_with_a_paired_test_by_seed(tmp_path) -> None:
+    """Runs recorded as sweep points (their manifests say so): mean ± sd over seeds per grid point, and a
+    paired t-test between grid points, paired by seed (scipy's ttest_rel on the per-seed values)."""
+    from scipy.stats import ttest_rel
+
+    accs = {"learning_rate=1e-4": [0.50, 0.54, 0.52], "learning_rate=2e-4": [0.60, 0.61, 0.66]}
+    for point, values in accs.items():
+        for seed, acc in enumerate(values, 1):
+            run = f"base/sweep-s/{point}/seed={seed}"
+            write_eval(tmp_path, run, "tuned", acc, [True])
+            (tmp_path / run / "manifest.json").write_text(json.dumps(
+                {"sweep": {"name": "s", "base": "base", "point": point, "seed": seed}}))
+    md = compare(tmp_path, ["base/sweep-s"])[0].read_text()
+    assert "## Sweep s of base · psychcounsel · tuned: mean ± sd over seeds" in md
+    assert "| learning_rate=1e-4 | 3 | 0.5200 ± 0.0200 |" in md and "| learning_rate=2e-4 | 3 | 0.6233 ± 0.0321 |" in md
+    p = ttest_rel(accs["learning_rate=2e-4"], accs["learning_rate=1e-4"]).pvalue
+    assert (f"| psychcounsel_bench.primary.accuracy | learning_rate=1e-4 | learning_rate=2e-4 | 3 | 0.1033 | "
+            f"{p:.4f} |") in md
