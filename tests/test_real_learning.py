@@ -7,7 +7,8 @@ Margins (measured on this repo's CPU machine, 40 steps x 8 examples, lr 5e-4, fi
 base accuracy 0.13 / macro-F1 0.171, tuned 0.55 / 0.292, McNemar p < 1e-6. Asserted: accuracy
 +0.20 and macro-F1 +0.05, under half of the measured gains so that CPU numerics cannot flip them, and
 both above what an adapter that learned only the label prior gets (always "joy": macro-F1 0.079).
-Adds ~8 min to CI (training ~5 min of it)."""
+About 6-8 min of CPU (training ~5 min of it): its own lane, `make test-real`, which CI runs after
+`make test` (`make test-all`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from psyutil import cli
 from psyfactory import gguf
 from psyfactory.core.paths import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real]
 SHARED = REPO_ROOT.parent / "shared" / "datasets"
 RUN = "smollm2/emotion-learning"
 TRAIN = ["max_steps=40", "per_device_train_batch_size=8", "learning_rate=5e-4", "max_samples=2000",
