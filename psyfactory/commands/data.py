@@ -204,7 +204,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     d = subparsers.add_parser("download", help="fetch the public raw sources into --raw-dir")
     d.add_argument("--raw-dir", default="raw/")
-    d.add_argument("--source", action="append", help="psydt, cpsycoun, psyqa, emotion, longemotion (default all)")
+    d.add_argument("--source", action="append", help="psydt, cpsycoun, psyqa, emotion, longemotion, sos1k (default all)")
     d.add_argument("--task", action="append", help="the sources these tasks need (their psy.data.download)")
     d.add_argument("--base-url", default=None,
                    help="mirror laid out like the raw dir (<base>/<folder>/<file>); default: upstream URLs")
