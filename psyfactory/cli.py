@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "psyfactory.commands.gguf",
     "psyfactory.commands.slurm",
     "psyfactory.commands.recipes",
+    "psyfactory.commands.crisis",
 ]
 
 
