@@ -391,7 +391,7 @@ class JsonLabelsPlugin(EvalPlugin):
 
     def paired(self, items: list[dict[str, Any]]) -> dict[str, dict[str, bool]] | None:
         fields = sorted({f for it in items for f in it.get("correct", {})})
-        return {f: {it["id"]: bool(it["correct"][f]) for it in items} for f in fields} or None
+        return {f: {it["id"]: bool(it["correct"][f]) for it in items if f in it["correct"]} for f in fields} or None
 
     def run(self, ctx: EvalContext) -> PluginResult:
         assert ctx.predictions is not None

@@ -98,8 +98,8 @@ def sos1k_units(raw_dir: Path, lex: Lexicon) -> tuple[list[Unit], dict[str, Any]
     comments, info = sos1k_comments(raw_dir)
     units = []
     for c in comments:
-        text = normalize(lex.readable_text(c.text))
-        crisis, veto = _lexicon_flags(lex, text)
+        crisis, veto = _lexicon_flags(lex, c.text)
+        text = normalize(lex.detector_text(c.text))
         units.append(Unit(text, c.high, c.fold, lexicon=crisis, veto=veto))
     return units, info
 
@@ -139,7 +139,7 @@ def cpsycound_units(raw_dir: Path, lex: Lexicon, max_chars: int) -> tuple[list[U
     units, seen = [], set()
     for n, turns in clean:
         for t in turns:
-            for u in turn_units(lex.readable_text(t), max_chars):
+            for u in turn_units(lex.detector_text(t), max_chars):
                 if u not in seen:  # 好的。 in many dialogues: once (a copy in another fold would leak)
                     seen.add(u)
                     units.append(Unit(u, False, fold_of_case(n), extra=True))

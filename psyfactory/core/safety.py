@@ -16,8 +16,9 @@ The net fires when the lexicon finds the writer's crisis language OR the detecto
 (psyfactory.core.detector) scores a chunk of the text at or above its threshold. The lexicon's
 rulings stand for the detector too: a chunk whose crisis words the lexicon found and ruled out
 (negated, a figure of speech, about someone else) and where it found none of the writer's own is not
-scored by the detector. A net that names a detector which is not trained is the lexicon alone, and
-says so (:meth:`SafetyNet.describe`).
+scored by the detector, and the lexicon's figures of speech, accidents and benign contexts (累死了,
+不小心…, 预防自杀) are blanked out of what the detector reads. A net that names a detector which is not
+trained is the lexicon alone, and says so (:meth:`SafetyNet.describe`).
 
 Each hit has a status: ``crisis`` (the writer's own crisis language: it counts), ``negated`` (我从没
 想过自杀, I would never kill myself), ``excluded`` (a figure of speech, an accident or a benign
@@ -189,6 +190,21 @@ class Lexicon:
             lang: Literal["zh", "en"] = "zh" if _CJK.search(phrase) else "en"
             hits.append(self._judge(text, Hit(cls, phrase, start, end, lang), excluded))
         return hits
+
+    def not_crisis_spans(self, readable: str) -> list[tuple[int, int]]:
+        """(start, end) of every `not_crisis` match (figures of speech, accidents, benign contexts) in a
+        readable text: what the learned detector does not read."""
+        return sorted((m.start(), m.end()) for _, rx in self._not_crisis for m in rx.finditer(readable) if m.end() > m.start())
+
+    def detector_text(self, text: str, blank: str = "\x00") -> str:
+        """The readable text with its `not_crisis` matches blanked out (each character replaced by `blank`,
+        which the detector drops): what the learned detector reads, at training and at inference; the
+        positions still match the lexicon's hits."""
+        readable = self.readable_text(text)
+        chars = list(readable)
+        for start, end in self.not_crisis_spans(readable):
+            chars[start:end] = blank * (end - start)
+        return "".join(chars)
 
     def _judge(self, text: str, hit: Hit, excluded: list[tuple[str, re.Match[str]]]) -> Hit:
         for name, m in excluded:
@@ -439,7 +455,7 @@ class SafetyNet:
         hit = min(crisis, key=lambda h: self.lexicon.severity.index(h.cls)) if crisis else None
         det = None
         if self.detector is not None:
-            det = self.detector.assess(self.lexicon.readable_text(text), veto=_veto(hits))
+            det = self.detector.assess(self.lexicon.detector_text(text), veto=_veto(hits))
         model = None if labels is None else labels.get(self.field)
         found = hit.cls if hit is not None else det.cls if det is not None and det.fired else None
         raise_ = found is not None and (model is None or model == self.none_value)

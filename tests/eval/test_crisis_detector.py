@@ -165,11 +165,11 @@ def test_on_the_real_folds_the_net_reaches_the_recall_target(cache):
         pytest.skip(f"SOS-1K / CPsyCoun not found under {SHARED}")
     det, _ = crisis.train_detector(SHARED, quiet=True)
     cv = det.info["cv"]
-    assert det.info["units"] == {"positives": 482, "negatives": 517, "extra_negatives": cv and det.info["units"]["extra_negatives"]}
+    assert det.info["units"] == {"positives": 482, "negatives": 517, "extra_negatives": 25044}
     assert cv["net_recall"] >= 0.95  # out of fold, the threshold chosen on these scores
     assert cv["detector_raise_rate_extra"] < 0.01  # CPsyCounD turns without crisis language
     net = SafetyNet(load_lexicon(), "risk_flag", detector=det, detector_name=NAME)
     comments, _ = crisis.sos1k_comments(SHARED)
     found = [net.decide(None, c.text) for c in comments if c.high]
     assert all(d.detector.out_of_fold for d in found if d.detector.score is not None)
-    assert sum(d.found is not None for d in found) / len(found) == pytest.approx(cv["net_recall"], abs=0.003)
+    assert sum(d.found is not None for d in found) / len(found) == pytest.approx(cv["net_recall"], abs=1e-9)
