@@ -70,6 +70,25 @@ def test_training_caches_by_data_and_retrains_when_the_data_change(cache, tmp_pa
     assert fresh
 
 
+def test_make_crisis_detector_trains_once_then_says_up_to_date(cache):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PSY_DETECTOR_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+
+    def make() -> subprocess.CompletedProcess:
+        return subprocess.run(["make", "--no-print-directory", "crisis-detector", f"RAW_DIR={SAMPLES}"], cwd=REPO_ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    first = make()
+    assert first.returncode == 0, first.stderr
+    assert "7 high-risk and 9 low-risk SOS-1K comments" in first.stdout and "threshold" in first.stdout
+    path = detmod.current_file(NAME)
+    assert path is not None and path.parent == cache / NAME and str(path) in first.stdout
+    second = make()
+    assert second.returncode == 0 and "up to date" in second.stdout and detmod.current_file(NAME) == path
+
+
 def test_training_needs_both_sources(cache, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(SAMPLES / "SOS-1K", raw / "SOS-1K")
