@@ -9,8 +9,9 @@ Training data of `sos1k-charngram` (psyfactory.core.detector.DETECTORS):
 * extra negatives: CPsyCounD client turns, and each of their sentences, from dialogues without crisis
   language (no client turn holds a lexicon hit of any status or a word of :data:`CRISIS_WORDS`). SOS-1K
   is all posts from a suicide "tree hole": its low-risk comments talk about death too, so a model that
-  saw only them takes any ordinary Chinese text for high risk (on CPsyCounD turns: 82-97% false raises,
-  benchmarks/crisis_net_bench.py). Dialogues are spread over the five folds by case number.
+  saw only them takes any ordinary Chinese text for high risk (`benchmarks/crisis_net_bench.py --set
+  extra_weight=0`: 99.9% of the held-out CPsyCounD turns raised). Dialogues are spread over the five
+  folds by case number.
 
 The cache key is the sha256 of the training units (texts, labels, folds), the detector's spec and the
 lexicon's sha256: `make crisis-detector` retrains when any of them changes, and else says it is up to date.
