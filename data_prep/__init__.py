@@ -37,6 +37,7 @@ PARSERS: dict[str, str] = {
     "es_summary": "data_prep.es_summary",
     "psydt": "data_prep.psydt",
     "psyqa": "data_prep.psyqa",
+    "sos1k": "data_prep.sos1k",
     "student": "data_prep.student",
 }
 

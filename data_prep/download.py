@@ -53,11 +53,24 @@ PSYDT_REVISION = "main"
 EMOTION_REPO = "dair-ai/emotion"
 EMOTION_REVISION = "cab853a1dbdf4c42c2b3ef2173804746df8825fe"  # the "split" config as parquet
 EMOTION_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
+SOS1K_COMMIT = "1322c3b09bb9cc283eb840fe3b27a03d775894f4"  # HongzhiQ/FineGrainedSuicideDetection (SOS-1K)
+SOS1K = f"https://raw.githubusercontent.com/HongzhiQ/FineGrainedSuicideDetection/{SOS1K_COMMIT}/suicideDataProcessing/data"
 MD5 = {  # known checksums of upstream files in their raw-folder form (also checked when fetched from --base-url)
     "emotion/train.txt": "501eca548aa1ef8d5dbd85662c709831",
     "emotion/val.txt": "0d565de2de8459abcfa3502a28cd6a5b",
     "emotion/test.txt": "b476a784c7f7dbcf4b47881f1240c1b1",
     "LongEmotion/Emotion_Summary_origin.jsonl": "a3c0758f6f15c7691f835ce84ccf7a07",  # GitHub data/ @ 7149110
+    # SOS-1K's five cross-validation folds @ 1322c3b (its test split is not fetched)
+    "SOS-1K/fold1.tsv": "8eab768476cbe3cb56aaa818d45261d2",
+    "SOS-1K/fold2.tsv": "ef7f595bdc151a8ab532e7eb907a6344",
+    "SOS-1K/fold3.tsv": "d3006c0b9e942245ccc77612d2963f5b",
+    "SOS-1K/fold4.tsv": "b443cefc3891f8b1fc581720a3c2708a",
+    "SOS-1K/fold5.tsv": "d648ea881c33c1ae76c204bce478033e",
+    "SOS-1K/fold1_twoClass.tsv": "d61091c82629185e8ed3b84c91676069",
+    "SOS-1K/fold2_twoClass.tsv": "23fec0a7454dc78700f8457a724776ab",
+    "SOS-1K/fold3_twoClass.tsv": "681f18d81c81fa076abc0c593b31a274",
+    "SOS-1K/fold4_twoClass.tsv": "4b956080964a96a2bebb991c0d17ddee",
+    "SOS-1K/fold5_twoClass.tsv": "25a431efe3898008964f6d01d6264cd3",
 }
 PSYQA_AGREEMENT = (
     "PsyQA full data (~22K questions) is available only under the PsyQA user agreement "
@@ -171,6 +184,8 @@ def manifest() -> dict[str, list[Item]]:
                          hub=Hub(EMOTION_REPO, f"split/{hf}-00000-of-00001.parquet", EMOTION_REVISION))
                     for s, hf in (("train", "train"), ("val", "validation"), ("test", "test"))],
         "longemotion": [Item("LongEmotion/Emotion_Summary_origin.jsonl", f"{LONGEMOTION}/Emotion_Summary_origin.jsonl")],
+        "sos1k": [Item(f"SOS-1K/fold{k}{suffix}.tsv", f"{SOS1K}/{folder}/fold{k}{suffix}.tsv")
+                  for k in range(1, 6) for folder, suffix in (("fine-grained", ""), ("binary", "_twoClass"))],
     }
 
 

@@ -44,12 +44,14 @@ Message = dict[str, str]
 class Sample:
     """One eval example: the prompt conversation (ending on a user turn) and the reference answer.
     ``text`` is the text under assessment when the prompt wraps it in an instruction (an alpaca
-    ``input``); None: the user turns are that text (:meth:`input_text`)."""
+    ``input``); None: the user turns are that text (:meth:`input_text`). ``meta``: the eval record's
+    `meta` object as it is (e.g. a level and a fold), for plugins that break their figures down by it."""
 
     id: str
     messages: list[Message]
     reference: str
     text: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def input_text(self) -> str:
         from psyfactory.core.safety import net_text

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "psyfactory.commands.export",
     "psyfactory.commands.slurm",
     "psyfactory.commands.recipes",
+    "psyfactory.commands.crisis",
 ]
 
 

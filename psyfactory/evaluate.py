@@ -49,7 +49,8 @@ def load_samples(dataset: str, limit: int | None = None) -> list[Sample]:
 
     sharegpt/OpenAI-tag entries: the prompt is every message before the last assistant message,
     which is the reference. alpaca entries: ``instruction`` + ``input`` (joined by a newline) as the
-    user turn, optional ``system``, reference ``output``.
+    user turn, optional ``system``, reference ``output``. A record's ``meta`` object (extra facts for the
+    analysis, such as a level or a fold; never shown to the model) is carried to ``Sample.meta``.
     """
     from psyfactory.datasets import entry as dataset_entry
 
@@ -63,6 +64,10 @@ def load_samples(dataset: str, limit: int | None = None) -> list[Sample]:
         where = f"{path}: line {n}"
         if not isinstance(rec, dict):
             raise EvalError(f"{where}: a record is a JSON object")
+        meta = rec.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise EvalError(f"{where}: field 'meta' must be a JSON object (facts for the analysis), not "
+                            f"{type(meta).__name__}")
         if entry.get("formatting", "alpaca") != "alpaca":
             tags = entry.get("tags", {})
             role, content = tags.get("role_tag", "from"), tags.get("content_tag", "value")
@@ -76,7 +81,7 @@ def load_samples(dataset: str, limit: int | None = None) -> list[Sample]:
                 msgs.insert(0, {"role": "system", "content": rec[cols["system"]]})
             if msgs[-1]["role"] != "assistant" or len(msgs) < 2:
                 raise EvalError(f"{where}: the last message must be the assistant's reference reply")
-            samples.append(Sample(str(rec.get("id", n)), msgs[:-1], msgs[-1]["content"]))
+            samples.append(Sample(str(rec.get("id", n)), msgs[:-1], msgs[-1]["content"], meta=meta))
         else:
             prompt = rec.get(cols.get("prompt", "instruction"))
             query = rec.get(cols.get("query", "input")) or ""
@@ -87,7 +92,7 @@ def load_samples(dataset: str, limit: int | None = None) -> list[Sample]:
             system = rec.get(cols.get("system", "system"))
             msgs = [{"role": "system", "content": system}] if system else []
             msgs.append({"role": "user", "content": f"{prompt}\n{query}" if query else prompt})
-            samples.append(Sample(str(rec.get("id", n)), msgs, ref, text=query or prompt))
+            samples.append(Sample(str(rec.get("id", n)), msgs, ref, text=query or prompt, meta=meta))
     return samples
 
 

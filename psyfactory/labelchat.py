@@ -1,10 +1,11 @@
 """`make chat` (LLaMA-Factory's ChatModel, any task) and, for label tasks, the crisis safety net on each
 answer (`make chat`, `make chat-gguf`).
 
-The net (psyfactory.core.safety) reads the user's message: explicit crisis language of the writer
-raises the answer's safety field from its no-risk value, never lowers it. A valid answer is shown
-with only that field changed; an invalid one is shown as the model wrote it. Either way a
-`[safety net]` line says what the net did, and reports about someone else are mentioned, not raised.
+The net (psyfactory.core.safety) reads the user's message: explicit crisis language of the writer (the
+lexicon) or a detector score over its threshold (the learned detector, when trained) raises the answer's
+safety field from its no-risk value, never lowers it. A valid answer is shown with only that field
+changed; an invalid one is shown as the model wrote it. Either way a `[safety net]` line says what the
+net did and which part fired, and reports about someone else are mentioned, not raised.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def chat_lf(cfg: dict[str, Any], net: SafetyNet | None = None, schema: LabelSche
     limit = _context(model)
     budget = int(cfg.get("max_new_tokens") or 512)
     if net is not None:
-        print(f"[psyfactory] label task: each message is assessed on its own; crisis safety net "
-              f"{net.lexicon.path.name} on {net.field}.", flush=True)
+        print(f"[psyfactory] label task: each message is assessed on its own; crisis safety net on {net.field}: "
+              f"{net.describe()}.", flush=True)
     print("[psyfactory] `exit` or an empty line quits, `clear` forgets the conversation.", flush=True)
     history: list[dict[str, str]] = []
     while True:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from psyutil import psy, write_psydt_like
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# No trained crisis detector unless a test trains one (into a folder of its own): the crisis net of the student
+# task is then the lexicon alone, whatever `make crisis-detector` left in the user's cache.
+os.environ["PSY_DETECTOR_DIR"] = str(Path(tempfile.gettempdir()) / f"psy-test-no-detectors-{os.getpid()}")
 
 
 @pytest.fixture(scope="session")

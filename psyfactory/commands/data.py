@@ -206,7 +206,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "huggingface_hub: HF_ENDPOINT, USE_MODELSCOPE_HUB=1)")
     d.add_argument("--raw-dir", default="raw/", help="where the raw files go (default raw/); their sha256 and origin "
                                                      "are recorded in <raw-dir>/download_manifest.json")
-    d.add_argument("--source", action="append", help="psydt, cpsycoun, psyqa, emotion, longemotion (default all)")
+    d.add_argument("--source", action="append", help="psydt, cpsycoun, psyqa, emotion, longemotion, sos1k (default all)")
     d.add_argument("--task", action="append", help="the sources these tasks need (their psy.data.download)")
     d.add_argument("--base-url", default=None,
                    help="a mirror laid out like the raw dir (<base>/<folder>/<file>); default: the hub (HF_ENDPOINT "

@@ -53,7 +53,7 @@ def cmd_chat_gguf(args: argparse.Namespace) -> int:
     messages = iter(args.message) if args.message else None
     print(f"[chat-gguf] {model_path}{' + ' + str(lora) if lora else ''}"
           f"{' (JSON-schema constrained)' if schema else ''}"
-          f"{f'; crisis safety net {net.lexicon.path.name} on {net.field}' if net else ''}; empty line or Ctrl-D quits",
+          f"{f'; crisis safety net on {net.field}: {net.describe()}' if net else ''}; empty line or Ctrl-D quits",
           file=sys.stderr)
     while True:
         if messages is not None:

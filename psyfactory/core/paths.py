@@ -48,6 +48,11 @@ def cache_dir() -> Path:
     return _env_path("PSY_CACHE_DIR", Path.home() / ".cache" / "psyfactory")
 
 
+def detector_dir() -> Path:
+    """Trained crisis detectors (`make crisis-detector`): `$PSY_DETECTOR_DIR` or `<cache>/crisis_detectors`."""
+    return _env_path("PSY_DETECTOR_DIR", cache_dir() / "crisis_detectors")
+
+
 def local_teacher_file() -> Path:
     """Written by `make teacher` while it serves: {base_url, model, gguf, pid}; read by TEACHER=local."""
     return cache_dir() / "teacher" / "local.json"

@@ -1,14 +1,24 @@
-"""Crisis safety net: a curated crisis lexicon matched against the INPUT of a label task.
+"""Crisis safety net: a curated crisis lexicon, and optionally a learned detector beside it, matched
+against the INPUT of a label task.
 
 The lexicon is data (`evaluation/safety/crisis_lexicon.yaml`, its header documents the rules); this
 module loads it and matches it. One matcher serves data prep (`data_prep/lexicon.py` raises the
-teacher's risk_flag) and inference (the `json_labels` eval plugin, `make chat`, `make chat-gguf`).
+teacher's risk_flag) and inference (the `json_labels` eval plugin, `make chat`, `make chat-gguf`,
+`make ask`, `make crisis-check`).
 
     lex = load_lexicon()                       # the default file, cached
     lex.scan("我同学说他想自杀。我不想活了")      # every hit with its status
     lex.detect("我不想活了")                     # ("suicidal", Hit) or ("none", None)
-    net = SafetyNet(lex, "risk_flag")
+    net = SafetyNet(lex, "risk_flag", detector=load_detector("sos1k-charngram"), detector_name="sos1k-charngram")
     decision = net.decide(model_labels, input_text)   # may raise "none" to a class, never lowers
+
+The net fires when the lexicon finds the writer's crisis language OR the detector
+(psyfactory.core.detector) scores a chunk of the text at or above its threshold. The lexicon's
+rulings stand for the detector too: a chunk whose crisis words the lexicon found and ruled out
+(negated, a figure of speech, about someone else) and where it found none of the writer's own is not
+scored by the detector, and the lexicon's figures of speech, accidents and benign contexts (累死了,
+不小心…, 预防自杀) are blanked out of what the detector reads. A net that names a detector which is not
+trained is the lexicon alone, and says so (:meth:`SafetyNet.describe`).
 
 Each hit has a status: ``crisis`` (the writer's own crisis language: it counts), ``negated`` (我从没
 想过自杀, I would never kill myself), ``excluded`` (a figure of speech, an accident or a benign
@@ -23,13 +33,16 @@ import re
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from psyfactory.core.errors import ConfigError, format_validation_error
 from psyfactory.core.paths import EVALUATION_DIR, repo_path
+
+if TYPE_CHECKING:
+    from psyfactory.core.detector import Detector, DetectorResult
 
 DEFAULT_LEXICON = EVALUATION_DIR / "safety" / "crisis_lexicon.yaml"
 Status = Literal["crisis", "negated", "excluded", "report"]
@@ -178,6 +191,21 @@ class Lexicon:
             hits.append(self._judge(text, Hit(cls, phrase, start, end, lang), excluded))
         return hits
 
+    def not_crisis_spans(self, readable: str) -> list[tuple[int, int]]:
+        """(start, end) of every `not_crisis` match (figures of speech, accidents, benign contexts) in a
+        readable text: what the learned detector does not read."""
+        return sorted((m.start(), m.end()) for _, rx in self._not_crisis for m in rx.finditer(readable) if m.end() > m.start())
+
+    def detector_text(self, text: str, blank: str = "\x00") -> str:
+        """The readable text with its `not_crisis` matches blanked out (each character replaced by `blank`,
+        which the detector drops): what the learned detector reads, at training and at inference; the
+        positions still match the lexicon's hits."""
+        readable = self.readable_text(text)
+        chars = list(readable)
+        for start, end in self.not_crisis_spans(readable):
+            chars[start:end] = blank * (end - start)
+        return "".join(chars)
+
     def _judge(self, text: str, hit: Hit, excluded: list[tuple[str, re.Match[str]]]) -> Hit:
         for name, m in excluded:
             if m.start() < hit.end and hit.start < m.end():
@@ -324,7 +352,9 @@ def load_lexicon(path: str | Path = DEFAULT_LEXICON) -> Lexicon:
 @dataclass(frozen=True)
 class NetDecision:
     """What the net did to one answer. ``model`` is the model's value of the field (None: the answer
-    was not a valid label object); ``value`` the final one; ``raised`` whether the net changed it."""
+    was not a valid label object); ``value`` the final one; ``raised`` whether the net changed it;
+    ``hit`` the lexicon's most severe hit of the writer's crisis language, ``detector`` what the
+    detector said (None: the net has no trained detector)."""
 
     field: str
     model: Any
@@ -332,17 +362,42 @@ class NetDecision:
     raised: bool
     hit: Hit | None  # the writer's most severe crisis hit (None: no crisis language)
     hits: list[Hit]
+    detector: DetectorResult | None = None
+
+    @property
+    def fired(self) -> list[str]:
+        """The parts of the net that found crisis: "lexicon", "detector", both or none."""
+        return [*(["lexicon"] if self.hit is not None else []),
+                *(["detector"] if self.detector is not None and self.detector.fired else [])]
+
+    @property
+    def found(self) -> str | None:
+        """The class the net alone gives the text (the lexicon's when it fired, else the detector's), or None."""
+        if self.hit is not None:
+            return self.hit.cls
+        return self.detector.cls if self.detector is not None and self.detector.fired else None
 
     def record(self) -> dict[str, Any]:
-        """The per-item / chat record: what was found and what it did."""
+        """The per-item / chat record: what was found, by which part, and what it did."""
         out: dict[str, Any] = {"raised": self.raised, "field": self.field, "model": self.model, "value": self.value,
-                               "class": self.hit.cls if self.hit else None,
+                               "class": self.found, "fired": self.fired,
                                "phrase": self.hit.phrase if self.hit else None}
+        if self.detector is not None:
+            out["detector"] = self.detector.record()
         for status in ("report", "negated", "excluded"):
             found = [h.brief() for h in self.hits if h.status == status]
             if found:
                 out[{"report": "reports", "negated": "negated", "excluded": "excluded"}[status]] = found
         return out
+
+    def why(self) -> str:
+        """What fired, in words: the lexicon's phrase and/or the detector's score and n-grams."""
+        parts = []
+        if self.hit is not None:
+            parts.append(f"'{self.hit.phrase}' in the input (lexicon)")
+        if self.detector is not None and self.detector.fired:
+            parts.append(self.detector.describe())
+        return " and ".join(parts)
 
     def note(self) -> str | None:
         """One line for a chat transcript, or None when there is nothing to say."""
@@ -350,11 +405,11 @@ class NetDecision:
         if self.raised:
             src = ("the answer is not a valid label object, so this value comes from the net alone"
                    if self.model is None else f"the model said {self.model!r}")
-            parts.append(f"{self.field} raised to {self.value!r} by the crisis safety net: "
-                         f"'{self.hit.phrase}' in the input ({src})")  # type: ignore[union-attr]
-        elif self.hit is not None:
-            parts.append(f"crisis language in the input ('{self.hit.phrase}', {self.hit.cls}); "
-                         f"the model's {self.field} {self.model!r} stands")
+            parts.append(f"{self.field} raised to {self.value!r} by the crisis safety net: {self.why()} ({src})")
+        elif self.found is not None:
+            what = (f"crisis language in the input ('{self.hit.phrase}', {self.hit.cls})" if self.hit is not None
+                    else f"crisis in the input by the {self.why()}")
+            parts.append(f"{what}; the model's {self.field} {self.model!r} stands")
         reports = [h for h in self.hits if h.status == "report"]
         if reports:
             parts.append("about someone else (not raised): " + ", ".join(f"'{h.phrase}' ({h.cls})" for h in reports))
@@ -363,30 +418,48 @@ class NetDecision:
 
 @dataclass(frozen=True)
 class SafetyNet:
-    """The lexicon applied to one categorical field of a label schema (student: risk_flag). It raises
-    the field from ``none_value`` (or from an invalid answer) to the class found in the input; it
-    never changes any other value."""
+    """The lexicon (and a detector, when one is named and trained) applied to one categorical field of
+    a label schema (student: risk_flag). It raises the field from ``none_value`` (or from an invalid
+    answer) to the class found in the input; it never changes any other value."""
 
     lexicon: Lexicon
     field: str
     none_value: str = "none"
+    detector: Detector | None = None
+    detector_name: str | None = None  # the detector the net names (None: the lexicon alone by design)
 
     def check(self, allowed: list[Any], where: str) -> None:
-        """The field's enum must hold the no-risk value and every lexicon class."""
-        missing = [c for c in [self.none_value, *self.lexicon.classes] if c not in allowed]
+        """The field's enum must hold the no-risk value, every lexicon class and the detector's class."""
+        raises = [*self.lexicon.classes, *([self.detector.spec.cls] if self.detector is not None else [])]
+        missing = [c for c in dict.fromkeys([self.none_value, *raises]) if c not in allowed]
         if missing:
-            raise ConfigError(f"{where}: the crisis lexicon {self.lexicon.path.name} raises {self.field} to "
-                              f"{', '.join(map(repr, missing))}, which the schema does not allow "
+            raise ConfigError(f"{where}: the crisis net ({self.lexicon.path.name}"
+                              f"{f' + {self.detector.name}' if self.detector is not None else ''}) raises "
+                              f"{self.field} to {', '.join(map(repr, missing))}, which the schema does not allow "
                               f"({', '.join(map(repr, allowed))})")
+
+    def describe(self) -> str:
+        """The net in one line: its lexicon and its detector, or why it has none."""
+        lex = f"lexicon {self.lexicon.path.name} (sha256 {self.lexicon.sha256[:12]})"
+        if self.detector is not None:
+            return f"{lex} OR {self.detector.summary()}"
+        if self.detector_name:
+            return (f"{lex} alone: detector {self.detector_name} is not trained "
+                    "(`make crisis-detector` trains it from RAW_DIR)")
+        return f"{lex} alone"
 
     def decide(self, labels: dict[str, Any] | None, text: str) -> NetDecision:
         """``labels``: the model's valid label object, or None for an invalid answer."""
         hits = self.lexicon.scan(text)
         crisis = [h for h in hits if h.status == "crisis"]
         hit = min(crisis, key=lambda h: self.lexicon.severity.index(h.cls)) if crisis else None
+        det = None
+        if self.detector is not None:
+            det = self.detector.assess(self.lexicon.detector_text(text), veto=_veto(hits))
         model = None if labels is None else labels.get(self.field)
-        raise_ = hit is not None and (model is None or model == self.none_value)
-        return NetDecision(self.field, model, hit.cls if raise_ and hit else model, raise_, hit, hits)
+        found = hit.cls if hit is not None else det.cls if det is not None and det.fired else None
+        raise_ = found is not None and (model is None or model == self.none_value)
+        return NetDecision(self.field, model, found if raise_ else model, raise_, hit, hits, det)
 
     def apply(self, labels: dict[str, Any] | None, text: str) -> tuple[dict[str, Any] | None, NetDecision]:
         """(labels with the field raised when the net fires, the decision); an invalid answer stays None."""
@@ -394,6 +467,19 @@ class SafetyNet:
         if d.raised and labels is not None:
             return {**labels, self.field: d.value}, d
         return labels, d
+
+
+def _veto(hits: list[Hit]) -> Any:
+    """veto(start, end) for the detector: why a chunk is not scored (the lexicon found crisis words in it
+    and ruled every one of them out), or ""."""
+
+    def veto(start: int, end: int) -> str:
+        inside = [h for h in hits if start <= h.start < end]
+        if not inside or any(h.status == "crisis" for h in inside):
+            return ""
+        return "; ".join(f"'{h.phrase}' {h.status}" for h in inside)
+
+    return veto
 
 
 def net_text(messages: list[dict[str, str]]) -> str:

@@ -28,8 +28,11 @@ _ALL = [
     Setting("PSY_DATASET_DIR", "folder of `dataset_info.json`; data files are `data/<task>/<split>.jsonl` below it",
             "<repo>"),
     Setting("PSY_RAW_DIR", "original dataset files (`{raw_dir}` in task and benchmark paths)", "<repo>/raw"),
-    Setting("PSY_CACHE_DIR", "built models (tiny, smollm2-135m), compiled wheels, the local teacher's state",
+    Setting("PSY_CACHE_DIR", "built models (tiny, smollm2-135m), compiled wheels, the local teacher's state, trained "
+            "crisis detectors",
             "~/.cache/psyfactory"),
+    Setting("PSY_DETECTOR_DIR", "trained crisis detectors (`make crisis-detector`; the crisis net's learned part), "
+            "e.g. one folder a lab shares", "<cache>/crisis_detectors"),
     Setting("PSY_CONFIG_DIRS", "extra config folders (`:`-separated), searched before the repo's `configs/`: "
             "your own `models/`, `tasks/`, `recipes/` without editing the checkout", ""),
     Setting("PSY_MODEL_DIR", "shared model store: `<dir>/<model name>` or `<dir>/<hub id>` is used when it holds "

@@ -116,6 +116,8 @@ def raw_with_pii(root: Path) -> Path:
     rec["experience_and_reflection"] += " Supervisor: contact@example.org."
     lines[0] = json.dumps(rec, ensure_ascii=False)
     (root / "LongEmotion" / "Emotion_Summary_origin.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for name in ("fold4.tsv", "fold4_twoClass.tsv"):  # the two files of a fold hold the same comments
+        edit(f"SOS-1K/{name}", "一个人在外地", "我叫林晓雨，手机13712345678，一个人在外地")
     with (root / "emotion" / "train.txt").open("a", encoding="utf-8") as fh:
         fh.write("i feel happy tell me at joy99@example.com;joy\n")
     return root

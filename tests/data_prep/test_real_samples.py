@@ -11,7 +11,7 @@ from dp_helpers import SHARED, acc, quarantine, rows
 def test_accounting_identity_every_source(shared_prep):
     out, result = shared_prep
     saved = json.loads((out / "data" / "prep_accounting.json").read_text(encoding="utf-8"))
-    assert set(saved) == {"psydt", "cpsycoun", "psyqa", "es", "es_summary", "emotion", "student"}
+    assert set(saved) == {"psydt", "cpsycoun", "psyqa", "es", "es_summary", "emotion", "sos1k", "student"}
     for task, accs in saved.items():
         for a in accs:
             assert a["read"] == a["written"] + sum(a["quarantined"].values()), (task, a)

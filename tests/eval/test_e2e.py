@@ -161,7 +161,8 @@ def test_chat_applies_the_safety_net_to_a_label_task(env) -> None:
     proc = psy("chat", "--run", "tiny/student/lora", "--hw", "cpu", "psy.generation.max_new_tokens=48", env=env, timeout=600,
                input="我真的不想活了。\n我同学说他想自杀。\n今天考试考得不错。\nexit\n")
     out = proc.stdout
-    assert "crisis safety net crisis_lexicon.yaml on risk_flag" in out and out.count("Assistant: ") == 3
+    assert "crisis safety net on risk_flag: lexicon crisis_lexicon.yaml" in out and out.count("Assistant: ") == 3
+    assert "alone: detector sos1k-charngram is not trained" in out  # the net says what it is
     turns = out.split("User: ")[1:]
     assert len(turns) == 4  # three messages, then exit
     first, report, plain = turns[:3]

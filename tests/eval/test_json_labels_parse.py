@@ -50,7 +50,9 @@ def test_json_labels_plugin_on_raw_outputs(tmp_path) -> None:
     assert "| self_harm | 1 | 1 | 1.0000 | [0.207, 1.000] |" in r
     assert [it["valid"] for it in res.items] == [True, True, True, False, False, False, True]
     paired = get_plugin("json_labels").paired(res.items)
-    assert set(paired) == set(student_schema().keys)
+    assert set(paired) == {*student_schema().keys, "risk_flag:flagged"}  # + flagged at all, when the reference is
+    # a safety class or none (safety_classes here: suicidal, self_harm; the violence item has no such record)
+    assert len(paired["risk_flag:flagged"]) == 6
     assert [paired["risk_flag"][str(i)] for i in range(7)] == [True, True, True, False, False, False, False]
 
 
