@@ -63,8 +63,10 @@ class ReviewServer:
 
     def _bind(self, port: int) -> ThreadingHTTPServer:
         handler = type("Handler", (_Handler,), {"server_ref": self})
+        server_cls = type("Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6}) \
+            if ":" in self.host else ThreadingHTTPServer  # HOST=::1
         try:
-            httpd = ThreadingHTTPServer((self.host, port), handler)
+            httpd = server_cls((self.host, port), handler)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise UserError(f"port {port} on {self.host} is in use (another `make review`, TensorBoard, ...): "
