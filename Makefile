@@ -135,7 +135,8 @@ compare: $(STAMP) ## every evaluation side by side, base vs tuned: runs/compare.
 	$(PSY) compare $(foreach r,$(RUNS),--run $(r))
 
 # make review: VARIANT (tuned eval variant), BASE_VARIANT, BASE_RUN (whose base), REVIEW_VARIANT (folder of the
-# judgements), REVIEWER, PORT (default 8765; 0 = any free), HOST (default 127.0.0.1), BLIND=1
+# judgements), REVIEWER, PORT (default 8765; 0 = any free), HOST (default 127.0.0.1; taken from the command line
+# only: some shells export HOST=<hostname>), BLIND=1
 VARIANT        ?=
 BASE_VARIANT   ?=
 BASE_RUN       ?=
@@ -146,7 +147,7 @@ BLIND          ?=
 export REVIEWER  # read by the shell as "$$REVIEWER": a name with spaces stays one argument
 REVIEW_OPTS := $(if $(VARIANT),--variant $(VARIANT)) $(if $(BASE_VARIANT),--base-variant $(BASE_VARIANT)) \
 	$(if $(BASE_RUN),--base-run $(BASE_RUN)) $(if $(REVIEW_VARIANT),--review-variant $(REVIEW_VARIANT)) \
-	$(if $(REVIEWER),--reviewer "$$REVIEWER") $(if $(HOST),--host $(HOST)) $(if $(filter 1 yes true,$(BLIND)),--blind) \
+	$(if $(REVIEWER),--reviewer "$$REVIEWER") $(if $(filter command line,$(origin HOST)),--host $(HOST)) $(if $(filter 1 yes true,$(BLIND)),--blind) \
 	$(if $(filter command line environment,$(origin PORT)),--port $(PORT)) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK))
 review: $(STAMP) ## local page: base and tuned answers per eval item, record preference + safety flags -> eval/human-review [VARIANT BASE_RUN BASE_VARIANT REVIEWER PORT=8765 BLIND=1]
 	$(PSY) review $(REVIEW_OPTS) $(EXTERNAL) $(RUN_OPTS)
