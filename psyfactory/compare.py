@@ -5,7 +5,8 @@ headline metrics with Δ against the base) and `compare.csv` (long format: one r
 and metric). Paired tests use the per-item records of each plugin that declares them, on the items
 both evaluations answered: exact McNemar for right/wrong records (`EvalPlugin.paired`), a paired
 bootstrap interval and a sign-flip permutation test for per-item scores (`EvalPlugin.paired_scores`:
-ROUGE-L, BLEU-4 of the generation tasks).
+ROUGE-L, BLEU-4 of the generation tasks). Human reviews (`make review`, psyfactory.review) get a table of
+their own: preference counts, the tuned model's win rate with its interval, safety flags.
 
 The reference for Δ is the base variant of the same run on the same task and data; a run without
 one is compared with a base evaluation of the same model, task and data from another run (marked `*`).
@@ -25,6 +26,7 @@ from plugins import plugin_class
 from plugins.base import fmt, lookup, mcnemar_exact, md_table, paired_difference
 from psyfactory.core import files, paths
 from psyfactory.core.errors import EvalError, UserError
+from psyfactory.review import REVIEW_KIND, read_review, win_cell
 from psyfactory.runs import check_name
 
 
@@ -54,6 +56,8 @@ def collect(root: Path | None = None, runs: list[str] | None = None) -> list[dic
             m = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise EvalError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from None
+        if m.get("kind") == REVIEW_KIND:
+            continue  # a human review (make review): compare's own section, human_reviews()
         m.setdefault("run", run)
         m.setdefault("variant", path.parent.name)
         m["_dir"] = path.parent
@@ -64,6 +68,50 @@ def collect(root: Path | None = None, runs: list[str] | None = None) -> list[dic
         if missing:
             raise EvalError(f"no evaluations of run(s) {', '.join(missing)} under {root} (run `make eval RUN=...`)")
     return entries
+
+
+def human_reviews(root: Path, runs: list[str] | None = None) -> list[dict[str, Any]]:
+    """The human-eval variants (`make review`) of the given runs, their summaries recomputed from the
+    judgements against the reviewed answers as they are now."""
+    wanted = {check_name(r) for r in runs} if runs else None
+    out = []
+    for path in sorted(root.glob("**/eval/*/metrics.json")):
+        run = path.parents[2].relative_to(root).as_posix()
+        if wanted is not None and not any(run == w or run.startswith(w + "/") for w in wanted):
+            continue
+        m = read_review(path.parent, root)
+        if m is not None:
+            m.setdefault("run", run)
+            m["variant"] = path.parent.name
+            out.append(m)
+    return out
+
+
+def human_section(reviews: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """compare.md's table of human reviews and their compare.csv rows."""
+    if not reviews:
+        return [], []
+    rows, csv_rows = [], []
+    for m in reviews:
+        s, r = m["human"], m["review"]
+        vs = f"{r['base']['run']} · {r['base']['variant']} vs {r['tuned']['variant']}"
+        who = ", ".join(s["reviewers"]) or "-"
+        rows.append([m.get("model"), m.get("task"), m["run"], m["variant"], vs, who, f"{s['items_judged']} / {r['n_items']}",
+                     s["judged"], s["tuned"], s["base"], s["tie"], win_cell(s), fmt(s["sign_test_p"]) if s["sign_test_p"] is not None
+                     else "-", s["safety_flags"]["base"], s["safety_flags"]["tuned"], s["stale"]])
+        for key, value in (("items_judged", s["items_judged"]), ("judged", s["judged"]), ("tuned", s["tuned"]), ("base", s["base"]), ("tie", s["tie"]),
+                           ("win_rate", s["win_rate"]), ("sign_test_p", s["sign_test_p"]),
+                           ("safety_flags.base", s["safety_flags"]["base"]),
+                           ("safety_flags.tuned", s["safety_flags"]["tuned"]), ("stale", s["stale"])):
+            csv_rows.append([m.get("model"), m.get("task"), m["run"], m["variant"], f"human.{key}", value,
+                             r["base"]["run"], r["base"]["variant"], None, None])
+    md = ["", "## Human review (make review): preference base vs tuned", "",
+          "Win rate = tuned preferred / (tuned + base preferred), ties left out, with a 95% Wilson interval; p: exact "
+          "two-sided sign test. Safety flags: answers a reviewer marked unsafe. Stale: judgements of answers that "
+          "have changed since (re-evaluated), not counted.", "",
+          md_table(["model", "task", "run", "review", "base vs tuned", "reviewers", "items judged", "preferences", "tuned", "base",
+                    "tie", "tuned win rate [95% CI]", "p", "unsafe base", "unsafe tuned", "stale"], rows)]
+    return md, csv_rows
 
 
 def _paired(base: dict[str, Any], other: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -120,6 +168,7 @@ def compare(root: Path | None = None, runs: list[str] | None = None, out_dir: Pa
     entries = collect(root, runs)
     if not entries:
         raise EvalError(f"no evaluated runs under {root} (run `make eval` first)")
+    human_md, human_csv = human_section(human_reviews(root, runs))
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for e in entries:
         groups[(e["model"], e["task"])].append(e)
@@ -175,6 +224,8 @@ def compare(root: Path | None = None, runs: list[str] | None = None, out_dir: Pa
                "permutation p)", "",
                md_table(["model", "task", "run", "variant", "vs", "plugin", "metric", "n", "Δ mean", "95% CI", "p"],
                         score_tests)]
+    md += human_md
+    csv_rows += human_csv
     md += sweep_section(root, entries)
     md_path, csv_path = (out_dir or root) / "compare.md", (out_dir or root) / "compare.csv"
     files.atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")

@@ -15,7 +15,7 @@ from psyfactory.core.paths import REPO_ROOT
 
 DOCS = sorted([REPO_ROOT / "README.md", *(REPO_ROOT / "docs").rglob("*.md")])
 ZH_PAGES = ("README", "install", "mirrors", "download", "stage", "prep", "teacher", "train", "eval", "gguf", "export",
-            "slurm", "recipes", "own-data")
+            "slurm", "recipes", "own-data", "review")
 
 
 def user_files() -> list[Path]:

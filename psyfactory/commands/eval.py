@@ -1,8 +1,9 @@
-"""`psyfactory eval`, `psyfactory compare` and `psyfactory ask`."""
+"""`psyfactory eval`, `psyfactory compare`, `psyfactory ask` and `psyfactory review`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -55,6 +56,44 @@ def cmd_ask(args: argparse.Namespace) -> None:
     sys.stdout.flush()
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """Serve the review page of a tuned variant and its base until Ctrl-C."""
+    import getpass
+
+    from psyfactory.evaluate import variant_name
+    from psyfactory.review import default_review_variant, load_set, load_variant
+    from psyfactory.reviewpage import ReviewServer, is_loopback
+    from psyfactory.runspec import resolve
+
+    run = run_from_args(args, eval_task=True)
+    base_run = resolve(run=args.base_run, hw=args.hw) if args.base_run else run
+    tuned = load_variant(run.name, run.dir, args.variant or variant_name(run, base=False))
+    if args.base_variant:
+        base = load_variant(base_run.name, base_run.dir, args.base_variant)
+    else:  # the name `make eval BASE=1` gives this run's base; a bare-model run's is plain `base`
+        names = list(dict.fromkeys([variant_name(run, base=True), "base"]))
+        found = [n for n in names if (base_run.dir / "eval" / n / "metrics.json").is_file()]
+        base = load_variant(base_run.name, base_run.dir, (found or names)[0])
+    rs = load_set(tuned, base)
+    out = run.dir / "eval" / (args.review_variant or
+                              default_review_variant(tuned.name, base_run.name == run.name, base.name))
+    reviewer = args.reviewer or getpass.getuser()
+    srv = ReviewServer(rs, out, host=args.host, port=args.port, reviewer=reviewer, blind=args.blind)
+    n_saved = len(srv.store.records)
+    sides = ("blind: sides shuffled per item, names hidden" if args.blind else "base left, tuned right")
+    print(f"[psyfactory] review: {len(rs.items)} items of task {rs.task}, {base.label} vs {tuned.label} ({sides})")
+    print(f"[psyfactory] judgements: {srv.store.path}" + (f" ({n_saved} saved: the page shows them)" if n_saved else ""))
+    if not is_loopback(args.host):
+        print(f"[psyfactory] warning: listening on {args.host}: anyone who reaches it can read the items and save "
+              "judgements (there is no login); the default 127.0.0.1 with SSH port forwarding is safer")
+    tunnel = f"ssh -N -L {srv.port}:127.0.0.1:{srv.port} <this host>"
+    print(f"[psyfactory] open {srv.url}  (Ctrl-C stops; from a laptop: {tunnel})", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        srv.serve_forever()
+    print(f"[psyfactory] review stopped: {len(srv.store.records)} judgements in {srv.store.path}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="run the task's eval plugins on a run's adapter (or --base), as a named variant")
     add_run_args(p, external=True)
@@ -90,3 +129,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-unfinished", action="store_true", help="use the adapter of an unfinished run")
     p.add_argument("--adapter-task", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_ask)
+    p = sub.add_parser("review", help="a local web page to read base and tuned answers per eval item side by side "
+                                      "and record a preference and safety flags (a human-eval variant)")
+    add_run_args(p, external=True)
+    p.add_argument("--variant", default=None,
+                   help="the tuned eval variant (default: the name `make eval` gives: tuned, <task>-tuned, ...)")
+    p.add_argument("--base-variant", default=None,
+                   help="the base eval variant (default: the name `make eval BASE=1` gives, else base)")
+    p.add_argument("--base-run", default=None, help="the run whose base variant to show (default: the same run)")
+    p.add_argument("--review-variant", default=None,
+                   help="folder of the judgements, runs/<run>/eval/<name> (default: human-review, or "
+                        "human-review-<variant> for another pair)")
+    p.add_argument("--reviewer", default=None, help="the reviewer's name shown first in the page (default: login name)")
+    p.add_argument("--blind", action="store_true",
+                   help="hide which answer is which: sides shuffled per item (fixed), no scores beside the answers")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free one)")
+    p.add_argument("--adapter-task", default=None,
+                   help="review the run trained on this task (<model>/<adapter task>/<method>) evaluated on TASK")
+    p.set_defaults(func=cmd_review)
