@@ -278,7 +278,8 @@ def load_tasks(tm: Any, names: list[str], *, data_dir: Path | None, num_fewshot:
                 spec = str(Path(tmp) / f"{name}.yaml")
                 Path(spec).write_text(overlays[name], encoding="utf-8")
             where = ("local files: " + ", ".join(local[name].values()) if name in local
-                     else "the local benchmark file" if _reads_bench(tm, [name]) else "lm-eval's dataset: hub or HF cache")
+                     else "its own loader" if (tm.task_index[name].cfg or {}).get("custom_dataset")
+                     else "lm-eval's dataset: hub or HF cache")
             print(f"[psyfactory] harness: loading task {name} ({where})", flush=True)
             try:
                 out = tm.load([spec])
@@ -300,11 +301,18 @@ def load_tasks(tm: Any, names: list[str], *, data_dir: Path | None, num_fewshot:
 # ---------------------------------------------------------------------------- the run
 
 
-def _reads_bench(tm: Any, names: list[str]) -> bool:
-    """Whether a task asked for is one of the repo's PsychCounsel-Bench tasks (they read the local file)."""
-    folder = str(TASKS_DIR / "psychcounsel")
-    return any(str(getattr(tm.task_index.get(leaf), "yaml_path", "") or "").startswith(folder)
-               for name in names for leaf in leaves(tm, name))
+@lru_cache(maxsize=1)
+def own_tasks() -> Any:
+    """A TaskManager over the repo's lm-eval tasks alone (milliseconds: no index of lm-eval's own)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+
+
+def _reads_bench(names: list[str]) -> bool:
+    """Whether a name asked for (task, tag or glob) stands for one of the repo's PsychCounsel-Bench tasks."""
+    own = own_tasks()
+    return any(n in own.task_index or (any(c in n for c in "*?[") and own.match_tasks([n])) for n in names)
 
 
 def variant_name(kind: str, backend: str, names: list[str], default: bool) -> str:
@@ -342,11 +350,13 @@ def run_harness(run: Run, *, tasks: list[str] | None = None, base: bool = False,
         if not p.is_dir():
             raise EvalError(f"--include-path {p}: no such folder (lm-eval task YAMLs)")
     bench = (bench_file or run.task.raw_dir / "PsychCounsel-Bench" / "PsychCounsel-Bench.json").resolve()
-    tm = task_manager(tuple(str(p) for p in (TASKS_DIR, *extra)), json.dumps({"bench_file": str(bench)}))
-    default = not tasks or list(tasks) == list(DEFAULT_TASKS)
-    names = expand_names(tm, list(tasks or DEFAULT_TASKS))
-    if _reads_bench(tm, names) and not bench.is_file():
+    asked = list(tasks or DEFAULT_TASKS)
+    if _reads_bench(asked) and not bench.is_file():
         raise EvalError(f"PsychCounsel-Bench file not found: {bench} (`make download`, or --bench-file PATH)")
+    print("[psyfactory] harness: indexing lm-eval's tasks", flush=True)
+    tm = task_manager(tuple(str(p) for p in (TASKS_DIR, *extra)), json.dumps({"bench_file": str(bench)}))
+    default = asked == list(DEFAULT_TASKS)
+    names = expand_names(tm, asked)
     name = check_name(variant) if variant else variant_name(what.kind, be, names, default)
     out_dir = run.dir / "eval" / name
     loaded = load_tasks(tm, names, data_dir=data_dir.resolve() if data_dir else None, num_fewshot=num_fewshot)
