@@ -50,7 +50,7 @@ from psyfactory.runspec import Run
 # Forgetting check, chosen for this domain: the CMMLU / C-Eval subjects closest to counselling (psychology,
 # clinical knowledge and medicine: what a counselling fine-tune could plausibly shift) and one general
 # control (elementary commonsense), so that a drop inside the domain can be told from a general one.
-# ~1,030 items: CMMLU test splits (232 + 237 + 273 + 198), C-Eval validation splits (19 + 22 + 49).
+# ~1,030 items as published: CMMLU test splits (232 + 237 + 273 + 198), C-Eval validation splits (19 + 22 + 49).
 DEFAULT_TASKS = (
     "cmmlu_professional_psychology",
     "cmmlu_clinical_knowledge",
@@ -278,7 +278,7 @@ def load_tasks(tm: Any, names: list[str], *, data_dir: Path | None, num_fewshot:
                 spec = str(Path(tmp) / f"{name}.yaml")
                 Path(spec).write_text(overlays[name], encoding="utf-8")
             where = ("local files: " + ", ".join(local[name].values()) if name in local
-                     else "its own loader" if (tm.task_index[name].cfg or {}).get("custom_dataset")
+                     else f"the PsychCounsel-Bench file {_bench_of(tm)}" if _reads_bench([name])
                      else "lm-eval's dataset: hub or HF cache")
             print(f"[psyfactory] harness: loading task {name} ({where})", flush=True)
             try:
@@ -313,6 +313,11 @@ def _reads_bench(names: list[str]) -> bool:
     """Whether a name asked for (task, tag or glob) stands for one of the repo's PsychCounsel-Bench tasks."""
     own = own_tasks()
     return any(n in own.task_index or (any(c in n for c in "*?[") and own.match_tasks([n])) for n in names)
+
+
+def _bench_of(tm: Any) -> str:
+    meta = getattr(tm, "metadata", None) or {}
+    return str(meta.get("bench_file", "")) if isinstance(meta, dict) else ""
 
 
 def variant_name(kind: str, backend: str, names: list[str], default: bool) -> str:
