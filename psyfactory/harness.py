@@ -457,7 +457,9 @@ def _evaluate(run: Run, out_dir: Path, name: str, what: Target, backend: str, lo
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
         "lm_eval": {"version": fingerprint["options"][PLUGIN]["lm_eval"], "model_args": margs, "device": device,
                     "batch_size": batch_size, "limit": limit, "num_fewshot": num_fewshot,
-                    "chat_template": chat_template, "local_data": loaded.local},
+                    "chat_template": chat_template, "local_data": loaded.local,
+                    "bench_file": _bench_of(tm) if _reads_bench(list(loaded.leaves)) else None,
+                    "hub_tasks": [n for n in loaded.leaves if n not in loaded.local and not _reads_bench([n])]},
         "plugins": {PLUGIN: metrics}, "headline": headline,
     }
     files.atomic_write_json(out_dir / "metrics.json", summary)
@@ -546,9 +548,12 @@ def report(s: dict[str, Any]) -> str:
             f"{le['num_fewshot'] if le['num_fewshot'] is not None else 'as each task sets it'}"
             + (f", first {le['limit']} documents per task" if le["limit"] else ""),
             f"- {m['n_docs']} documents in {s['seconds']:.1f}s",
-            "- data: " + ("; ".join(f"{t} from {', '.join(d.values())}" for t, d in le["local_data"].items())
-                          if le["local_data"] else "lm-eval's datasets") + " (sha256 of each task's prompts in the "
-                                                                          "fingerprint)", "",
+            "- data: " + "; ".join([*(f"{t} from {', '.join(d.values())}" for t, d in le["local_data"].items()),
+                                     *([f"PsychCounsel-Bench from {le['bench_file']}"] if le.get("bench_file") else []),
+                                     *([f"{', '.join(le['hub_tasks'])} from lm-eval's datasets (hub or HF cache)"]
+                                       if le.get("hub_tasks") else [])]) + " (sha256 of each task's prompts in the "
+                                                                          "fingerprint)",
+            "",
             "Intervals: value ± 1.96 × lm-eval's standard error (normal approximation; accuracies clipped to "
             "[0, 1]).", ""]
     rows = []
