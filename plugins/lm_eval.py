@@ -31,9 +31,12 @@ class LmEvalPlugin(EvalPlugin):
         raise EvalError(NOT_HERE)
 
     def headline_keys(self, metrics: dict[str, Any]) -> list[str]:
-        """Each task's and group's primary metric (the first its YAML lists: acc for multiple choice)."""
-        return [f"{kind}.{name}.{m['primary']}" for kind in ("groups", "tasks")
-                for name, m in (metrics.get(kind) or {}).items() if m.get("primary")]
+        """The primary metric (the first the task's YAML lists: acc for multiple choice) of each group and of
+        each task outside a group (a group's tasks stay in metrics.json and the report)."""
+        groups = metrics.get("groups") or {}
+        inside = {c for g in groups.values() for c in g.get("tasks") or []}
+        return [f"{kind}.{name}.{m['primary']}" for kind, entries in (("groups", groups), ("tasks", metrics.get("tasks")))
+                for name, m in (entries or {}).items() if m.get("primary") and name not in inside]
 
     def paired(self, items: list[dict[str, Any]]) -> dict[str, dict[str, bool]] | None:
         """{lm-eval task: {document id: right}} from the per-document records (tasks scored by `acc`)."""
