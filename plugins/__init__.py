@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "json_fields": "plugins.json_fields:JsonFieldsPlugin",
     "json_labels": "plugins.json_labels:JsonLabelsPlugin",
     "llm_judge": "plugins.llm_judge:LLMJudgePlugin",
+    "lm_eval": "plugins.lm_eval:LmEvalPlugin",  # results of `make harness`, read back by compare
     "psychcounsel_bench": "plugins.psychcounsel_bench:PsychCounselBenchPlugin",
     "submission": "plugins.submission:SubmissionPlugin",
 }

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "psyfactory.commands.run",
     "psyfactory.commands.data",
     "psyfactory.commands.eval",
+    "psyfactory.commands.harness",
     "psyfactory.commands.gguf",
     "psyfactory.commands.export",
     "psyfactory.commands.slurm",

@@ -1,8 +1,8 @@
 """`psyfactory compare`: every evaluation of the named runs side by side, base vs the other variants.
 
 Writes `<runs root>/compare.md` (one table per model and eval task: a row per run and variant,
-headline metrics with Δ against the base) and `compare.csv` (long format: one row per run, variant
-and metric). Paired tests use the per-item records of each plugin that declares them, on the items
+headline metrics with Δ against the base, and the 95% interval where a plugin stores one beside the value:
+`<metric>_ci95`) and `compare.csv` (long format: one row per run, variant and metric). Paired tests use the per-item records of each plugin that declares them, on the items
 both evaluations answered: exact McNemar for right/wrong records (`EvalPlugin.paired`), a paired
 bootstrap interval and a sign-flip permutation test for per-item scores (`EvalPlugin.paired_scores`:
 ROUGE-L, BLEU-4 of the generation tasks). Human reviews (`make review`, psyfactory.review) get a table of
@@ -141,6 +141,18 @@ def _paired(base: dict[str, Any], other: dict[str, Any]) -> tuple[list[dict[str,
     return tests, scores
 
 
+def interval(entry: dict[str, Any], key: str) -> list[float] | None:
+    """The 95% interval a plugin stored beside a headline value (`<metric>_ci95` next to `<metric>`, as
+    lm_eval does from lm-eval's standard errors), or None."""
+    plugin, _, sub = key.partition(".")
+    head, _, leaf = sub.rpartition(".")
+    metrics = (entry.get("plugins") or {}).get(plugin) or {}
+    parent = lookup(metrics, head) if head else metrics
+    ci = parent.get(f"{leaf}_ci95") if isinstance(parent, dict) else None
+    ok = isinstance(ci, list | tuple) and len(ci) == 2 and all(isinstance(x, int | float) for x in ci)
+    return [float(ci[0]), float(ci[1])] if ok else None
+
+
 def comparable(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Same eval data (file hashes) and plugin options: the items and prompts are the same."""
     fa, fb = a.get("fingerprint") or {}, b.get("fingerprint") or {}
@@ -174,7 +186,8 @@ def compare(root: Path | None = None, runs: list[str] | None = None, out_dir: Pa
         groups[(e["model"], e["task"])].append(e)
     md = ["# Base vs tuned", "",
           f"{len(entries)} evaluations of {len({e['run'] for e in entries})} run(s) under `{root}`. "
-          "Δ = variant − base of the same run (`*`: the base of the same model and task from another run).", ""]
+          "Δ = variant − base of the same run (`*`: the base of the same model and task from another run); "
+          "[low, high]: the 95% interval a plugin gives with the value.", ""]
     csv_rows: list[list[Any]] = []
     tests: list[list[Any]] = []
     score_tests: list[list[Any]] = []
@@ -192,10 +205,11 @@ def compare(root: Path | None = None, runs: list[str] | None = None, out_dir: Pa
                 b = ref["headline"].get(k) if ref else None
                 delta = v - b if isinstance(v, int | float) and isinstance(b, int | float) and not isinstance(v, bool) \
                     else None
-                cells.append(fmt(v) + (f" ({delta:+.4f})" if delta is not None and not k.endswith((".n", "n_items"))
-                                       else ""))
+                ci = interval(e, k)
+                cells.append(fmt(v) + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+                             + (f" ({delta:+.4f})" if delta is not None and not k.endswith((".n", "n_items")) else ""))
                 csv_rows.append([model, task, e["run"], e["variant"], k, v, ref["run"] if ref else "",
-                                 ref["variant"] if ref else "", b, delta])
+                                 ref["variant"] if ref else "", b, delta, *(ci or ["", ""])])
             label = e["variant"] + (f" (vs {ref['run']} · {ref['variant']}*)" if borrowed and ref else "")
             table.append([e["run"], label, *cells])
             if ref is not None:
@@ -232,7 +246,7 @@ def compare(root: Path | None = None, runs: list[str] | None = None, out_dir: Pa
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["model", "task", "run", "variant", "metric", "value", "base_run", "base_variant", "base_value",
-                     "delta"])
+                     "delta", "ci95_low", "ci95_high"])
     writer.writerows([["" if x is None else x for x in row] for row in csv_rows])
     files.atomic_write_text(csv_path, buf.getvalue())
     return md_path, csv_path

@@ -20,9 +20,10 @@ $PIP install $PIP_QUIET --upgrade "pip>=24" setuptools wheel
 # 1. torch first, so nothing later swaps it for another build.
 echo "[setup] torch (pinned in $C)"
 $PIP install $PIP_QUIET -c "$C" torch
-# 2. The project and its runtime dependencies, all pinned by the constraints file.
+# 2. The project and its runtime dependencies, all pinned by the constraints file; the extras the tests use
+#    (dev; harness: lm-evaluation-harness for `make harness`, CPU-only, no vLLM).
 echo "[setup] psyfactory + dependencies"
-$PIP install $PIP_QUIET -c "$C" -e ".[dev]"
+$PIP install $PIP_QUIET -c "$C" -e ".[dev,harness]"
 # 3. LLaMA-Factory without its declared deps (they pull CUDA torchvision/torchaudio builds that
 #    fail to import against this torch), and torchaudio, which llamafactory/data/mm_plugin.py imports
 #    unconditionally. PyPI's torchaudio wheels carry C++ extensions built against CUDA and another
