@@ -6,12 +6,20 @@ CPsyCounD dialogues and CPsyCounE cases are unpacked. With `--base-url` every fi
 `<base>/<path in raw dir>` instead (a mirror, or a local `python -m http.server` serving a raw folder;
 the CPsyCoun archive as `<base>/CPsyCoun/CPsyCoun-<commit>.tar.gz`). PsyQA's full data needs a signed
 agreement: only the public example file is fetched and the way to obtain the rest is printed.
+
+PsychCounsel-Bench (source `psychcounsel_bench`): the official partial release, `PsychoBench.json` of
+github.com/cloversjtu/PsychoBench at a pinned commit (1,000 items; CC BY-NC-ND 4.0: share unchanged, with
+attribution, non-commercially), kept as it is; its first 500 items, serialized as seed 004's author's
+copy (`lora/benchmark/PsychCounsel-Bench.json` of yanze-jiang/Qwen3-4B-Fine-tuning-for-Psychological-
+Counseling-with-RAG@d005dcc), are the seed's benchmark file `PsychCounsel-Bench.json`: both are checked
+against their SHA-256.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import sys
 import tarfile
@@ -37,6 +45,16 @@ LONGEMOTION = "https://raw.githubusercontent.com/LongEmotion/LongEmotion/7149110
 PSYDT = "https://huggingface.co/datasets/YIRONGCHEN/PsyDTCorpus/resolve/main"
 EMOTION_HF = "https://huggingface.co/datasets/dair-ai/emotion/resolve/main/split"
 EMOTION_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
+PSYCHOBENCH_COMMIT = "8abff43b5a344d071a5e5f4c3b2c3915cb671aaf"  # cloversjtu/PsychoBench, 2025-10-07
+PSYCHOBENCH = f"https://raw.githubusercontent.com/cloversjtu/PsychoBench/{PSYCHOBENCH_COMMIT}/PsychoBench.json"
+SEED004_BENCH_ITEMS = 500  # seed 004's benchmark: the first 500 items (ids 1..500)
+PSYCHOBENCH_LICENSE = ("PsychCounsel-Bench (PsychoBench, Zeng et al. 2025, arXiv 2510.01611) is licensed CC BY-NC-ND 4.0: "
+                       "non-commercial use, attribution, no derivatives; do not redistribute changed copies.")
+SHA256 = {  # known checksums of the files as written to the raw dir
+    "PsychCounsel-Bench/PsychoBench.json": "eb54c279359e084f4fca09dab494da671aa54e22ba08996ddfa9e050b3c7063a",
+    # = seed 004's author's file (lora/benchmark/PsychCounsel-Bench.json @ d005dcc), byte for byte
+    "PsychCounsel-Bench/PsychCounsel-Bench.json": "dc7b72ec75ef5227c1833e18f0ed152f7dff4ef0bd8643ee5449f23975f6be59",
+}
 MD5 = {  # known checksums of upstream files
     "emotion/train.txt": "501eca548aa1ef8d5dbd85662c709831",
     "emotion/val.txt": "0d565de2de8459abcfa3502a28cd6a5b",
@@ -93,6 +111,18 @@ def _parquet_to_txt(data: bytes) -> bytes:
     return "".join(f"{t};{EMOTION_LABELS[lab]}\n" for t, lab in zip(table["text"], table["label"], strict=True)).encode()
 
 
+def first_items(data: bytes, n: int = SEED004_BENCH_ITEMS) -> bytes:
+    """The first `n` items of a PsychoBench JSON array, written as seed 004's author's copy is (two-space
+    indent, UTF-8 text, a final newline)."""
+    try:
+        items = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"PsychoBench.json: not a UTF-8 JSON array ({type(e).__name__}: {e})") from None
+    if not isinstance(items, list) or len(items) < n:
+        raise DataError(f"PsychoBench.json: expected a JSON array of at least {n} items")
+    return (json.dumps(items[:n], ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
 def manifest() -> dict[str, list[Item]]:
     return {
         "cpsycoun": [Item(f"CPsyCoun/CPsyCoun-{CPSYCOUN_COMMIT}.tar.gz", CPSYCOUN_ARCHIVE, unpack="CPsyCoun")],
@@ -102,6 +132,8 @@ def manifest() -> dict[str, list[Item]]:
         "emotion": [Item(f"emotion/{s}.txt", f"{EMOTION_HF}/{hf}-00000-of-00001.parquet", _parquet_to_txt)
                     for s, hf in (("train", "train"), ("val", "validation"), ("test", "test"))],
         "longemotion": [Item("LongEmotion/Emotion_Summary_origin.jsonl", f"{LONGEMOTION}/Emotion_Summary_origin.jsonl")],
+        "psychcounsel_bench": [Item("PsychCounsel-Bench/PsychoBench.json", PSYCHOBENCH),
+                               Item("PsychCounsel-Bench/PsychCounsel-Bench.json", PSYCHOBENCH, first_items)],
     }
 
 
@@ -151,10 +183,16 @@ def download(raw_dir: Path, sources: list[str] | None = None, base_url: str | No
         except (urllib.error.URLError, TimeoutError, OSError) as e:
             return it, f"{type(e).__name__}: {getattr(e, 'reason', e)}"
         if convert is not None:
-            data = convert(data)
+            try:
+                data = convert(data)
+            except DataError as e:
+                return it, str(e)
         want = MD5.get(it.rel) if convert is None else None  # a converted file need not be byte-identical
         if want and hashlib.md5(data).hexdigest() != want:
             return it, f"md5 mismatch (got {hashlib.md5(data).hexdigest()}, want {want})"
+        want = SHA256.get(it.rel)  # these must be byte-identical however they were obtained
+        if want and hashlib.sha256(data).hexdigest() != want:
+            return it, f"sha256 mismatch (got {hashlib.sha256(data).hexdigest()}, want {want})"
         if it.unpack:
             try:
                 n = unpack_cpsycoun(data, raw_dir / it.unpack)
@@ -182,6 +220,8 @@ def download(raw_dir: Path, sources: list[str] | None = None, base_url: str | No
         print(f"  ... and {len(failures) - 20} more", file=sys.stderr)
     if "psyqa" in names:
         print(PSYQA_AGREEMENT)
+    if "psychcounsel_bench" in names:
+        print(PSYCHOBENCH_LICENSE)
     if failures or missing_optional:  # keep a record next to the data
         atomic_write_text(raw_dir / "download_failures.txt", "".join(f + "\n" for f in failures))
     return failures

@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 __all__ = ["Backend", "Conversation", "HFBackend", "VLLMBackend", "make_backend", "strip_think"]
 
 
+def resolve_dtype(requested: str, device: str) -> str:
+    """The weights' dtype a backend loads: `requested` on CUDA (`auto`: bfloat16); float32 on a CPU, whatever
+    was asked (half precision there is slow and some kernels lack it)."""
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if requested == "auto" else requested
+
+
 class HFBackend:
     """transformers generation / scoring; the adapter is merged in memory for speed, or kept apart
     (`merge_adapter=False`) so that :meth:`without_adapter` can answer as the base model too."""
@@ -50,10 +58,9 @@ class HFBackend:
             apply(self.tokenizer, lf_template)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if dtype == "auto":
-            torch_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        else:
-            torch_dtype = getattr(torch, dtype)
+        self.dtype_requested = dtype
+        self.dtype = resolve_dtype(dtype, self.device)
+        torch_dtype = getattr(torch, self.dtype)
         model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype)
         if adapter is not None:
             from peft import PeftModel
@@ -237,11 +244,13 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
-                 max_lora_rank: int = 64, lf_template: str | None = None) -> None:
+                 max_lora_rank: int = 64, lf_template: str | None = None, dtype: str = "auto") -> None:
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
-        self.llm = LLM(model=str(model_path), enable_lora=adapter is not None, max_lora_rank=max_lora_rank)
+        self.dtype_requested, self.dtype = dtype, resolve_dtype(dtype, "cuda")
+        self.llm = LLM(model=str(model_path), enable_lora=adapter is not None, max_lora_rank=max_lora_rank,
+                       dtype=self.dtype)
         self.chat_template: str | None = None
         if lf_template:  # the run trained with another template than the model's own (psyfactory.templates)
             from psyfactory.templates import lf_chat_template
@@ -300,7 +309,8 @@ def make_backend(kind: str, model_path: str | Path, adapter: str | Path | None =
         if needs_loglik:
             raise EvalError("--backend vllm: loglik scoring needs the hf backend")
     if kind == "vllm" or (kind == "auto" and reason is None and not needs_loglik):
-        return VLLMBackend(model_path, adapter, **{k: v for k, v in kwargs.items() if k in ("reasoning", "lf_template")})
+        return VLLMBackend(model_path, adapter, **{k: v for k, v in kwargs.items()
+                                                   if k in ("reasoning", "lf_template", "dtype")})
     if kind == "auto":
         log.info("using the hf backend (%s)", reason or "loglik scoring requested")
     return HFBackend(model_path, adapter, **kwargs)
