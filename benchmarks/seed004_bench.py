@@ -12,7 +12,8 @@ hold the benchmark's text, CC BY-NC-ND: keep them out of the repository). Prints
 format and writes the figures as JSON.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/seed004_bench.py --model smollm2-135m --limit 100 \
-        --bench-file ../shared/datasets/PsychCounsel-Bench/PsychCounsel-Bench.json --json out.json
+        --bench-file ../shared/datasets/PsychCounsel-Bench/PsychCounsel-Bench.json --json out.json \
+        [--project-formats seed004-professional seed004-simple seed004-chat] [--runs-dir DIR --reuse]
 """
 
 from __future__ import annotations
@@ -33,17 +34,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TASKS = ("seed004-exact", "psychcounsel")
 
 
-def evaluate(model: str, task: str, limit: int, bench_file: str, hw: str, batch_size: int) -> dict[str, Any]:
+def evaluate(model: str, task: str, limit: int, bench_file: str, hw: str, batch_size: int, extra: list[str],
+             reuse: bool = False) -> dict[str, Any]:
     from psyfactory.cli import main as cli
+    from psyfactory.core.paths import runs_root
 
+    done = sorted((runs_root() / f"{model}/{task}/lora" / "eval").glob("base*/metrics.json"))
+    if reuse and done:  # an earlier call of this benchmark (same runs folder) evaluated it already
+        m = json.loads(done[0].read_text(encoding="utf-8"))
+        m["_seconds"] = sum(f["seconds"] for f in m["plugins"]["psychcounsel_bench"]["formats"].values())
+        return m
     args = ["eval", "--model", model, "--task", task, "--base", "--hw", hw, "--limit", str(limit),
-            "--batch-size", str(batch_size), f"psy.eval_options.psychcounsel_bench.bench_file={bench_file}"]
+            "--batch-size", str(batch_size), f"psy.eval_options.psychcounsel_bench.bench_file={bench_file}", *extra]
     t0 = time.perf_counter()
     rc = cli(args)
     if rc != 0:
         raise SystemExit(f"psyfactory {' '.join(args)} failed ({rc})")
-    from psyfactory.core.paths import runs_root
-
     variant = next((runs_root() / f"{model}/{task}/lora" / "eval").glob("base*/metrics.json"))
     m = json.loads(variant.read_text(encoding="utf-8"))
     m["_seconds"] = time.perf_counter() - t0
@@ -96,13 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--runs-dir", default=None, help="where the two evaluations go (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--project-formats", nargs="+", default=None,
+                    help="the project's protocol on these formats only (default: the psychcounsel task's four)")
+    ap.add_argument("--reuse", action="store_true", help="keep an evaluation already in --runs-dir")
     args = ap.parse_args(argv)
     bench = str(Path(args.bench_file).resolve())
     with contextlib.ExitStack() as stack:
         runs = args.runs_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="seed004-bench-"))
         os.environ["PSY_RUNS_DIR"] = str(Path(runs).resolve())
-        exact = evaluate(args.model, "seed004-exact", args.limit, bench, args.hw, args.batch_size)
-        project = evaluate(args.model, "psychcounsel", args.limit, bench, args.hw, args.batch_size)
+        exact = evaluate(args.model, "seed004-exact", args.limit, bench, args.hw, args.batch_size, [], args.reuse)
+        formats = [f"psy.eval_options.psychcounsel_bench.formats=[{','.join(args.project_formats)}]"] \
+            if args.project_formats else []
+        project = evaluate(args.model, "psychcounsel", args.limit, bench, args.hw, args.batch_size, formats, args.reuse)
         s = summary(exact, project)
     out = {"model": args.model, "limit": args.limit, "bench_file": Path(bench).name, "hw": exact["hw"],
            "dtype": exact.get("dtype"), "python": platform.python_version(),

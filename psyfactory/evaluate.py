@@ -276,6 +276,8 @@ def open_backend(run: Run, *, model_path: str, adapter: Path | None, backend: st
     materialize(run.config.model_ref if model_path == run.config.lf["model_name_or_path"] else model_path)
     kwargs: dict[str, Any] = {"reasoning": psy.reasoning, "batch_size": batch_size, "dtype": psy.eval_dtype,
                               "lf_template": run.config.inference_template if run.config.foreign_template else None}
+    if run.config.foreign_template and run.config.lf.get("default_system") is not None:
+        kwargs["default_system"] = run.config.lf["default_system"]  # LF's training rendered it
     if not merge_adapter:
         kwargs["merge_adapter"] = False
     return make_backend(backend, model_path, adapter, needs_loglik=needs_loglik, **kwargs)
@@ -319,6 +321,9 @@ def _evaluate(run: Run, out_dir: Path, name: str, plugins: list[Plugin], samples
         results[p.name] = res = p.plugin.run(ctx)
         if res.items:
             files.atomic_write_jsonl(out_dir / f"{p.name}_items.jsonl", res.items)
+    after = getattr(be, "after_eval", None)  # e.g. a classifier's model card gets the test metrics
+    if callable(after):
+        after(results)
     summary["plugins"] = {n: r.metrics for n, r in results.items()}
     summary["headline"] = headline(plugins, summary["plugins"])
     files.atomic_write_json(out_dir / "metrics.json", summary)

@@ -42,11 +42,11 @@ def data_source(task: str) -> DataSource | None:
         raise ConfigError(f"{path}: {format_validation_error(e, 'psy.data', list(DataSource.model_fields))}") from None
 
 
-def download_sources(task: str) -> list[str]:
-    """The public sources `make download TASK=<task>` fetches: psy.data.download, then psy.download (a
-    benchmark's own files)."""
+def download_sources(task: str, *, data: bool = True) -> list[str]:
+    """The public sources `make download TASK=<task>` fetches: psy.data.download (without `data`: not those),
+    then psy.download (a benchmark's own files)."""
     psy = layers.load_layer(layers.layer_path("task", task)).get("psy") or {}
-    src = data_source(task)
+    src = data_source(task) if data else None
     extra = psy.get("download") if isinstance(psy, dict) else None
     found = [*(src.download if src else []), *(extra if isinstance(extra, list) else [])]
     return list(dict.fromkeys(str(s) for s in found))

@@ -83,6 +83,11 @@ class PsyConfig(BaseModel):
         None, gt=0, json_schema_extra=_layer("model"),
         description="Parameters in billions. Preflight checks that the weights (2 bytes each, 0.5 with "
                     "4-bit QLoRA) fit the hardware's `gpu_memory_gb` before a job is started.")
+    # -- method layer
+    trainer: Literal["llamafactory", "seqcls"] = Field(
+        "llamafactory", json_schema_extra=_layer("method"),
+        description="Who trains: `llamafactory` (causal LM SFT) or `seqcls` (a sequence-classification head + LoRA "
+                    "through transformers' Trainer and peft, psyfactory/cls_train.py: METHOD=lora-cls).")
     # -- hardware layer
     gpu_memory_gb: float | None = Field(
         None, gt=0, json_schema_extra=_layer("hardware"),
