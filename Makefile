@@ -197,7 +197,8 @@ PORT  ?= 6006
 
 BATCH ?=
 reproduce: $(STAMP) ## a seed's chain: download -> prep -> train -> merge -> eval tuned+base -> compare [-> gguf] -> runs/<recipe>/reproduce.md: RECIPE [HW ARGS LIMIT=n BATCH=n]
-	$(PSY) reproduce $(if $(LIMIT),--limit $(LIMIT)) $(if $(BATCH),--batch-size $(BATCH)) $(RUN_OPTS)
+	$(PSY) reproduce $(if $(LIMIT),--limit $(LIMIT)) $(if $(BATCH),--batch-size $(BATCH)) \
+		$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) $(RUN_OPTS)
 
 recipes: $(STAMP) ## list the recipes (configs/recipes/)
 	@$(PSY) recipes

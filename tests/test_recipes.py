@@ -371,3 +371,62 @@ def test_make_reproduce_runs_the_chain_on_cpu(tiny_run, tmp_path, monkeypatch):
 
     again = resolve(run="tiny-student", hw="cpu")
     assert (again.recipe, again.config.lf["template"], again.config.lf["max_steps"]) == ("tiny-student", "qwen", 6)
+
+
+@pytest.mark.slow
+def test_reproduce_seed004_needs_no_step_by_hand(tiny_model, tmp_path):
+    """`make reproduce RECIPE=seed004-psydt` from an empty dataset folder, with the recipe moved onto the tiny model
+    (a config folder of one's own, PSY_CONFIG_DIRS): download (nothing missing here: no network), prep of the
+    recipe's own unscrubbed data, training on the seed's text, merge, the three eval tasks tuned and base (the
+    author's protocol and the project's), compare, and the report with the seed's table beside both."""
+    shared = paths.REPO_ROOT.parent / "shared" / "datasets"
+    example, bench = shared / "PsyDTCorpus" / "PsyDTCorpus_README_example.json", \
+        shared / "PsychCounsel-Bench" / "PsychCounsel-Bench.json"
+    if not (example.is_file() and bench.is_file()):
+        pytest.skip(f"the PsyDTCorpus example or the benchmark is not under {shared}")
+    raw = tmp_path / "raw"
+    (raw / "PsyDTCorpus").mkdir(parents=True)
+    dialogue = json.loads(example.read_text(encoding="utf-8"))[0]
+    # the real files' names, in their shapes: the dialogue as the train file, its per-turn split as the test file
+    (raw / "PsyDTCorpus" / "PsyDTCorpus_train_mulit_turn_packing.json").write_text(
+        json.dumps([dialogue], ensure_ascii=False), encoding="utf-8")
+    turns = [{"id": i, "normalizedTag": dialogue["normalizedTag"], "messages": dialogue["messages"][: i + 1]}
+             for i, m in enumerate(dialogue["messages"]) if m["role"] == "assistant"][:4]
+    (raw / "PsyDTCorpus" / "PsyDTCorpus_test_single_turn_split.json").write_text(json.dumps(turns, ensure_ascii=False),
+                                                                                  encoding="utf-8")
+    (raw / "PsychCounsel-Bench").mkdir()
+    for name in ("PsychCounsel-Bench.json", "PsychoBench.json"):
+        (raw / "PsychCounsel-Bench" / name).symlink_to(bench)
+    mine = tmp_path / "configs" / "recipes"
+    mine.mkdir(parents=True)
+    text = (paths.CONFIG_DIR / "recipes" / "seed004-psydt.yaml").read_text(encoding="utf-8")
+    (mine / "seed004-psydt.yaml").write_text(text.replace("  model: qwen3-4b\n", "  model: tiny\n"), encoding="utf-8")
+    (tmp_path / "ds").mkdir()
+    env = {**__import__("os").environ, "PSY_CONFIG_DIRS": str(tmp_path / "configs"), "PSY_RUNS_DIR": str(tmp_path / "runs"),
+           "PSY_DATASET_DIR": str(tmp_path / "ds"), "PSY_RAW_DIR": str(raw), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(["make", "-s", "reproduce", "RECIPE=seed004-psydt", "HW=cpu", "LIMIT=3",
+                          "ARGS=max_steps=2 fp16=false eval_steps=1 save_steps=1 dataloader_num_workers=0 "
+                          "psy.generation.max_new_tokens=16"],
+                         cwd=paths.REPO_ROOT, capture_output=True, text=True, env=env, timeout=1500)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for step in ("download", "prep", "train", "merge", "eval psydt tuned", "eval seed004-exact base",
+                 "eval psychcounsel tuned", "compare"):
+        assert f"[reproduce] {step} done in" in res.stdout, step
+    run = tmp_path / "runs" / "seed004-psydt"
+    ds = tmp_path / "ds" / "data" / "seed004-psydt"
+    row = json.loads((ds / "train_text.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert row["text"] == "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in dialogue["messages"])
+    assert all(a["pii_scrub"] is False for a in json.loads((ds / "accounting.json").read_text(encoding="utf-8")))
+    cfg = yaml.safe_load((run / "train.yaml").read_text(encoding="utf-8"))
+    assert (cfg["template"], cfg["train_on_prompt"], cfg["dataset"], cfg["lr_scheduler_type"]) == (
+        "empty", True, "seed004-psydt_train_text", "linear")
+    exact = json.loads((run / "eval" / "seed004-exact-base" / "metrics.json").read_text(encoding="utf-8"))
+    assert exact["plugins"]["psychcounsel_bench"]["n_items"] == 3
+    items = (run / "eval" / "seed004-exact-tuned" / "psychcounsel_bench_items.jsonl").read_text(encoding="utf-8")
+    assert len(items.splitlines()) == 9 and '"generation"' in items
+    report = (run / "reproduce.md").read_text(encoding="utf-8")
+    for line in ("| 专业心理咨询师格式, base | 80.60% (403/500) |", "| 对话格式, tuned | 2.20% (11/500) |",
+                 "| 专业心理咨询师格式, base, project's protocol | 80.60% (403/500) |"):
+        row_text = next(x for x in report.splitlines() if x.startswith(line))
+        assert re.search(r"\| \d+\.\d\d% \(\d+/3\) \|$", row_text), row_text  # this run's figure beside the seed's
+    assert "| prep |" in report and "| download |" in report
