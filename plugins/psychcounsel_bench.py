@@ -21,7 +21,8 @@ by id and excludes them; ``all`` asks every item of the file and counts it, as s
 Prompt formats are data files (``evaluation/psychcounsel/prompts/<name>.yaml``); a format is rendered
 through the model's chat template (``render: chat``) or fed as a plain prompt (``render: plain``), and
 may override keys of the task's generation spec for itself (``generation: {thinking: template}``).
-The seed experiment's three formats are shipped text for text (``seed004-*``).
+Seed 004's three formats are shipped as its author's script builds them (``seed004-exact-*``: format 3
+keeps the template's own thinking) and as the seed document's worked examples show them (``seed004-*``).
 
 Bias diagnostics per format: the distribution of predicted letters, accuracy by number of options,
 the score of always answering each letter, and a permutation-debiased accuracy: every item is asked
