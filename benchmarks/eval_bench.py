@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         b = bias(items, ll_chosen)
         deb = None if args.no_debias else debiased(items, fmt, backend, "loglik", spec)
         t0 = time.perf_counter()
-        strict, lenient, _, think = choose_by_generation(items, fmt, backend, spec)
-        t_gen = time.perf_counter() - t0
-        gs, gl = score(items, strict), score(items, lenient)
+        gen = choose_by_generation(items, fmt, backend, spec)
+        t_gen, think = time.perf_counter() - t0, gen.think_blocks
+        gs, gl = score(items, gen.letters["strict"]), score(items, gen.letters["lenient"])
         out["formats"][name] = {
             "render": fmt.render, "loglik": {"accuracy": ll["accuracy"], "seconds": t_ll, "predicted": b["predicted"]},
             "always_a": b["always_letter"]["A"], "best_constant": b["best_constant"], "chance": b["chance"],

@@ -103,6 +103,7 @@ def prepare(
     scrub: bool = True,
     oversample_risk: int = 1,
     reply_rule: str = "mean",
+    eval_share: float | None = None,
     named: bool | None = None,
 ) -> dict[str, list[Accounting]]:
     """Build the given tasks (a name = the built-in parser of that name; None = every built-in parser);
@@ -117,7 +118,8 @@ def prepare(
     `scrub` (default on; `--no-scrub`) replaces PII in every task (data_prep.pii), counted per type in
     the accounting. `oversample_risk` (student, default 1 = off) repeats each train item whose risk_flag
     is not `none` that many times; `reply_rule` (student) is how the counselor-reply length rule applies
-    to an item: `mean` (default), `all` or `any` of its counselor replies >= 80 characters.
+    to an item: `mean` (default), `all` or `any` of its counselor replies >= 80 characters. `eval_share`
+    (student) is the share held out for eval (default: the parser's, 10%).
 
     The dataset folder is locked for the whole prep (a second prep of the same folder is refused, naming
     the first). Every task is built before anything is written (a missing or broken source fails first);
@@ -126,7 +128,7 @@ def prepare(
     """
     from psyfactory.core.files import exclusive
 
-    options = PrepOptions(scrub=scrub, oversample_risk=oversample_risk, reply_rule=reply_rule)
+    options = PrepOptions(scrub=scrub, oversample_risk=oversample_risk, reply_rule=reply_rule, eval_share=eval_share)
     raw_dir, dataset_dir = Path(raw_dir).resolve(), Path(dataset_dir).resolve()
     named = (specs is not None and len(specs) > 0) if named is None else named
     chosen = [s if isinstance(s, TaskSpec) else TaskSpec(s, parser=s) for s in (specs or tasks())]
@@ -163,7 +165,7 @@ def _prepare(specs: list[TaskSpec], named: bool, raw_dir: Path, dataset_dir: Pat
     entries: dict[str, dict[str, Any]] = {}
     for out in outputs:
         write_task(out, dataset_dir, commit)
-        entries.update(info_entries(out.task, out.fmt, out.splits))
+        entries.update(info_entries(out.task, out.fmt, out.splits, out.split_formats))
     commit.commit(entries, {t: [a.as_dict() for a in accs] for t, accs in result.items()})
     report = dataset_dir / "data" / "prep_accounting.json"
     if not quiet:

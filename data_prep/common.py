@@ -40,7 +40,11 @@ SHAREGPT_INFO: dict[str, Any] = {
 ALPACA_INFO: dict[str, Any] = {  # formatting defaults to alpaca in LLaMA-Factory
     "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system"},
 }
-FORMATS = {"sharegpt": SHAREGPT_INFO, "alpaca": ALPACA_INFO}
+# Pre-rendered training text (a whole dialogue in its chat format, seed 004's): the text is the prompt, the
+# response is empty. With LLaMA-Factory's `empty` template (adds nothing) and `train_on_prompt: true`, every
+# token of the text carries the loss and nothing is added to it.
+TEXT_INFO: dict[str, Any] = {"columns": {"prompt": "text", "response": "output"}}
+FORMATS = {"sharegpt": SHAREGPT_INFO, "alpaca": ALPACA_INFO, "text": TEXT_INFO}
 
 
 REPLY_RULES = ("mean", "all", "any")
@@ -53,8 +57,11 @@ class PrepOptions:
     scrub: bool = True  # PII scrubbing (data_prep.pii) in every task; --no-scrub turns it off
     oversample_risk: int = 1  # student: each train item whose risk_flag is not none appears this many times
     reply_rule: str = "mean"  # student: how the counselor-reply length rule applies to an item (REPLY_RULES)
+    eval_share: float | None = None  # student: the share held out for eval (None: the parser's default)
 
     def __post_init__(self) -> None:
+        if self.eval_share is not None and not 0 < self.eval_share < 1:
+            raise DataError(f"eval share {self.eval_share!r}: a fraction between 0 and 1")
         if isinstance(self.oversample_risk, bool) or not isinstance(self.oversample_risk, int) or self.oversample_risk < 1:
             raise DataError(f"--oversample-risk {self.oversample_risk!r}: a whole number >= 1 (1 = off)")
         if self.reply_rule not in REPLY_RULES:
@@ -403,6 +410,7 @@ class TaskOutput:
     splits: dict[str, list[dict[str, Any]]]
     ledgers: list[Ledger]
     extra_files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # name -> jsonl records
+    split_formats: dict[str, str] = field(default_factory=dict)  # a split in another format than `fmt`
 
     @property
     def accounting(self) -> list[Accounting]:
@@ -422,5 +430,7 @@ def write_task(out: TaskOutput, dataset_dir: Path, commit: Any) -> None:
     commit.write_json(task_dir / "accounting.json", [a.as_dict() for a in out.accounting])
 
 
-def info_entries(task: str, fmt: str, splits: Iterable[str]) -> dict[str, dict[str, Any]]:
-    return {f"{task}_{s}": {"file_name": f"data/{task}/{s}.jsonl", **FORMATS[fmt]} for s in splits}
+def info_entries(task: str, fmt: str, splits: Iterable[str],
+                 split_formats: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    formats = split_formats or {}
+    return {f"{task}_{s}": {"file_name": f"data/{task}/{s}.jsonl", **FORMATS[formats.get(s, fmt)]} for s in splits}

@@ -15,12 +15,20 @@ raw folder, or `python -m http.server` over one; the CPsyCoun archive as
 for the legacy `MD5` entries) and recorded, with its origin, resolved hub commit and sha256, in
 `RAW_DIR/download_manifest.json`. PsyQA's full data needs a signed agreement: only the public example
 file is fetched and the way to obtain the rest is printed.
+
+PsychCounsel-Bench (source `psychcounsel_bench`): the official partial release, `PsychoBench.json` of
+github.com/cloversjtu/PsychoBench at a pinned commit (1,000 items; CC BY-NC-ND 4.0: share unchanged, with
+attribution, non-commercially), kept as it is; its first 500 items, serialized as seed 004's author's
+copy (`lora/benchmark/PsychCounsel-Bench.json` of yanze-jiang/Qwen3-4B-Fine-tuning-for-Psychological-
+Counseling-with-RAG@d005dcc), are the seed's benchmark file `PsychCounsel-Bench.json`: both are checked
+against their SHA-256.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import shutil
 import sys
@@ -55,6 +63,16 @@ EMOTION_REVISION = "cab853a1dbdf4c42c2b3ef2173804746df8825fe"  # the "split" con
 EMOTION_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 SOS1K_COMMIT = "1322c3b09bb9cc283eb840fe3b27a03d775894f4"  # HongzhiQ/FineGrainedSuicideDetection (SOS-1K)
 SOS1K = f"https://raw.githubusercontent.com/HongzhiQ/FineGrainedSuicideDetection/{SOS1K_COMMIT}/suicideDataProcessing/data"
+PSYCHOBENCH_COMMIT = "8abff43b5a344d071a5e5f4c3b2c3915cb671aaf"  # cloversjtu/PsychoBench, 2025-10-07
+PSYCHOBENCH = f"https://raw.githubusercontent.com/cloversjtu/PsychoBench/{PSYCHOBENCH_COMMIT}/PsychoBench.json"
+SEED004_BENCH_ITEMS = 500  # seed 004's benchmark: the first 500 items (ids 1..500)
+PSYCHOBENCH_LICENSE = ("PsychCounsel-Bench (PsychoBench, Zeng et al. 2025, arXiv 2510.01611) is licensed CC BY-NC-ND 4.0: "
+                       "non-commercial use, attribution, no derivatives; do not redistribute changed copies.")
+SHA256 = {  # known checksums of the files as written to the raw dir
+    "PsychCounsel-Bench/PsychoBench.json": "eb54c279359e084f4fca09dab494da671aa54e22ba08996ddfa9e050b3c7063a",
+    # = seed 004's author's file (lora/benchmark/PsychCounsel-Bench.json @ d005dcc), byte for byte
+    "PsychCounsel-Bench/PsychCounsel-Bench.json": "dc7b72ec75ef5227c1833e18f0ed152f7dff4ef0bd8643ee5449f23975f6be59",
+}
 MD5 = {  # known checksums of upstream files in their raw-folder form (also checked when fetched from --base-url)
     "emotion/train.txt": "501eca548aa1ef8d5dbd85662c709831",
     "emotion/val.txt": "0d565de2de8459abcfa3502a28cd6a5b",
@@ -170,6 +188,18 @@ def _parquet_to_txt(data: bytes) -> bytes:
     return "".join(f"{t};{EMOTION_LABELS[lab]}\n" for t, lab in zip(table["text"], table["label"], strict=True)).encode()
 
 
+def first_items(data: bytes, n: int = SEED004_BENCH_ITEMS) -> bytes:
+    """The first `n` items of a PsychoBench JSON array, written as seed 004's author's copy is (two-space
+    indent, UTF-8 text, a final newline)."""
+    try:
+        items = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"PsychoBench.json: not a UTF-8 JSON array ({type(e).__name__}: {e})") from None
+    if not isinstance(items, list) or len(items) < n:
+        raise DataError(f"PsychoBench.json: expected a JSON array of at least {n} items")
+    return (json.dumps(items[:n], ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
 def manifest() -> dict[str, list[Item]]:
     return {
         "cpsycoun": [Item(f"CPsyCoun/CPsyCoun-{CPSYCOUN_COMMIT}.tar.gz", CPSYCOUN_ARCHIVE, unpack="CPsyCoun")],
@@ -186,6 +216,10 @@ def manifest() -> dict[str, list[Item]]:
         "longemotion": [Item("LongEmotion/Emotion_Summary_origin.jsonl", f"{LONGEMOTION}/Emotion_Summary_origin.jsonl")],
         "sos1k": [Item(f"SOS-1K/fold{k}{suffix}.tsv", f"{SOS1K}/{folder}/fold{k}{suffix}.tsv")
                   for k in range(1, 6) for folder, suffix in (("fine-grained", ""), ("binary", "_twoClass"))],
+        "psychcounsel_bench": [Item("PsychCounsel-Bench/PsychoBench.json", PSYCHOBENCH,
+                                    sha256=SHA256["PsychCounsel-Bench/PsychoBench.json"]),
+                               Item("PsychCounsel-Bench/PsychCounsel-Bench.json", PSYCHOBENCH, first_items,
+                                    sha256=SHA256["PsychCounsel-Bench/PsychoBench.json"])],
     }
 
 
@@ -264,6 +298,11 @@ def _one(it: Item, source: str, raw_dir: Path, route: Route) -> tuple[Item, str,
                 return it, f"sha256 mismatch (got {got.sha256}, want {it.sha256})", None
             checked.append("sha256")
         convert = it.convert if upstream else None
+        want_raw = SHA256.get(it.rel)  # the file as written to the raw dir, however it was obtained
+        if want_raw and convert is None:
+            if got.sha256 != want_raw:
+                return it, f"sha256 mismatch (got {got.sha256}, want {want_raw})", None
+            checked.append("sha256 (raw)")
         want_md5 = MD5.get(it.rel) if convert is None else None  # a converted file need not be byte-identical
         if want_md5:
             got_md5 = _md5(got.path)
@@ -283,6 +322,9 @@ def _one(it: Item, source: str, raw_dir: Path, route: Route) -> tuple[Item, str,
             record.update(unpacked_to=it.unpack, files=n, files_sha256=digest)
         elif convert is not None:
             data = convert(got.path.read_bytes())
+            want_raw = SHA256.get(it.rel)
+            if want_raw and hashlib.sha256(data).hexdigest() != want_raw:
+                return it, f"sha256 mismatch (got {hashlib.sha256(data).hexdigest()}, want {want_raw})", None
             _write_bytes(raw_dir / it.rel, data)
             record.update(converted=True, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
         else:
@@ -362,6 +404,8 @@ def download(raw_dir: Path, sources: list[str] | None = None, base_url: str | No
         print(f"  ... and {len(failures) - 20} more", file=sys.stderr)
     if "psyqa" in names:
         print(PSYQA_AGREEMENT)
+    if "psychcounsel_bench" in names:
+        print(PSYCHOBENCH_LICENSE)
     if failures or missing_optional:  # keep a record next to the data
         atomic_write_text(raw_dir / "download_failures.txt", "".join(f + "\n" for f in failures))
     return failures

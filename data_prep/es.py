@@ -1,6 +1,7 @@
 """Emotion Summary (ES): case description + consultation process -> experience and reflection.
 
-Train / val: PsyQA in the ES shape, split by question 85% / 15% (seeded), as seed 000 did. Case
+Train / val: PsyQA in the ES shape, split by question 85% / 15% by count (exactly round(0.15 n) questions in
+val, seeded: 85 / 15 of the 100-question example, as seed 000 did). Case
 description = [question, description]; consultation process = the other helpers' answers (none if
 the question has one answer); target = the strategy-labelled answer (a reflective analysis of the
 case). Besides the alpaca rows (`es_train`, `es_val`), the ES-shaped records themselves are written
@@ -29,7 +30,7 @@ from data_prep.common import (
     get_str,
     json_error_kind,
     read_bytes,
-    split_of,
+    split_by_count,
     text_key,
 )
 
@@ -122,11 +123,13 @@ def build(ctx: BuildContext, val_fraction: float = VAL_FRACTION) -> TaskOutput:
     ql = ctx.ledger("PsyQA")
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
     shaped: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
-    for q in psyqa.parse(raw_dir, ql):
+    questions = psyqa.parse(raw_dir, ql)
+    which = split_by_count([str(q.qid) for q in questions], seed, val_fraction, prefix="es:")
+    for q in questions:
         best = q.best
         others = [a.text for a in q.answers if a is not best]
         case_parts = [q.question, *([q.description] if q.description else [])]
-        split = "val" if split_of(f"es:{q.qid}", seed, val_fraction) == "eval" else "train"
+        split = "val" if which[str(q.qid)] == "eval" else "train"
         splits[split].append({"id": f"psyqa-es-{q.qid}", "system": "", "instruction": INSTRUCTION,
                               "input": es_input("\n".join(case_parts), "\n\n".join(others)), "output": best.text})
         shaped[split].append({"id": f"psyqa-es-{q.qid}", "case_description": case_parts,

@@ -8,6 +8,15 @@ When only the public README example (`PsyDTCorpus_README_example.json`) or no te
 the eval set is derived: held-out train dialogues (seeded) split into one record per assistant turn,
 exactly like the official test file. With a single dialogue, that dialogue is used for both and the
 accounting notes `eval_overlaps_train` (example data only; never do this with real data).
+
+Besides the sharegpt splits (`psydt_train`, `psydt_eval`: LLaMA-Factory renders them with the model's
+template and puts the loss on the counsellor turns), the same dialogues are written as seed 004's
+training text (`psydt_train_text`, `psydt_eval_text`): each record's messages rendered as plain ChatML,
+`<|im_start|>{role}\n{content}<|im_end|>\n` per message, system included, contents as the file has them
+(PII scrubbed unless --no-scrub), the way its author's `lora/training/train.py` formats them
+(format_conversation). Trained with LLaMA-Factory's `empty` template and `train_on_prompt: true`, that
+text is the whole sequence and every token of it, cut at `cutoff_len`, carries the loss (recipe
+seed004-psydt).
 """
 
 from __future__ import annotations
@@ -72,7 +81,16 @@ def validate_messages(rec: Any, ledger: Ledger) -> Messages:
     return out
 
 
-def _records(path: Path, ledger: Ledger, dedup: Dedup) -> list[tuple[str, Messages, str]]:
+def chatml_text(messages: Messages) -> str:
+    """A dialogue as seed 004's author's training text: `<|im_start|>{role}\n{content}<|im_end|>\n` per
+    system, user or assistant message, in order (other roles are skipped, as his script skips them)."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages if m.get("role") in ROLES)
+
+
+def _records(path: Path, ledger: Ledger, dedup: Dedup,
+             texts: dict[str, str] | None = None) -> list[tuple[str, Messages, str]]:
+    """Validated dialogues (id, cleaned messages, tag); `texts` collects, per id, the record's text as seed 004's
+    author rendered it (his contents as the file has them: not stripped; scrubbed like the rest)."""
     out = []
     for where, rec in load_json_array(path, ledger):
         try:
@@ -87,7 +105,11 @@ def _records(path: Path, ledger: Ledger, dedup: Dedup) -> list[tuple[str, Messag
         msgs = [{"role": m["role"], "content": ledger.scrub(m["content"])} for m in msgs]  # PII (data_prep.pii)
         rid = rec.get("id")
         tag = rec.get("normalizedTag")
-        out.append((str(rid if rid is not None else where), msgs, tag if isinstance(tag, str) else ""))
+        key = str(rid if rid is not None else where)
+        if texts is not None:
+            texts[key] = chatml_text([{"role": m["role"], "content": ledger.scrub(m["content"])}
+                                      for m in rec["messages"]])
+        out.append((key, msgs, tag if isinstance(tag, str) else ""))
         ledger.ok()
     return out
 
@@ -106,14 +128,17 @@ def build(ctx: BuildContext, eval_fraction: float = EVAL_FRACTION) -> TaskOutput
         raise DataError(f"{folder}: none of {', '.join(TRAIN_FILES)} found (see `make download`)")
     dedup = Dedup()
     tl = ctx.ledger(f"PsyDTCorpus/{train_path.name}")
-    dialogues = _records(train_path, tl, dedup)
+    train_texts: dict[str, str] = {}
+    dialogues = _records(train_path, tl, dedup, train_texts)
     ledgers = [tl]
     test_path = folder / TEST_FILE
     evals: list[dict[str, Any]] = []
+    eval_texts: dict[str, str] = {}
     if test_path.exists():
         el = ctx.ledger(f"PsyDTCorpus/{TEST_FILE}")
         # the test file is already split per turn; a separate dedup (its records share prefixes by design)
-        evals = [{"id": rid, "tag": tag, "messages": msgs} for rid, msgs, tag in _records(test_path, el, Dedup())]
+        evals = [{"id": rid, "tag": tag, "messages": msgs}
+                 for rid, msgs, tag in _records(test_path, el, Dedup(), eval_texts)]
         ledgers.append(el)
         train = dialogues
     else:
@@ -130,8 +155,13 @@ def build(ctx: BuildContext, eval_fraction: float = EVAL_FRACTION) -> TaskOutput
             train = [d for d in dialogues if d[0] not in held_ids]
         tl.note("eval_derived_from_train_dialogues", len(held))
         for rid, msgs, tag in held:
-            evals.extend(single_turn_split(rid, msgs, tag))
+            turns = single_turn_split(rid, msgs, tag)
+            evals.extend(turns)
+            eval_texts.update({t["id"]: chatml_text(t["messages"]) for t in turns})
     train_recs = [{"id": rid, "tag": tag, "messages": msgs} for rid, msgs, tag in train]
     tl.acc.samples.update({"train": len(train_recs)})
     ledgers[-1].acc.samples.update({"eval": len(evals)})
-    return TaskOutput(ctx.task, "sharegpt", {"train": train_recs, "eval": evals}, ledgers)
+    text = {"train_text": [{"id": r["id"], "text": train_texts[r["id"]], "output": ""} for r in train_recs],
+            "eval_text": [{"id": r["id"], "text": eval_texts[r["id"]], "output": ""} for r in evals]}
+    return TaskOutput(ctx.task, "sharegpt", {"train": train_recs, "eval": evals, **text}, ledgers,
+                      split_formats={"train_text": "text", "eval_text": "text"})

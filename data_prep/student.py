@@ -89,8 +89,9 @@ def reply_rule_ok(turns: list[tuple[str, str]], rule: str) -> tuple[bool, str]:
     return False, f"{what} {value:.0f} characters < {MIN_COUNSELOR_CHARS} (--reply-rule {rule})"
 
 
-def build(ctx: BuildContext, eval_fraction: float = EVAL_FRACTION) -> TaskOutput:
+def build(ctx: BuildContext, eval_fraction: float | None = None) -> TaskOutput:
     raw_dir, seed, teacher, opts = ctx.raw_dir, ctx.seed, ctx.teacher, ctx.options
+    eval_fraction = eval_fraction or opts.eval_share or EVAL_FRACTION
     assert ctx.dataset_dir is not None  # data_prep.prepare passes it to teacher tasks
     task_dir = ctx.dataset_dir / "data" / ctx.task
     dl = ctx.ledger("CPsyCounD")

@@ -76,7 +76,14 @@ def score(predictions: Sequence[str], references: Sequence[str], labels: Sequenc
 def choose_by_loglik(backend: Any, samples: Sequence[Any], labels: Sequence[str], spec: Any = None,
                      ) -> tuple[list[str], list[str], list[list[float]]]:
     """(most likely label, most likely by mean log-probability per token, the log-probabilities); `spec`: the
-    task's generation spec (its thinking switch and rendering shape the prompt)."""
+    task's generation spec (its thinking switch and rendering shape the prompt). A backend that classifies
+    texts itself (`label_logprobs`: a classification head) is asked for the texts under assessment; its
+    classes are single outputs, so no length normalisation applies."""
+    classify = getattr(backend, "label_logprobs", None)
+    if callable(classify):
+        logps = classify([s.input_text() for s in samples], list(labels))
+        best = [labels[max(range(len(lp)), key=lp.__getitem__)] for lp in logps]
+        return best, best, logps
     logps = backend.option_logprobs([s.messages for s in samples], [list(labels)] * len(samples), spec=spec)
     count = getattr(backend, "count_tokens", None)  # backends that can say how many tokens a label is
     n_tokens = [max(1, count(lab)) if count else max(1, len(lab)) for lab in labels]

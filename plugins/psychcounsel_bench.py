@@ -1,20 +1,28 @@
 """`psychcounsel_bench`: PsychCounsel-Bench multiple choice (counselor-exam items), with bias diagnostics.
 
 The benchmark file is a JSON array of ``{id, question, options: {a: ..., ...}, answer}``; items have
-2, 4 or 5 options and each is scored over the options it actually has (keys sorted). Items with an
-empty question or fewer than two options are listed by id and excluded, never scored. Scoring:
+2, 4 or 5 options and each is scored over the options it actually has (keys sorted). Denominator
+(``denominator``): ``scorable`` (default) lists items with an empty question or fewer than two options
+by id and excludes them; ``all`` asks every item of the file and counts it, as seed 004's author did
+(the empty questions are then reported apart as well). Scoring:
 
 * ``loglik`` (default): one forward pass per prompt; the option whose letter has the highest
   log-probability as the first answer token wins. Nothing is parsed, so nothing can be unparsed.
-* ``generate``: generation with the task's ``psy.generation`` (greedy, or sampled), then letter extraction, both
-  ways: **strict** (:func:`parse_letter`: the reply starts with the letter) and **lenient**
-  (:func:`parse_letter_lenient`: the first letter stated as the answer anywhere). Unparsed answers
-  count as wrong and are reported.
+* ``generate``: generation with the task's ``psy.generation`` (greedy, or sampled), then letter extraction
+  three ways, all reported; ``extractor`` names the one behind ``accuracy``: **strict** (:func:`parse_letter`:
+  the reply starts with the letter) and **lenient** (:func:`parse_letter_lenient`: the first letter stated
+  as the answer anywhere), the project's, both on the reply with any think block removed and only the
+  item's own letters counting; **seed004** (:func:`extract_seed004`), seed 004's author's rule on the
+  reply as generated (think block included): known answer prefixes stripped, then the first of a
+  leading letter, ``答案是X``, ``选择X``, a standalone letter, the first character, any of A-E, compared
+  lower-case with the gold key. Unparsed answers count as wrong and are reported. Each item's record
+  holds the prompt as the model got it, the generation, the letter of each extractor and the gold key.
 
 Prompt formats are data files (``evaluation/psychcounsel/prompts/<name>.yaml``); a format is rendered
 through the model's chat template (``render: chat``) or fed as a plain prompt (``render: plain``), and
 may override keys of the task's generation spec for itself (``generation: {thinking: template}``).
-The seed experiment's three formats are shipped text for text (``seed004-*``).
+Seed 004's three formats are shipped as its author's script builds them (``seed004-exact-*``: format 3
+keeps the template's own thinking) and as the seed document's worked examples show them (``seed004-*``).
 
 Bias diagnostics per format: the distribution of predicted letters, accuracy by number of options,
 the score of always answering each letter, and a permutation-debiased accuracy: every item is asked
@@ -58,11 +66,16 @@ DEFAULT_FORMATS = ("seed004-professional", "seed004-simple", "seed004-chat")
 LETTERS = "abcde"
 
 
+EXTRACTORS = ("strict", "lenient", "seed004")
+
+
 class Options(PluginOptions):
     bench_file: str | None = None  # JSON array of items; `{raw_dir}` = $PSY_RAW_DIR or ./raw
     scoring: Literal["loglik", "generate"] = "loglik"
     formats: list[str] = list(DEFAULT_FORMATS)  # prompt format names or YAML paths; the first is the headline
     debias: bool = True  # the permutation-debiased accuracy (k more queries per k-option item)
+    extractor: Literal["strict", "lenient", "seed004"] = "strict"  # generate: the extraction behind `accuracy`
+    denominator: Literal["scorable", "all"] = "scorable"  # all: every item of the file is asked and counts
 
 
 @dataclass(frozen=True)
@@ -90,11 +103,19 @@ class BenchItem:
 class Bench:
     items: list[BenchItem]
     excluded: list[dict[str, str]]  # {id, reason}: not scored
+    empty: list[str] = field(default_factory=list)  # ids of the items with an empty question that ARE scored
+
+    @property
+    def size(self) -> int:
+        """Items read from the file (scored + excluded)."""
+        return len(self.items) + len(self.excluded)
 
 
-def load_bench(path: str | Path, limit: int | None = None) -> Bench:
+def load_bench(path: str | Path, limit: int | None = None, *, keep_all: bool = False) -> Bench:
     """Read and validate the benchmark file; errors name the file, the item index and the field.
-    Items with an empty question or fewer than two options are excluded and listed (not errors)."""
+    Items with an empty question or fewer than two options are excluded and listed (not errors);
+    with ``keep_all`` they are kept (and the empty questions listed in ``Bench.empty``), and every
+    question is kept as the file writes it, as seed 004's author's script asked them."""
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"PsychCounsel-Bench file not found: {path} (set psy.eval_options "
@@ -111,6 +132,7 @@ def load_bench(path: str | Path, limit: int | None = None) -> Bench:
         raise EvalError(f"{path}: the benchmark holds no items")
     items: list[BenchItem] = []
     excluded: list[dict[str, str]] = []
+    empty: list[str] = []
     for i, rec in enumerate(data[:limit] if limit else data):
         where = f"{path}: item #{i}"
         if not isinstance(rec, dict):
@@ -122,16 +144,19 @@ def load_bench(path: str | Path, limit: int | None = None) -> Bench:
         if any(not re.fullmatch(r"[a-z]", k) or not isinstance(v, str) for k, v in opts.items()):
             raise EvalError(f"{where} (id={rec.get('id')!r}): field 'options' needs single-letter keys with string values")
         item_id = str(rec.get("id", i))
+        answer = rec["answer"].strip().lower()
         if not rec["question"].strip():
-            excluded.append({"id": item_id, "reason": "empty question"})
-            continue
-        if len(opts) < 2:
+            if not keep_all:
+                excluded.append({"id": item_id, "reason": "empty question"})
+                continue
+            empty.append(item_id)
+        if len(opts) < 2 and not keep_all:
             excluded.append({"id": item_id, "reason": f"{len(opts)} option(s)"})
             continue
-        answer = rec["answer"].strip().lower()
         if answer not in opts:
             raise EvalError(f"{where} (id={rec.get('id')!r}): field 'answer' {rec['answer']!r} is not an option key")
-        items.append(BenchItem(item_id, rec["question"].strip(), tuple(sorted(opts.items())), answer))
+        question = rec["question"] if keep_all else rec["question"].strip()
+        items.append(BenchItem(item_id, question, tuple(sorted(opts.items())), answer))
     seen: dict[str, int] = {}
     for i, it in enumerate(items):
         if it.id in seen:  # paired tests (compare) match items by id: two items of one id would mix
@@ -139,7 +164,7 @@ def load_bench(path: str | Path, limit: int | None = None) -> Bench:
         seen[it.id] = i
     if not items:
         raise EvalError(f"{path}: no item can be scored ({len(excluded)} excluded: empty question or < 2 options)")
-    return Bench(items, excluded)
+    return Bench(items, excluded, empty)
 
 
 @dataclass(frozen=True)
@@ -249,6 +274,42 @@ def parse_letter_lenient(text: str, keys: Sequence[str]) -> str | None:
     return None
 
 
+# Seed 004's author's rule (../shared/reference/seed-protocols.md, "Seed 004 as its author's public scripts run
+# it"): answer prefixes removed in this order (each at most once), then the first pattern that matches.
+SEED004_PREFIXES = ("回答：", "答案是", "选择", "我认为是", "选项", "答：", "answer:", "answer is")
+SEED004_PATTERNS = (
+    re.compile(r"^([a-e])", re.IGNORECASE),  # a letter at the very start ("B. 因为…", and the B of "Based on")
+    re.compile(r"答案是\s*([a-e])", re.IGNORECASE),
+    re.compile(r"选择\s*([a-e])", re.IGNORECASE),
+    re.compile(r"\b([a-e])\b", re.IGNORECASE),  # a standalone letter anywhere (the article "a" too)
+)
+
+
+def extract_seed004(text: str) -> str | None:
+    """Seed 004's author's extraction, on the reply as generated (a think block is not removed): the
+    text stripped; each known answer prefix it starts with removed (case-insensitive, in the order of
+    SEED004_PREFIXES); then the first match of a leading letter A-E, `答案是` + letter, `选择` + letter, a
+    standalone letter A-E (Unicode word boundaries, so `选B` has none); else the first character if it is
+    one of a-e. Returns the lowercase letter, which need not be one of the item's options, or None."""
+    text = (text or "").strip()
+    for prefix in SEED004_PREFIXES:
+        if text.lower().startswith(prefix.lower()):
+            text = text[len(prefix):].strip()
+    for pattern in SEED004_PATTERNS:
+        m = pattern.search(text)
+        if m:
+            return m.group(1).lower()
+    return text[0].lower() if text and text[0].lower() in LETTERS else None
+
+
+def extract(name: str, raw: str, stripped: str, keys: Sequence[str]) -> str | None:
+    """The letter extractor `name` on one reply: the project's on the think-stripped text, the seed's
+    author's on the text as generated."""
+    if name == "seed004":
+        return extract_seed004(raw)
+    return parse_letter(stripped, keys) if name == "strict" else parse_letter_lenient(stripped, keys)
+
+
 def score(items: Sequence[BenchItem], chosen: Sequence[str | None]) -> dict[str, Any]:
     """Accuracy (95% Wilson CI), unparsed count, and accuracy by number of options."""
     if len(items) != len(chosen):
@@ -293,14 +354,31 @@ def choose_by_loglik(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any
     return [it.keys[max(range(len(lp)), key=lp.__getitem__)] for it, lp in zip(items, logps, strict=True)]
 
 
+@dataclass(frozen=True)
+class Generated:
+    """The replies of one format: as generated, think-stripped, and each extractor's letters."""
+
+    raw: list[str]
+    outputs: list[str]  # think block removed, trimmed
+    think_blocks: int
+    letters: dict[str, list[str | None]]  # extractor -> one letter (or None) per item
+
+
 def choose_by_generation(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any, spec: GenerationSpec,
-                         ) -> tuple[list[str | None], list[str | None], list[str], int]:
-    """(strict choices, lenient choices, think-stripped outputs, number of outputs with a think block)."""
+                         ) -> Generated:
+    """Generate one reply per item and read its letter with every extractor."""
     raw = backend.generate([fmt.conversation(it) for it in items], spec)
     stripped = [strip_think_trimmed(r) for r in raw]
-    strict = [parse_letter(text, it.keys) for (text, _), it in zip(stripped, items, strict=True)]
-    lenient = [parse_letter_lenient(text, it.keys) for (text, _), it in zip(stripped, items, strict=True)]
-    return strict, lenient, [t for t, _ in stripped], sum(had for _, had in stripped)
+    letters = {name: [extract(name, r, t, it.keys) for r, (t, _), it in zip(raw, stripped, items, strict=True)]
+               for name in EXTRACTORS}
+    return Generated(list(raw), [t for t, _ in stripped], sum(had for _, had in stripped), letters)
+
+
+def rendered_prompt(backend: Any, conversation: list[dict[str, str]], spec: GenerationSpec) -> str | list[dict[str, str]]:
+    """The prompt text exactly as the backend feeds it to the model (chat template applied), when the
+    backend can say; else the conversation itself."""
+    render = getattr(backend, "render", None) or getattr(backend, "prompt", None)
+    return render(conversation, spec) if callable(render) else conversation
 
 
 def _credit(votes: dict[str, float], answer: str) -> float:
@@ -311,7 +389,7 @@ def _credit(votes: dict[str, float], answer: str) -> float:
 
 
 def debiased(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any, mode: str,
-             spec: GenerationSpec) -> dict[str, Any]:
+             spec: GenerationSpec, extractor: str = "strict") -> dict[str, Any]:
     """Every item under every cyclic shift of its options; per item the credit of the majority of the
     shifts (and, for loglik, of the mean option probability)."""
     t0 = time.perf_counter()
@@ -332,9 +410,9 @@ def debiased(items: Sequence[BenchItem], fmt: PromptFormat, backend: Any, mode: 
             for j, key in enumerate(origin):
                 probs[i][key] += p[j] / total / len(origin)
     else:
-        strict, _, _, _ = choose_by_generation(shifted_items, fmt, backend, spec)
-        for (i, _, origin), c in zip(queries, strict, strict=True):
-            if c is not None:  # c is a letter of the shifted item; origin says whose text it showed
+        chosen = choose_by_generation(shifted_items, fmt, backend, spec).letters[extractor]
+        for (i, shifted, origin), c in zip(queries, chosen, strict=True):
+            if c is not None and c in shifted.keys:  # a letter of the shifted item; origin: whose text it showed
                 votes[i][origin[items[i].keys.index(c)]] += 1
     majority = [_credit(v, it.answer) for v, it in zip(votes, items, strict=True)]
     out: dict[str, Any] = {"majority_accuracy": sum(majority) / len(items) if items else 0.0,
@@ -384,46 +462,60 @@ class PsychCounselBenchPlugin(EvalPlugin):
         if ctx.backend is None:
             raise ValueError("psychcounsel_bench needs a model backend")
         self.check(opts, ctx.task)
-        bench = load_bench(opts.bench_file, ctx.limit)  # type: ignore[arg-type]
+        bench = load_bench(opts.bench_file, ctx.limit, keep_all=opts.denominator == "all")  # type: ignore[arg-type]
         items, mode = bench.items, opts.scoring
+        empty = set(bench.empty)
         formats = [load_format(name) for name in opts.formats]
         per_format: dict[str, Any] = {}
         records: list[dict[str, Any]] = []
         for fmt in formats:
             spec = fmt.spec(ctx.generation)
             t0 = time.perf_counter()
-            outputs: list[str] | None = None
-            lenient: list[str | None] | None = None
-            think = 0
+            gen: Generated | None = None
             if mode == "loglik":
                 chosen: list[str | None] = list(choose_by_loglik(items, fmt, ctx.backend, spec))
             else:
-                chosen, lenient, outputs, think = choose_by_generation(items, fmt, ctx.backend, spec)
+                gen = choose_by_generation(items, fmt, ctx.backend, spec)
+                chosen = gen.letters[opts.extractor]
             m = score(items, chosen)
-            m.update(seconds=time.perf_counter() - t0, think_blocks=think, render=fmt.render,
+            m.update(seconds=time.perf_counter() - t0, think_blocks=gen.think_blocks if gen else 0, render=fmt.render,
                      generation=spec.model_dump(mode="json") if mode == "generate" else
                      {"thinking": spec.thinking, "prompt": spec.prompt})
-            if lenient is not None:
-                lm = score(items, lenient)
-                m["lenient"] = {k: lm[k] for k in ("accuracy", "ci95", "unparsed", "correct")}
+            if gen is not None:
+                m["extractor"] = opts.extractor
+                m["extractors"] = {}
+                for name, letters in gen.letters.items():
+                    em = score(items, letters)
+                    m["extractors"][name] = {k: em[k] for k in ("accuracy", "ci95", "unparsed", "correct", "n")}
+                m["lenient"] = m["extractors"]["lenient"]
+            if empty:
+                hits = [c == it.answer for it, c in zip(items, chosen, strict=True) if it.id in empty]
+                m["empty_questions"] = {"n": len(hits), "correct": sum(hits)}
             m["bias"] = bias(items, chosen)
-            deb = debiased(items, fmt, ctx.backend, mode, spec) if opts.debias else None
+            deb = debiased(items, fmt, ctx.backend, mode, spec, opts.extractor) if opts.debias else None
             if deb is not None:
                 m["debiased"] = {k: v for k, v in deb.items() if k != "per_item"}
             per_format[fmt.name] = m
             for i, (it, c) in enumerate(zip(items, chosen, strict=True)):
                 rec: dict[str, Any] = {"id": it.id, "format": fmt.name, "answer": it.answer, "n_options": len(it.keys),
                                        "chosen": c, "correct": c == it.answer}
-                if lenient is not None:
-                    rec.update(chosen_lenient=lenient[i], correct_lenient=lenient[i] == it.answer)
-                if outputs is not None:
-                    rec["output"] = outputs[i]
+                if it.id in empty:
+                    rec["empty_question"] = True
+                if gen is not None:
+                    rec["prompt"] = rendered_prompt(ctx.backend, fmt.conversation(it), spec)
+                    rec["generation"] = gen.raw[i]
+                    rec["output"] = gen.outputs[i]
+                    for name, letters in gen.letters.items():
+                        rec[f"chosen_{name}"] = letters[i]
+                        rec[f"correct_{name}"] = letters[i] == it.answer
                 if deb is not None:
                     rec["debiased_credit"] = deb["per_item"][i]
                 records.append(rec)
         primary = formats[0].name
         metrics = {"scoring": mode, "decoding": ctx.generation.decoding if mode == "generate" else None,
+                   "extractor": opts.extractor if mode == "generate" else None, "denominator": opts.denominator,
                    "bench_file": str(opts.bench_file), "n_items": len(items), "excluded": bench.excluded,
+                   "empty_questions": sorted(empty, key=lambda x: (len(x), x)),
                    "formats": per_format, "primary": {"format": primary, **per_format[primary]}}
         plot = "psychcounsel_accuracy.png"
         self._plot(per_format, ctx.out_dir / plot, mode)
@@ -434,17 +526,26 @@ class PsychCounselBenchPlugin(EvalPlugin):
         per_format, mode = metrics["formats"], metrics["scoring"]
         decoding = (f"sampled: T={gen.temperature:g}, top-p {gen.top_p:g}, top-k {gen.top_k}, seed {gen.seed}"
                     if gen.sampled else "greedy")
+        extractor = metrics.get("extractor") or "strict"
+        others = [e for e in EXTRACTORS if e != extractor]
         how = (" (option-letter log-probabilities, nothing parsed)." if mode == "loglik" else
-               f" ({decoding}, max {gen.max_new_tokens} new tokens; strict and lenient letter extraction, "
-               "unparsed = wrong).")
+               f" ({decoding}, max {gen.max_new_tokens} new tokens; `accuracy` by the **{extractor}** letter "
+               f"extraction, {' and '.join(others)} beside it; unparsed = wrong).")
         lines = ["## psychcounsel_bench",
                  f"{metrics['n_items']} items from `{Path(metrics['bench_file']).name}`, scoring **{mode}**{how}"]
         if metrics["excluded"]:
             lines.append(f"Excluded (not scored): {len(metrics['excluded'])} item(s): "
                          + ", ".join(f"id {e['id']} ({e['reason']})" for e in metrics["excluded"]) + ".")
-        head = ["prompt format", "render", "n", "accuracy", "95% CI", "unparsed"]
+        if metrics.get("empty_questions"):
+            lines.append(f"Denominator: every item of the file ({metrics['n_items']}), as seed 004's author counted; "
+                         f"{len(metrics['empty_questions'])} with an empty question (ids "
+                         f"{', '.join(metrics['empty_questions'])}) are asked and scored too: "
+                         + ", ".join(f"{name} {m['empty_questions']['correct']}/{m['empty_questions']['n']} right"
+                                     for name, m in per_format.items()) + ".")
+        head = ["prompt format", "render", "n", f"accuracy{f' ({extractor})' if mode == 'generate' else ''}",
+                "95% CI", "unparsed"]
         if mode == "generate":
-            head += ["lenient acc.", "lenient unparsed"]
+            head += [f"{e} acc. (unparsed)" for e in others]
         head += ["best constant", "debiased (majority)"] + (["debiased (mean p)"] if mode == "loglik" else [])
         head += ["chance", "seconds"]
         rows = []
@@ -452,7 +553,7 @@ class PsychCounselBenchPlugin(EvalPlugin):
             row: list[Any] = [name, m["render"], m["n"], m["accuracy"], f"[{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]",
                               m["unparsed"]]
             if mode == "generate":
-                row += [m["lenient"]["accuracy"], m["lenient"]["unparsed"]]
+                row += [f"{m['extractors'][e]['accuracy']:.4f} ({m['extractors'][e]['unparsed']})" for e in others]
             bc = m["bias"]["best_constant"]
             deb = m.get("debiased") or {}
             row += [f"{bc['accuracy']:.4f} (always {bc['letter']})", deb.get("majority_accuracy", "-")]

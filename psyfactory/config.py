@@ -25,6 +25,8 @@ from psyfactory.psyconfig import PsyConfig
 from psyfactory.recipes import load_recipe
 
 BLOCK_KEY = "psy"
+# LF's template that adds nothing: training on text already rendered in the model's chat format.
+TEXT_TEMPLATE = "empty"
 # Keys that hold credentials: a composed config is written to runs/<run>/*.yaml and manifest.json and
 # printed, so they are refused there and read from the environment instead.
 SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
@@ -95,10 +97,20 @@ class Composed:
     model_template: str | None = None  # the model layer's `template` (the model's own chat format)
 
     @property
+    def inference_template(self) -> str | None:
+        """The chat template prompts are rendered with after training. `template: empty` means the training
+        data are text already rendered in a chat format (seed 004's ChatML dialogues, `TEXT_TEMPLATE`): LF
+        adds nothing to them, and inference uses the model's own template, whose format the text is in."""
+        template = self.lf.get("template")
+        if template == TEXT_TEMPLATE and self.model_template is not None:
+            return self.model_template
+        return template
+
+    @property
     def foreign_template(self) -> bool:
         """The run trains with another chat template than the model layer's (e.g. `qwen` on an R1 distill):
         evaluation and the merged tokenizer then use LLaMA-Factory's rendering of it (psyfactory.templates)."""
-        return self.model_template is not None and self.lf.get("template") != self.model_template
+        return self.model_template is not None and self.inference_template != self.model_template
 
     @property
     def run_dir(self) -> Path:

@@ -45,7 +45,7 @@ def entry(name: str, dataset_dir: Path, *, need_file: bool = True) -> tuple[dict
     where = f"{dataset_dir / 'dataset_info.json'}: dataset '{name}'"
     if name not in info:
         raise PreflightError(f"{dataset_dir / 'dataset_info.json'}: dataset '{name}' is not registered "
-                             f"(registered: {', '.join(sorted(info)) or 'none'}; run `make prep`)")
+                             f"(registered: {', '.join(sorted(info)) or 'none'}; run `{prep_command(name)}`)")
     e = info[name]
     if not isinstance(e, dict):
         raise PreflightError(f"{where}: an entry is an object with a file_name")
@@ -68,9 +68,20 @@ def entry(name: str, dataset_dir: Path, *, need_file: bool = True) -> tuple[dict
                                  f"{', '.join(sorted(known))})")
     if need_file:
         if not path.is_file():
-            raise PreflightError(f"dataset '{name}': data file {path} is missing (run `make prep`)")
+            raise PreflightError(f"dataset '{name}': data file {path} is missing (run `{prep_command(name)}`)")
         _first_record_fits(name, e, path, fmt)
     return e, path
+
+
+def prep_command(dataset: str) -> str:
+    """The command that writes a dataset: a recipe's own data (`<recipe>_<split>`) or a task's (`<task>_<split>`)."""
+    from psyfactory.layers import list_names
+
+    for kind, arg in (("recipe", "RECIPE"), ("task", "TASK")):
+        owners = [n for n in list_names(kind) if dataset.startswith(f"{n}_")]
+        if owners:
+            return f"make prep {arg}={max(owners, key=len)}"
+    return "make prep"
 
 
 def _first_record_fits(name: str, e: dict[str, Any], path: Path, fmt: str) -> None:

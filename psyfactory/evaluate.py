@@ -226,7 +226,7 @@ def run_eval(run: Run, *, base: bool = False, backend: str = "hf", limit: int | 
     fingerprint = {
         "model": model_path, "adapter_sha256": evaluated_weights(run, adapter, gguf), "backend": backend,
         "gguf": gguf.variant() if gguf else None, "eval_task": task.name, "plugins": [p.name for p in plugins],
-        "limit": limit, "generation": task.generation.model_dump(mode="json"),
+        "limit": limit, "generation": task.generation.model_dump(mode="json"), "dtype": psy.eval_dtype,
         "options": {p.name: redact_all(p.options.model_dump(mode="json")) for p in plugins},
         "data_sha256": {str(f): sha256_file(f) for f in data_files if f.is_file()},
     }
@@ -279,8 +279,10 @@ def open_backend(run: Run, *, model_path: str, adapter: Path | None, backend: st
     from psyfactory.inference import make_backend
 
     materialize(run.config.model_ref if model_path == run.config.lf["model_name_or_path"] else model_path)
-    kwargs: dict[str, Any] = {"reasoning": psy.reasoning, "batch_size": batch_size,
-                              "lf_template": run.config.lf["template"] if run.config.foreign_template else None}
+    kwargs: dict[str, Any] = {"reasoning": psy.reasoning, "batch_size": batch_size, "dtype": psy.eval_dtype,
+                              "lf_template": run.config.inference_template if run.config.foreign_template else None}
+    if run.config.foreign_template and run.config.lf.get("default_system") is not None:
+        kwargs["default_system"] = run.config.lf["default_system"]  # LF's training rendered it
     if not merge_adapter:
         kwargs["merge_adapter"] = False
     return make_backend(backend, model_path, adapter, needs_loglik=needs_loglik, **kwargs)
@@ -302,6 +304,7 @@ def _evaluate(run: Run, out_dir: Path, name: str, plugins: list[Plugin], samples
         "variant": name, "kind": "base" if base else "tuned", "base_model": model_path,
         "adapter": str(adapter) if adapter else None, "backend": be.name, "hw": run.hw,
         "external": run.external.record() if run.external is not None and not base else None,
+        "dtype": getattr(be, "dtype", None), "dtype_requested": getattr(be, "dtype_requested", None),
         "overrides": run.config.all_overrides, "fingerprint": fingerprint, "load_seconds": load_s,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
     }
@@ -323,6 +326,9 @@ def _evaluate(run: Run, out_dir: Path, name: str, plugins: list[Plugin], samples
         results[p.name] = res = p.plugin.run(ctx)
         if res.items:
             files.atomic_write_jsonl(out_dir / f"{p.name}_items.jsonl", res.items)
+    after = getattr(be, "after_eval", None)  # e.g. a classifier's model card gets the test metrics
+    if callable(after):
+        after(results)
     summary["plugins"] = {n: r.metrics for n, r in results.items()}
     summary["headline"] = headline(plugins, summary["plugins"])
     files.atomic_write_json(out_dir / "metrics.json", summary)
@@ -335,7 +341,10 @@ def _evaluate(run: Run, out_dir: Path, name: str, plugins: list[Plugin], samples
 def _report(s: dict[str, Any], results: dict[str, PluginResult]) -> str:
     head = [f"# Evaluation: {s['run']} · {s['task']} · {s['variant']}", "",
             f"- base model: `{s['base_model']}`", f"- adapter: `{s['adapter'] or 'none (base model)'}`",
-            f"- backend: {s['backend']} (hw {s['hw']}), model load {s['load_seconds']:.1f}s"]
+            f"- backend: {s['backend']} (hw {s['hw']}), model load {s['load_seconds']:.1f}s"
+            + (f", weights {s['dtype']}" if s.get("dtype") else "")
+            + (f" ({s['dtype_requested']} asked: a CPU runs float32; CUDA honours it)"
+               if s.get("dtype_requested") not in (None, "auto", s.get("dtype")) else "")]
     if s.get("external"):
         head.append(f"- trained elsewhere: `{s['external'].get('adapter') or s['external'].get('model_path')}`")
     if "n" in s:

@@ -23,7 +23,16 @@ from psyfactory.core.labels import strip_think_trimmed as strip_think
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "Conversation", "HFBackend", "VLLMBackend", "make_backend", "strip_think"]
+__all__ = ["Backend", "Conversation", "HFBackend", "SeqClsBackend", "VLLMBackend", "is_classifier_adapter", "make_backend",
+           "strip_think"]
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    """The weights' dtype a backend loads: `requested` on CUDA (`auto`: bfloat16); float32 on a CPU, whatever
+    was asked (half precision there is slow and some kernels lack it)."""
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if requested == "auto" else requested
 
 
 class HFBackend:
@@ -34,7 +43,7 @@ class HFBackend:
 
     def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
                  batch_size: int = 8, device: str | None = None, dtype: str = "auto", progress: bool = True,
-                 lf_template: str | None = None, merge_adapter: bool = True) -> None:
+                 lf_template: str | None = None, default_system: str | None = None, merge_adapter: bool = True) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -47,13 +56,12 @@ class HFBackend:
         if lf_template:  # the run trained with another template than the model's own (psyfactory.templates)
             from psyfactory.templates import apply
 
-            apply(self.tokenizer, lf_template)
+            apply(self.tokenizer, lf_template, default_system)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if dtype == "auto":
-            torch_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        else:
-            torch_dtype = getattr(torch, dtype)
+        self.dtype_requested = dtype
+        self.dtype = resolve_dtype(dtype, self.device)
+        torch_dtype = getattr(torch, self.dtype)
         model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype)
         if adapter is not None:
             from peft import PeftModel
@@ -237,16 +245,19 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *, reasoning: str = "none",
-                 max_lora_rank: int = 64, lf_template: str | None = None) -> None:
+                 max_lora_rank: int = 64, lf_template: str | None = None, default_system: str | None = None,
+                 dtype: str = "auto") -> None:
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
-        self.llm = LLM(model=str(model_path), enable_lora=adapter is not None, max_lora_rank=max_lora_rank)
+        self.dtype_requested, self.dtype = dtype, resolve_dtype(dtype, "cuda")
+        self.llm = LLM(model=str(model_path), enable_lora=adapter is not None, max_lora_rank=max_lora_rank,
+                       dtype=self.dtype)
         self.chat_template: str | None = None
         if lf_template:  # the run trained with another template than the model's own (psyfactory.templates)
             from psyfactory.templates import lf_chat_template
 
-            self.chat_template = lf_chat_template(lf_template, self.llm.get_tokenizer())
+            self.chat_template = lf_chat_template(lf_template, self.llm.get_tokenizer(), default_system)
         self.lora = LoRARequest("adapter", 1, str(adapter)) if adapter is not None else None
         self.reasoning = reasoning
 
@@ -276,6 +287,75 @@ class VLLMBackend:
         raise NotImplementedError("loglik scoring is implemented by the hf backend only")
 
 
+class SeqClsBackend:
+    """A classifier run's model (METHOD=lora-cls: base + sequence-classification head + LoRA, psyfactory.cls_train):
+    no text to generate; `label_logprobs` gives the head's class log-probabilities for the texts under
+    assessment, which the `classification` plugin scores like label log-likelihoods."""
+
+    name = "hf-seqcls"
+
+    def __init__(self, model_path: str | Path, adapter: str | Path, *, batch_size: int = 8, device: str | None = None,
+                 dtype: str = "auto", **_: Any) -> None:
+        import json
+
+        import torch
+
+        from psyfactory.cls_train import CARD_STATE, LABELS_FILE, load_classifier
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = batch_size
+        self.adapter = Path(adapter)
+        self.dtype_requested, self.dtype = dtype, resolve_dtype(dtype, self.device)
+        self.labels: list[str] = json.loads((self.adapter / LABELS_FILE).read_text(encoding="utf-8"))
+        card = self.adapter / CARD_STATE
+        state = json.loads(card.read_text(encoding="utf-8")) if card.is_file() else {}
+        self.max_length = int((state.get("training") or {}).get("max_length") or 512)
+        self.tokenizer, model = load_classifier(str(model_path), self.labels, adapter=self.adapter,
+                                                dtype=getattr(torch, self.dtype))
+        self.model = model.to(self.device).eval()
+
+    def label_logprobs(self, texts: list[str], labels: list[str]) -> list[list[float]]:
+        """For each text, the log-probability of each of `labels` (a label the head lacks: -inf)."""
+        from psyfactory.cls_train import predict
+
+        logps = predict(self.model, self.tokenizer, texts, self.max_length, self.batch_size)
+        index = {lab: i for i, lab in enumerate(self.labels)}
+        return [[lp[index[lab]] if lab in index else float("-inf") for lab in labels] for lp in logps]
+
+    def generate(self, conversations: list[Conversation], spec: GenerationSpec, *,
+                 json_schema: dict | None = None) -> list[str]:
+        raise EvalError("a classification head generates no text: evaluate it with scoring loglik (the default)")
+
+    def option_logprobs(self, prompts: list[Conversation], options: list[list[str]], *,
+                        spec: GenerationSpec | None = None) -> list[list[float]]:
+        raise EvalError("a classification head scores the labels of a text (label_logprobs), not continuations")
+
+    def after_eval(self, results: dict[str, Any]) -> None:
+        """The model card's test metrics (with intervals), from the per-item records of the evaluation."""
+        from psyfactory.cls_train import metrics, write_card
+
+        for res in results.values():
+            items = getattr(res, "items", None) or []
+            if items and all("reference" in it and "label" in it for it in items):
+                gold = [it["reference"].strip() for it in items]
+                pred = [it["label"] or "(invalid)" for it in items]
+                write_card(self.adapter, test=metrics(gold, pred, self.labels))
+                return
+
+
+def is_classifier_adapter(adapter: str | Path | None) -> bool:
+    """A peft adapter trained for sequence classification (psyfactory.cls_train)."""
+    import json
+
+    if adapter is None:
+        return False
+    cfg = Path(adapter) / "adapter_config.json"
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8")).get("task_type") == "SEQ_CLS"
+    except (OSError, ValueError):
+        return False
+
+
 def vllm_unavailable_reason() -> str | None:
     """Why vLLM cannot be used here, or None when it can."""
     if importlib.util.find_spec("vllm") is None:
@@ -293,6 +373,11 @@ def make_backend(kind: str, model_path: str | Path, adapter: str | Path | None =
     backend is psyfactory.gguf.backend.backend_for_run (it reads a run's export, not a model folder)."""
     if kind not in ("hf", "vllm", "auto"):
         raise EvalError(f"unknown backend {kind!r}: use hf, vllm or auto")
+    if adapter is not None and is_classifier_adapter(adapter):  # METHOD=lora-cls: its head, through transformers
+        if kind == "vllm":
+            raise EvalError("--backend vllm: a classification head is evaluated with the hf backend")
+        return SeqClsBackend(model_path, adapter, **{k: v for k, v in kwargs.items()
+                                                     if k in ("batch_size", "device", "dtype")})
     reason = vllm_unavailable_reason()
     if kind == "vllm":
         if reason:
@@ -300,7 +385,8 @@ def make_backend(kind: str, model_path: str | Path, adapter: str | Path | None =
         if needs_loglik:
             raise EvalError("--backend vllm: loglik scoring needs the hf backend")
     if kind == "vllm" or (kind == "auto" and reason is None and not needs_loglik):
-        return VLLMBackend(model_path, adapter, **{k: v for k, v in kwargs.items() if k in ("reasoning", "lf_template")})
+        return VLLMBackend(model_path, adapter, **{k: v for k, v in kwargs.items()
+                                                   if k in ("reasoning", "lf_template", "default_system", "dtype")})
     if kind == "auto":
         log.info("using the hf backend (%s)", reason or "loglik scoring requested")
     return HFBackend(model_path, adapter, **kwargs)

@@ -91,6 +91,11 @@ class PsyConfig(BaseModel):
         None, json_schema_extra=_layer("model"),
         description="Licence of the base weights as the model card states it (e.g. `apache-2.0`, `llama3.1`); "
                     "`make export` writes it into the exported model card.")
+    # -- method layer
+    trainer: Literal["llamafactory", "seqcls"] = Field(
+        "llamafactory", json_schema_extra=_layer("method"),
+        description="Who trains: `llamafactory` (causal LM SFT) or `seqcls` (a sequence-classification head + LoRA "
+                    "through transformers' Trainer and peft, psyfactory/cls_train.py: METHOD=lora-cls).")
     # -- hardware layer
     gpu_memory_gb: float | None = Field(
         None, gt=0, json_schema_extra=_layer("hardware"),
@@ -123,6 +128,14 @@ class PsyConfig(BaseModel):
         None, json_schema_extra=_layer("task"),
         description="JSON Schema of a label task's answer (path relative to the repo): validated by "
                     "`json_labels`, used for constrained decoding by the GGUF backend and `chat-gguf`.")
+    download: list[str] = Field(
+        default_factory=list, json_schema_extra=_layer("task"),
+        description="Sources `make download TASK=<task>` fetches besides `data.download` (a benchmark's own files, "
+                    "e.g. `psychcounsel_bench`).")
+    eval_dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", json_schema_extra=_layer("task"),
+        description="Weights' dtype of the transformers / vLLM eval backends on CUDA (`auto`: bfloat16); a CPU "
+                    "always runs float32 (the report says so when another dtype was asked).")
     generation: GenerationSpec = Field(
         default_factory=GenerationSpec, json_schema_extra=_layer("task"),
         description="How every path generates (LF predict and chat, transformers, vLLM, llama.cpp): "

@@ -29,6 +29,20 @@ def recipe_dir() -> Path:
     return paths.CONFIG_DIR / "recipes"
 
 
+class RecipeData(BaseModel):
+    """`recipe.data`: the recipe prepares its own data, as its seed did, apart from the task's default
+    data: `make prep RECIPE=<name>` (and `make reproduce`) runs the training task's parser with these
+    options into data/<recipe>/, registered as `<recipe>_train`, `<recipe>_eval`, ... (the recipe's
+    `dataset` / `eval_dataset` / `psy.eval_dataset` name them). The task's own data stay as they are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scrub: bool = Field(True, description="PII scrubbing (data_prep.pii); false: the raw text, as the seeds trained "
+                                          "on it (`--no-scrub`)")
+    eval_share: float | None = Field(None, gt=0, lt=1, description="the share a splitting parser (student) holds out "
+                                                                   "for eval; default: the parser's")
+
+
 class RecipeSpec(BaseModel):
     """The `recipe:` block: what the experiment runs, and the chain `make reproduce` follows."""
 
@@ -41,6 +55,9 @@ class RecipeSpec(BaseModel):
                              description="eval tasks, each evaluated tuned and base (default: the training task)")
     gguf: str | None = Field(None, description="quantization of the final GGUF export (e.g. Q4_K_M); none: no export")
     seed: str | None = Field(None, description="the seed document it reproduces (its file name; the facts: configs/recipes/seeds/<recipe>.yaml)")
+    data: RecipeData | None = Field(None, description="its own data, prepared as the seed did (RecipeData)")
+    alternative_of: str | None = Field(None, description="the seed recipe this one is a named alternative to")
+    why: str | None = Field(None, description="with alternative_of: what it does differently and why one would run it")
 
     @model_validator(mode="after")
     def _check(self) -> RecipeSpec:
@@ -49,6 +66,12 @@ class RecipeSpec(BaseModel):
 
             if self.gguf.upper() not in QUANTS:
                 raise ValueError(f"gguf: {self.gguf!r} is not one of {', '.join(QUANTS)}")
+        return self
+
+    @model_validator(mode="after")
+    def _alternative(self) -> RecipeSpec:
+        if (self.alternative_of is None) != (self.why is None):
+            raise ValueError("alternative_of and why go together: the seed recipe it departs from, and why")
         return self
 
     @property
@@ -111,6 +134,7 @@ def describe() -> list[tuple[str, str, str, str]]:
     for name in list_recipes():
         r = load_recipe(name)
         s = r.spec
+        seed = s.seed or (f"alternative to {s.alternative_of}" if s.alternative_of else "-")
         rows.append((name, f"{s.model}/{s.task}/{s.method}", ",".join(s.eval_tasks) + (f" +gguf {s.gguf}" if s.gguf else ""),
-                     s.seed or "-"))
+                     seed))
     return rows

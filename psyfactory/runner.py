@@ -126,10 +126,13 @@ def multi_process() -> bool:
     return torch.cuda.device_count() > 1
 
 
-def train_command(cfg_file: Path) -> list[str]:
+def train_command(cfg_file: Path, *, seqcls: bool = False) -> list[str]:
     """The trainer's command: `python -m psyfactory.lf_train <yaml>` (LF's `run_exp`, as `llamafactory-cli
     train` runs it on one device, plus checkpoint-on-request), or the same module under torchrun with the
-    arguments LLaMA-Factory's launcher gives it (NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR/PORT)."""
+    arguments LLaMA-Factory's launcher gives it (NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR/PORT).
+    `seqcls` (METHOD=lora-cls): `python -m psyfactory.cls_train <yaml>`, one process."""
+    if seqcls:
+        return [sys.executable, "-m", "psyfactory.cls_train", str(cfg_file)]
     if not multi_process():
         return [sys.executable, "-m", "psyfactory.lf_train", str(cfg_file)]
     import torch
@@ -203,7 +206,9 @@ def _train(run: Run, *, dry_run: bool, accept_data_change: bool) -> Path:
     data_files = preflight.check_run(c, run.task, source=c.source(cfg_file))
     hashes = data_hashes(data_files)  # taken once, now: every later status records what training started on
     resume_from, accepted = resume.check(c, hashes, accept_data_change=accept_data_change)
-    write_config(cfg_file, c.lf, c.header() + f"# Run: llamafactory-cli train {cfg_file}\n")
+    seqcls = c.psy.trainer == "seqcls"
+    how = f"python -m psyfactory.cls_train {cfg_file}" if seqcls else f"llamafactory-cli train {cfg_file}"
+    write_config(cfg_file, c.lf, c.header() + f"# Run: {how}\n")
     if dry_run:
         return cfg_file
     materialize(c.model_ref)
@@ -219,7 +224,7 @@ def _train(run: Run, *, dry_run: bool, accept_data_change: bool) -> Path:
     for marker in (stop, stopped):  # left by an earlier stop: this attempt starts clean
         marker.unlink(missing_ok=True)
     try:
-        command = train_command(cfg_file)
+        command = train_command(cfg_file, seqcls=seqcls)
         # torchrun exits 1 when its ranks stop on request (75): the marker rank 0 wrote says which it was
         rc = _run_checked(command, cfg_file, " ".join(command[-3:]), allowed=(PREEMPTED, 1), stop_file=stop)
         if stopped.is_file() or rc == PREEMPTED:
@@ -248,9 +253,19 @@ def data_hashes(files: list[Path]) -> dict[str, str]:
     return {str(p): sha256_file(p) for p in files if Path(p).is_file()}
 
 
+def model_keys(run: Run, keys: tuple[str, ...] = MODEL_KEYS) -> dict[str, Any]:
+    """The composed keys a derived stage (merge, predict, chat) inherits; its template is the one prompts are
+    rendered with after training (Composed.inference_template: the model's own for pre-rendered text)."""
+    c = run.config
+    cfg = {k: c.lf[k] for k in keys if k in c.lf}
+    if "template" in cfg:
+        cfg["template"] = c.inference_template
+    return cfg
+
+
 def merge_config(run: Run) -> dict[str, Any]:
     c = run.config
-    cfg = {k: c.lf[k] for k in MODEL_KEYS if k in c.lf}
+    cfg = model_keys(run)
     cfg.pop("enable_thinking", None)
     cfg.update(
         adapter_name_or_path=str(run.adapter_dir),
@@ -275,6 +290,8 @@ def _merge(run: Run, *, allow_unfinished: bool) -> Path:
     c = run.config
     cfg = merge_config(run)
     cfg_file = run.dir / "merge.yaml"
+    if c.psy.trainer == "seqcls":  # not LF's export: peft merges the classifier adapter into the base classifier
+        return _merge_classifier(run, cfg, cfg_file, allow_unfinished=allow_unfinished)
     preflight.check_merge(cfg, c.source(cfg_file))
     finished_training(run, allow_unfinished=allow_unfinished)
     write_config(cfg_file, cfg, c.header() + f"# Run: llamafactory-cli export {cfg_file}\n")
@@ -286,10 +303,35 @@ def _merge(run: Run, *, allow_unfinished: bool) -> Path:
     if c.foreign_template:  # the merged model (and its GGUF) carries the format the run trained with
         from psyfactory.templates import write_into
 
-        write_into(Path(cfg["export_dir"]), c.lf["template"])
+        write_into(Path(cfg["export_dir"]), c.inference_template, c.lf.get("default_system"))
     record_stage(run.dir, "merge", cfg_file, cfg, c.psy.model_dump(mode="json"), status="done",
-                 chat_template=c.lf["template"] if c.foreign_template else None, adapter_sha256=source)
+                 chat_template=c.inference_template if c.foreign_template else None, adapter_sha256=source)
     return Path(cfg["export_dir"])
+
+
+def _merge_classifier(run: Run, cfg: dict[str, Any], cfg_file: Path, *, allow_unfinished: bool) -> Path:
+    from psyfactory.cls_train import merge as merge_cls
+    from psyfactory.manifest import adapter_sha256
+
+    c = run.config
+    finished_training(run, allow_unfinished=allow_unfinished)
+    if not run.has_adapter:
+        raise RunError(f"no trained adapter in {run.adapter_dir}: train the run first (`make train RUN={run.name}`)")
+    write_config(cfg_file, cfg, c.header() + "# Run: make merge (peft merge_and_unload of the classifier adapter)\n")
+    source = adapter_sha256(run.adapter_dir)
+    materialize(c.model_ref)
+    out = merge_cls(run.adapter_dir, c.lf["model_name_or_path"], run.merged_dir)
+    record_stage(run.dir, "merge", cfg_file, cfg, c.psy.model_dump(mode="json"), status="done", adapter_sha256=source)
+    print(f"[psyfactory] merged classifier: {out}", flush=True)
+    return out
+
+
+def refuse_classifier(run: Run, what: str) -> None:
+    """Stages that generate text have nothing to run on a classification head."""
+    if run.config.psy.trainer == "seqcls":
+        raise RunError(f"run {run.name} is a classifier (METHOD={run.method}): {what} generates text, which it does not; "
+                       f"`make eval RUN={run.name}` scores it, `python {run.adapter_dir}/inference_example.py TEXT` "
+                       "classifies a text")
 
 
 def predict_config(run: Run) -> dict[str, Any]:
@@ -299,7 +341,7 @@ def predict_config(run: Run) -> dict[str, Any]:
     if not eval_dataset:
         raise preflight.PreflightError(f"{run.task.task_file}: task '{c.task}' has no eval data to predict on "
                                        "(psy.data or psy.eval_dataset)")
-    cfg = {k: c.lf[k] for k in PREDICT_KEYS if k in c.lf}
+    cfg = model_keys(run, PREDICT_KEYS)
     gen = run.task.generation
     cfg.update(
         stage="sft",
@@ -335,6 +377,7 @@ def predict(run: Run, *, allow_unfinished: bool = False) -> Path:
 
 
 def _predict(run: Run, *, allow_unfinished: bool) -> Path:
+    refuse_classifier(run, "make predict")
     cfg = predict_config(run)
     data_files = preflight.check_datasets(cfg["eval_dataset"], Path(cfg["dataset_dir"]))
     cfg_file = _prepare_stage(run, "predict", cfg, "train", "train")
@@ -354,8 +397,7 @@ def _predict(run: Run, *, allow_unfinished: bool) -> Path:
 
 
 def chat_config(run: Run) -> dict[str, Any]:
-    c = run.config
-    cfg = {k: c.lf[k] for k in MODEL_KEYS + QUANT_KEYS if k in c.lf}
+    cfg = model_keys(run, MODEL_KEYS + QUANT_KEYS)
     if run.has_adapter:
         cfg["adapter_name_or_path"] = str(run.adapter_dir)
     cfg.update(infer_backend="huggingface", **run.task.generation.lf_keys())
@@ -368,6 +410,7 @@ def chat(run: Run, *, base: bool = False) -> None:
     """LLaMA-Factory's ChatModel on the config `llamafactory-cli chat` would get (written to chat.yaml), in
     psyfactory.labelchat's loop: clean exits, a length check, and for a label task whose plugins declare
     a crisis safety net, the net on each answer. Without a trained adapter it refuses, unless `base`."""
+    refuse_classifier(run, "make chat")
     cfg = chat_config(run)
     net = run.task.safety_net()  # config mistakes fail here, before the model loads
     if "adapter_name_or_path" not in cfg and not base:

@@ -27,23 +27,30 @@ _PIPE = re.compile(r"(?<!\\)\|")  # a table cell's own "|" (not yet escaped)
 
 
 class Setting(BaseModel):
-    """One setting of the seed. `key`: the config key compared (LF's effective value, or `psy.<key>`);
+    """One setting of the seed. `key`: the config key compared (LF's effective value, `psy.<key>` (dotted into
+    nested blocks), or `recipe.<key>` of the recipe block); `task`: compose for this eval task of the recipe
+    instead of its training task (benchmark settings);
     `expect`: the key's value that means the seed's setting, when the seed words it otherwise;
     `instead`: what the recipe does where it cannot or does not follow the seed, and why;
-    `how`: how the project follows a setting that is not a config key."""
+    `how`: how the project follows a setting that is not a config key;
+    `own`: the project's own value where the seed names a setting but gives none (a prompt text it does not show)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     setting: str
     seed: Any = Field(description="the seed's value as the seed states it; null: the seed does not say")
     key: str | None = None
+    task: str | None = None
     expect: Any = None
     instead: str | None = None
     how: str | None = None
+    own: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Setting:
-        if self.key is None and not (self.instead or self.how):
+        if self.own is not None and (self.key or self.instead or self.how):
+            raise ValueError(f"setting '{self.setting}': `own` (the project's value where the seed gives none) stands alone")
+        if self.key is None and not (self.instead or self.how or self.own):
             raise ValueError(f"setting '{self.setting}': without a key, say `how` it is followed or what the recipe "
                              "does `instead`")
         if self.seed is None and self.key is None:
@@ -136,7 +143,7 @@ class Row:
     setting: Setting
     value: Any  # the composed, effective value (None without a key)
     origin: str  # the layer that sets it, "LLaMA-Factory default", or ""
-    status: str  # same | not stated | not followed | followed | DIFFERS
+    status: str  # same | not stated | not followed | followed | own | DIFFERS
 
     @property
     def ok(self) -> bool:
@@ -149,6 +156,7 @@ class Row:
         chosen = "the recipe's choice" if self.origin.startswith("recipes/") else "the layers' value"
         why = {"same": "✓ same", "not stated": f"the seed does not say; {chosen}",
                "not followed": f"✗ not followed: {s.instead}", "followed": f"✓ {s.how}",
+               "own": f"the seed gives no text; the project's own: {s.own}",
                "DIFFERS": "✗ DIFFERS (no reason given)"}[self.status]
         if self.status in ("same", "not stated") and (s.how or s.instead):
             why += f"; {s.how or s.instead}"
@@ -166,7 +174,17 @@ def _origin(key: str, recipe: Recipe, layers: list[Path]) -> str:
             data = data.get(p) if isinstance(data, dict) else None
         if data is not None:
             found = path.parent.name + "/" + path.name if path.parent.name != "configs" else path.name
-    return found or ("psyfactory" if key in ("enable_thinking", "output_dir", "dataset_dir") else "LLaMA-Factory default")
+    if found:
+        return found
+    if key.startswith("psy."):
+        return "psyfactory default"
+    return "psyfactory" if key in ("enable_thinking", "output_dir", "dataset_dir") else "LLaMA-Factory default"
+
+
+def _dig(value: Any, parts: list[str]) -> Any:
+    for p in parts:
+        value = value.get(p) if isinstance(value, dict) else None
+    return value
 
 
 def setting_rows(recipe: str, hw: str = "a40") -> list[Row]:
@@ -177,20 +195,27 @@ def setting_rows(recipe: str, hw: str = "a40") -> list[Row]:
     facts = load_seed(recipe)
     if facts is None:
         return []
-    c = compose(r.spec.model, r.spec.task, r.spec.method, hw, recipe=recipe)
-    effective = preflight.lf_effective(dict(c.lf), c.source())
+    composed = {r.spec.task: compose(r.spec.model, r.spec.task, r.spec.method, hw, recipe=recipe)}
+    effective = preflight.lf_effective(dict(composed[r.spec.task].lf), composed[r.spec.task].source())
     rows = []
     for s in facts.settings:
         if s.key is None:
-            rows.append(Row(s, None, "", "not followed" if s.instead else "followed"))
+            rows.append(Row(s, None, "", "own" if s.own else "not followed" if s.instead else "followed"))
             continue
-        if s.key.startswith("psy."):
-            value: Any = c.psy.model_dump(mode="json")
-            for p in s.key.split(".")[1:]:
-                value = value.get(p) if isinstance(value, dict) else None
+        task = s.task or r.spec.task
+        if task not in r.spec.eval_tasks and task != r.spec.task:
+            raise ConfigError(f"{seed_path(recipe)}: setting '{s.setting}': task '{task}' is not one of the recipe's "
+                              "tasks")
+        if task not in composed:
+            composed[task] = compose(r.spec.model, task, r.spec.method, hw, recipe=recipe)
+        c = composed[task]
+        if s.key.startswith("recipe."):
+            value: Any = _dig(r.spec.model_dump(mode="json"), s.key.split(".")[1:])
+        elif s.key.startswith("psy."):
+            value = _dig(c.psy.model_dump(mode="json"), s.key.split(".")[1:])
         elif s.key == "model_name_or_path":  # as the model layer writes it (the local path varies per machine)
             value = c.model_ref
-        elif s.key in effective:
+        elif s.key in effective and s.task is None:
             value = effective[s.key]
         else:
             raise ConfigError(f"{seed_path(recipe)}: setting '{s.setting}': '{s.key}' is neither a LLaMA-Factory "
@@ -201,7 +226,8 @@ def setting_rows(recipe: str, hw: str = "a40") -> list[Row]:
             status = "same"
         else:
             status = "not followed" if s.instead else "DIFFERS"
-        rows.append(Row(s, value, _origin(s.key, r, c.layers), status))
+        origin = "recipes/" + r.path.name if s.key.startswith("recipe.") else _origin(s.key, r, c.layers)
+        rows.append(Row(s, value, origin, status))
     return rows
 
 
@@ -227,6 +253,8 @@ def measured(run_dir: Path, res: Result) -> Any:
 def _fmt(value: Any) -> str:
     if value is None:
         return "—"
+    if isinstance(value, dict) and {"accuracy", "correct", "n"} <= set(value):  # a benchmark format's figures
+        return f"{value['accuracy']:.2%} ({value['correct']}/{value['n']})"
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10000:
@@ -251,9 +279,16 @@ def recipe_section(recipe: str, hw: str = "a40", run_dir: Path | None = None) ->
     s = r.spec
     out = [f"## {recipe}", "",
            f"`{r.run_command}` (Slurm: `make sbatch RECIPE={recipe}`): MODEL={s.model} TASK={s.task} "
-           f"METHOD={s.method}; chain: train → merge → eval {', '.join(s.eval_tasks)} (tuned and base) → compare"
+           f"METHOD={s.method}; chain: download → "
+           + (f"prep (its own data: data/{recipe}/, PII {'scrubbed' if s.data.scrub else 'not scrubbed'}) → "
+              if s.data else "")
+           + f"train → merge → eval {', '.join(s.eval_tasks)} (tuned and base) → compare"
            + (f" → GGUF {s.gguf}" if s.gguf else "") + "."]
     if facts is None:
+        if s.alternative_of:
+            out += ["", f"A named alternative to [`{s.alternative_of}`](#{s.alternative_of}): {s.why.strip()}."  # type: ignore[union-attr]
+                    f" Its other settings are `{s.alternative_of}`'s (the table there)."]
+            return "\n".join(out) + "\n"
         out += ["", "Reproduces no seed (no `configs/recipes/seeds/" + recipe + ".yaml`)."]
         return "\n".join(out) + "\n"
     out += ["", f"Seed: `{facts.source}` (its settings and results as transcribed in `configs/recipes/seeds/{recipe}.yaml`). "

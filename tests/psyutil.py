@@ -57,19 +57,24 @@ def one_error_line(res: Result | subprocess.CompletedProcess) -> str:
 
 
 def write_psydt_like(dataset_dir: Path, n_train: int = 16, n_eval: int = 4) -> None:
-    """A hand-written multi-turn sharegpt set registered as psydt_train / psydt_eval."""
+    """A hand-written multi-turn sharegpt set registered as psydt_train / psydt_eval, also as the seed004-psydt
+    recipe's own data (its sharegpt splits and the same dialogues as plain ChatML text)."""
     shutil.copy(paths.REPO_ROOT / "dataset_info.json", dataset_dir / "dataset_info.json")
-    out = dataset_dir / "data" / "psydt"
-    out.mkdir(parents=True, exist_ok=True)
     system = "你是一位以来访者为中心的心理咨询师。"
-    for split, n in (("train", n_train), ("eval", n_eval)):
-        with open(out / f"{split}.jsonl", "w", encoding="utf-8") as fh:
-            for i in range(n):
-                msgs = [
-                    {"role": "system", "content": system},
-                    {"role": "user", "content": f"老师，我第{i}次考试没考好，心里很难受。"},
-                    {"role": "assistant", "content": "听起来这次考试对你很重要，你愿意多说一些吗？"},
-                    {"role": "user", "content": "我怕爸妈失望。"},
-                    {"role": "assistant", "content": "担心让父母失望是很常见的感受，我们一起看看。"},
-                ]
-                fh.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
+    for folder in ("psydt", "seed004-psydt"):
+        out = dataset_dir / "data" / folder
+        out.mkdir(parents=True, exist_ok=True)
+        for split, n in (("train", n_train), ("eval", n_eval)):
+            with open(out / f"{split}.jsonl", "w", encoding="utf-8") as fh, \
+                    open(out / f"{split}_text.jsonl", "w", encoding="utf-8") as text:
+                for i in range(n):
+                    msgs = [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": f"老师，我第{i}次考试没考好，心里很难受。"},
+                        {"role": "assistant", "content": "听起来这次考试对你很重要，你愿意多说一些吗？"},
+                        {"role": "user", "content": "我怕爸妈失望。"},
+                        {"role": "assistant", "content": "担心让父母失望是很常见的感受，我们一起看看。"},
+                    ]
+                    fh.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
+                    chatml = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs)
+                    text.write(json.dumps({"text": chatml, "output": ""}, ensure_ascii=False) + "\n")

@@ -25,7 +25,7 @@ REQUIRED_MODELS = {
 def test_registry_has_required_models_and_tasks():
     assert set(list_names("model")) >= REQUIRED_MODELS
     assert {"psydt", "cpsycoun", "psyqa", "es", "emotion", "student"} <= set(list_names("task"))
-    assert {"lora", "qlora"} == set(list_names("method"))
+    assert {"lora", "qlora", "lora-cls"} == set(list_names("method"))
 
 
 def _keys(path) -> set[str]:

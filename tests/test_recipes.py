@@ -21,21 +21,29 @@ from psyfactory.recipes import list_recipes, load_recipe
 from psyfactory.seedtable import load_seed, markdown, same, setting_rows, show
 
 SEED_RECIPES = ["seed000-es", "seed002-student", "seed003-emotion", "seed004-psydt"]
+ALTERNATIVES = {"seed003-emotion-labelword": "seed003-emotion", "seed004-psydt-turns": "seed004-psydt"}
 SEEDS_DIR = paths.REPO_ROOT.parent / "shared" / "seeds"
 
 
-def test_one_recipe_per_seed_plus_the_cpu_rehearsal():
-    assert set(list_recipes()) == {*SEED_RECIPES, "tiny-student"}
+def test_one_recipe_per_seed_their_named_alternatives_and_the_cpu_rehearsal():
+    assert set(list_recipes()) == {*SEED_RECIPES, *ALTERNATIVES, "tiny-student"}
     got = {n: (r.spec.model, r.spec.task, r.spec.method) for n in SEED_RECIPES for r in [load_recipe(n)]}
     assert got == {"seed000-es": ("qwen2-7b-instruct", "es", "qlora"),
                    "seed002-student": ("deepseek-r1-distill-qwen-1.5b", "student", "qlora"),
-                   "seed003-emotion": ("qwen3-0.6b", "emotion", "lora"),
+                   "seed003-emotion": ("qwen3-0.6b", "emotion", "lora-cls"),
                    "seed004-psydt": ("qwen3-4b", "psydt", "lora")}
-    assert load_recipe("seed004-psydt").spec.eval_tasks == ["psydt", "psychcounsel_seed004"]
+    assert load_recipe("seed004-psydt").spec.eval_tasks == ["psydt", "seed004-exact", "psychcounsel"]
     assert load_recipe("seed002-student").spec.gguf == "Q4_K_M"
+    for name, seed in ALTERNATIVES.items():  # each says what it changes and why; the tables show it
+        spec = load_recipe(name).spec
+        assert spec.alternative_of == seed and spec.why and load_seed(name) is None
+        assert f"A named alternative to [`{seed}`](#{seed})" in markdown(names=[name])
+    for name in SEED_RECIPES:  # the seeds trained on the raw text: each recipe prepares its own unscrubbed data
+        data = load_recipe(name).spec.data
+        assert data is not None and data.scrub is False
 
 
-@pytest.mark.parametrize("name", sorted({*SEED_RECIPES, "tiny-student"}))
+@pytest.mark.parametrize("name", sorted({*SEED_RECIPES, *ALTERNATIVES, "tiny-student"}))
 def test_recipe_composes_passes_lf_parser_and_sets_only_departures(name):
     r = load_recipe(name)
     assert f"make reproduce RECIPE={name}" in r.header  # torchtune-style: the header gives the command
@@ -135,6 +143,77 @@ def test_foreign_template_is_used_for_evaluation(tiny_model):
                     "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n")
 
 
+# Qwen2-7B-Instruct's own chat template (its tokenizer_config.json), written out by hand: evaluation renders
+# prompts with it; its system prompt when a conversation has none is "You are a helpful assistant."
+QWEN2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+ROW = [{"role": "user", "content": "阅读案例描述和咨询过程……"}, {"role": "assistant", "content": "经验与反思……"}]
+
+
+def _trained_prompt(c, tok, monkeypatch) -> str:
+    """The prompt LLaMA-Factory trains on for a row with `system: ""` (as es / student rows have), rendered by
+    LF's template with the composed config's default_system."""
+    import copy
+
+    from llamafactory.data import get_template_and_fix_tokenizer
+    from llamafactory.data.template import TEMPLATES
+    from llamafactory.hparams import DataArguments
+
+    monkeypatch.setitem(TEMPLATES, c.lf["template"], copy.deepcopy(TEMPLATES[c.lf["template"]]))  # LF edits it
+    template = get_template_and_fix_tokenizer(tok, DataArguments(template=c.lf["template"],
+                                                                 default_system=c.lf.get("default_system")))
+    prompt, _ = template.encode_oneturn(tok, ROW, system="")
+    return tok.decode(prompt)
+
+
+def test_seed000_trains_and_evaluates_with_the_same_system_prompt(tiny_model, monkeypatch):
+    """Qwen2-7B-Instruct: LF's `qwen` would train with Qwen's default system prompt while evaluation renders the
+    model's own template; the model layer's default_system makes both the model's."""
+    from transformers import AutoTokenizer
+
+    from psyfactory.inference import HFBackend
+
+    c = compose("qwen2-7b-instruct", "es", "qlora", "a40", recipe="seed000-es")
+    assert not c.foreign_template
+    trained = _trained_prompt(c, AutoTokenizer.from_pretrained(tiny_model), monkeypatch)
+    backend = HFBackend(tiny_model, batch_size=1, progress=False)
+    backend.tokenizer.chat_template = QWEN2_CHAT_TEMPLATE  # what evaluation of the real model renders with
+    evaluated = backend.render(ROW[:1])
+    assert trained == evaluated == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                                    "<|im_start|>user\n阅读案例描述和咨询过程……<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_seed002_trains_and_evaluates_with_the_same_system_prompt(tiny_model, monkeypatch):
+    """The R1 distill trained with LF's `qwen` (a foreign template) is evaluated with LF's own rendering of it: the
+    same default system prompt both ways."""
+    from transformers import AutoTokenizer
+
+    from psyfactory.inference import HFBackend
+
+    c = compose("deepseek-r1-distill-qwen-1.5b", "student", "qlora", "a40", recipe="seed002-student")
+    assert c.foreign_template and c.inference_template == "qwen"
+    trained = _trained_prompt(c, AutoTokenizer.from_pretrained(tiny_model), monkeypatch)
+    evaluated = HFBackend(tiny_model, batch_size=1, progress=False, reasoning="always", lf_template=c.inference_template,
+                          default_system=c.lf.get("default_system")).render(ROW[:1])
+    assert trained == evaluated
+    assert trained.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+
+
+def test_pre_rendered_text_is_evaluated_with_the_models_template():
+    """seed004-psydt trains on ChatML text through LF's `empty` template; everything after training (eval, merge,
+    predict, chat) renders with the model's own template, whose format the text is in."""
+    from psyfactory.runner import chat_config, merge_config, predict_config
+    from psyfactory.runspec import resolve
+
+    c = compose("qwen3-4b", "psydt", "lora", "a40", recipe="seed004-psydt")
+    assert (c.lf["template"], c.inference_template, c.foreign_template) == ("empty", "qwen3", False)
+    run = resolve(recipe="seed004-psydt", hw="a40")
+    assert merge_config(run)["template"] == predict_config(run)["template"] == chat_config(run)["template"] == "qwen3"
+
+
 # ---------------------------------------------------------------------------- side-by-side tables
 
 
@@ -160,7 +239,7 @@ def test_table_rows_match_the_seed_values_and_the_composed_config(name):
         assert row.ok, f"{name}: '{s.setting}' differs from the seed ({show(s.seed)}) without a reason"
         cells = row.cells()
         assert cells[1].startswith(show(s.seed))
-        if s.key and s.key != "model_name_or_path" and not s.key.startswith("psy."):
+        if s.key and s.key != "model_name_or_path" and not s.key.startswith(("psy.", "recipe.")) and s.task is None:
             assert same(row.value, eff[s.key])
             assert f"`{s.key}: {show(eff[s.key])}`" in cells[2]
             assert row.status == ("not stated" if s.seed is None else "same" if same(eff[s.key], s.wanted)
@@ -191,17 +270,21 @@ def test_a_recipe_that_drifts_from_its_seed_is_caught(tmp_path, monkeypatch):
 
 
 def test_results_are_read_from_the_run(tmp_path):
-    """The report's 'this run' column reads the files the run wrote (the slow test below does it for real)."""
+    """The report's 'this run' column reads the files the run wrote (the slow test below does it for real): the
+    author's protocol and the project's beside the seed's figure."""
     from psyfactory.seedtable import measured, recipe_section
 
     run = tmp_path / "seed004-psydt"
-    (run / "eval" / "psychcounsel_seed004-base").mkdir(parents=True)
-    metrics = {"plugins": {"psychcounsel_bench": {"formats": {"seed004-professional": {"lenient": {"accuracy": 0.75}}}}}}
-    (run / "eval" / "psychcounsel_seed004-base" / "metrics.json").write_text(json.dumps(metrics))
+    for variant, fmt, fig in (("seed004-exact-base", "seed004-exact-professional", {"accuracy": 0.75, "correct": 375, "n": 500}),
+                              ("psychcounsel-base", "seed004-professional", {"accuracy": 124 / 498, "correct": 124, "n": 498})):
+        (run / "eval" / variant).mkdir(parents=True)
+        metrics = {"plugins": {"psychcounsel_bench": {"formats": {fmt: fig}}}}
+        (run / "eval" / variant / "metrics.json").write_text(json.dumps(metrics))
     res = load_seed("seed004-psydt").results
-    assert measured(run, res[0]) == 0.75 and measured(run, res[1]) is None
+    assert measured(run, res[0])["correct"] == 375 and measured(run, res[1]) is None
     text = recipe_section("seed004-psydt", run_dir=run)
-    assert "| 专业心理咨询师格式, base | 80.60% (403/500) |" in text and "| 0.7500 |" in text
+    assert "| 专业心理咨询师格式, base | 80.60% (403/500) |" in text and "| 75.00% (375/500) |" in text
+    assert "| 专业心理咨询师格式, base, project's protocol | 80.60% (403/500) |" in text and "| 24.90% (124/498) |" in text
 
 
 # ---------------------------------------------------------------------------- Slurm
@@ -291,3 +374,62 @@ def test_make_reproduce_runs_the_chain_on_cpu(tiny_run, tmp_path, monkeypatch):
 
     again = resolve(run="tiny-student", hw="cpu")
     assert (again.recipe, again.config.lf["template"], again.config.lf["max_steps"]) == ("tiny-student", "qwen", 6)
+
+
+@pytest.mark.slow
+def test_reproduce_seed004_needs_no_step_by_hand(tiny_model, tmp_path):
+    """`make reproduce RECIPE=seed004-psydt` from an empty dataset folder, with the recipe moved onto the tiny model
+    (a config folder of one's own, PSY_CONFIG_DIRS): download (nothing missing here: no network), prep of the
+    recipe's own unscrubbed data, training on the seed's text, merge, the three eval tasks tuned and base (the
+    author's protocol and the project's), compare, and the report with the seed's table beside both."""
+    shared = paths.REPO_ROOT.parent / "shared" / "datasets"
+    example, bench = shared / "PsyDTCorpus" / "PsyDTCorpus_README_example.json", \
+        shared / "PsychCounsel-Bench" / "PsychCounsel-Bench.json"
+    if not (example.is_file() and bench.is_file()):
+        pytest.skip(f"the PsyDTCorpus example or the benchmark is not under {shared}")
+    raw = tmp_path / "raw"
+    (raw / "PsyDTCorpus").mkdir(parents=True)
+    dialogue = json.loads(example.read_text(encoding="utf-8"))[0]
+    # the real files' names, in their shapes: the dialogue as the train file, its per-turn split as the test file
+    (raw / "PsyDTCorpus" / "PsyDTCorpus_train_mulit_turn_packing.json").write_text(
+        json.dumps([dialogue], ensure_ascii=False), encoding="utf-8")
+    turns = [{"id": i, "normalizedTag": dialogue["normalizedTag"], "messages": dialogue["messages"][: i + 1]}
+             for i, m in enumerate(dialogue["messages"]) if m["role"] == "assistant"][:4]
+    (raw / "PsyDTCorpus" / "PsyDTCorpus_test_single_turn_split.json").write_text(json.dumps(turns, ensure_ascii=False),
+                                                                                  encoding="utf-8")
+    (raw / "PsychCounsel-Bench").mkdir()
+    for name in ("PsychCounsel-Bench.json", "PsychoBench.json"):
+        (raw / "PsychCounsel-Bench" / name).symlink_to(bench)
+    mine = tmp_path / "configs" / "recipes"
+    mine.mkdir(parents=True)
+    text = (paths.CONFIG_DIR / "recipes" / "seed004-psydt.yaml").read_text(encoding="utf-8")
+    (mine / "seed004-psydt.yaml").write_text(text.replace("  model: qwen3-4b\n", "  model: tiny\n"), encoding="utf-8")
+    (tmp_path / "ds").mkdir()
+    env = {**__import__("os").environ, "PSY_CONFIG_DIRS": str(tmp_path / "configs"), "PSY_RUNS_DIR": str(tmp_path / "runs"),
+           "PSY_DATASET_DIR": str(tmp_path / "ds"), "PSY_RAW_DIR": str(raw), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(["make", "-s", "reproduce", "RECIPE=seed004-psydt", "HW=cpu", "LIMIT=3",
+                          "ARGS=max_steps=2 fp16=false eval_steps=1 save_steps=1 dataloader_num_workers=0 "
+                          "psy.generation.max_new_tokens=16"],
+                         cwd=paths.REPO_ROOT, capture_output=True, text=True, env=env, timeout=1500)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for step in ("download", "prep", "train", "merge", "eval psydt tuned", "eval seed004-exact base",
+                 "eval psychcounsel tuned", "compare"):
+        assert f"[reproduce] {step} done in" in res.stdout, step
+    run = tmp_path / "runs" / "seed004-psydt"
+    ds = tmp_path / "ds" / "data" / "seed004-psydt"
+    row = json.loads((ds / "train_text.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert row["text"] == "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in dialogue["messages"])
+    assert all(a["pii_scrub"] is False for a in json.loads((ds / "accounting.json").read_text(encoding="utf-8")))
+    cfg = yaml.safe_load((run / "train.yaml").read_text(encoding="utf-8"))
+    assert (cfg["template"], cfg["train_on_prompt"], cfg["dataset"], cfg["lr_scheduler_type"]) == (
+        "empty", True, "seed004-psydt_train_text", "linear")
+    exact = json.loads((run / "eval" / "seed004-exact-base" / "metrics.json").read_text(encoding="utf-8"))
+    assert exact["plugins"]["psychcounsel_bench"]["n_items"] == 3
+    items = (run / "eval" / "seed004-exact-tuned" / "psychcounsel_bench_items.jsonl").read_text(encoding="utf-8")
+    assert len(items.splitlines()) == 9 and '"generation"' in items
+    report = (run / "reproduce.md").read_text(encoding="utf-8")
+    for line in ("| 专业心理咨询师格式, base | 80.60% (403/500) |", "| 对话格式, tuned | 2.20% (11/500) |",
+                 "| 专业心理咨询师格式, base, project's protocol | 80.60% (403/500) |"):
+        row_text = next(x for x in report.splitlines() if x.startswith(line))
+        assert re.search(r"\| \d+\.\d\d% \(\d+/3\) \|$", row_text), row_text  # this run's figure beside the seed's
+    assert "| prep |" in report and "| download |" in report

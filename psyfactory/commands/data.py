@@ -55,17 +55,29 @@ def _gguf_path(value: str | None) -> Path:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"scrub": args.scrub, "oversample_risk": args.oversample_risk, "reply_rule": args.reply_rule}
+    opts = {"oversample_risk": args.oversample_risk, "reply_rule": args.reply_rule}
+    return opts if args.recipe else {"scrub": args.scrub, **opts}
 
 
 def cmd_prep(args: argparse.Namespace) -> int:
-    from psyfactory.prep import prepare
+    from functools import partial
+
+    from psyfactory.prep import prepare, prepare_recipe
 
     tasks, raw, out = _tasks(args.task), Path(args.raw_dir), Path(args.dataset_dir or _dataset_dir_default())
+    if args.recipe:
+        if tasks:
+            raise ConfigError("--recipe prepares the recipe's own data from its training task: drop --task")
+        if not args.scrub:
+            raise ConfigError("--recipe: the recipe says whether its data are scrubbed (recipe.data.scrub); drop "
+                              "--no-scrub")
+        prepare = partial(prepare_recipe, args.recipe)  # type: ignore[assignment]
+        tasks = None
     if args.teacher != "gguf":
         if args.teacher_gguf:
             raise ConfigError("--teacher-gguf goes with --teacher gguf")
-        prepare(tasks, raw, out, teacher=_teacher(args), seed=args.seed, **_options(args))
+        prepare(*([] if args.recipe else [tasks]), raw, out, teacher=_teacher(args), seed=args.seed,
+                **_options(args))
         return 0
     # a teacher served for this prep only (a Slurm `teacher` job: the GPU node serves and labels)
     import hashlib
@@ -81,7 +93,7 @@ def cmd_prep(args: argparse.Namespace) -> int:
                                                      "gguf_sha256": hashlib.sha256(gguf.read_bytes()).hexdigest()})
         if args.teacher_retries is not None:
             te = replace(te, retries=args.teacher_retries)
-        prepare(tasks, raw, out, teacher=te, seed=args.seed, **_options(args))
+        prepare(*([] if args.recipe else [tasks]), raw, out, teacher=te, seed=args.seed, **_options(args))
     return 0
 
 
@@ -112,15 +124,16 @@ def cmd_download(args: argparse.Namespace) -> int:
     from data_prep.download import download
 
     sources = list(args.source or [])
-    if args.task:  # the sources the tasks' YAMLs name (psy.data.download)
-        from psyfactory.prep import data_source
+    if args.task:  # the sources the tasks' YAMLs name (psy.data.download, psy.download)
+        from psyfactory.prep import download_sources
 
-        for task in _tasks(args.task) or []:
-            src = data_source(task)
-            if src is None or not src.download:
-                raise ConfigError(f"task '{task}' names no public source to download (psy.data.download); its "
-                                  "data come from its own file")
-            sources += [s for s in src.download if s not in sources]
+        names = [t.strip() for v in args.task for t in v.split(",") if t.strip()]
+        for task in names:
+            found = download_sources(task)
+            if not found:
+                raise ConfigError(f"task '{task}' names no public source to download (psy.data.download or "
+                                  "psy.download); its data come from its own file")
+            sources += [s for s in found if s not in sources]
     failed = download(Path(args.raw_dir), sources=sources or None, base_url=args.base_url, force=args.force)
     return 1 if failed else 0
 
@@ -163,6 +176,9 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prep", help="raw sources -> data/<task>/{train,eval}.jsonl + dataset_info.json")
     p.add_argument("--task", action="append", help="task(s) whose YAML declares psy.data, or all (default: all)")
+    p.add_argument("--recipe", default=None,
+                   help="a recipe's own data (its `data:` block: data/<recipe>/, `<recipe>_<split>`, e.g. unscrubbed "
+                        "as the seed), from its training task's parser")
     p.add_argument("--raw-dir", default="raw/", help="raw data folder laid out as in docs/data.md, e.g. what `make download` fetched (default raw/)")
     p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR or the repo)")
     p.add_argument("--teacher", default=None,
@@ -206,8 +222,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "huggingface_hub: HF_ENDPOINT, USE_MODELSCOPE_HUB=1)")
     d.add_argument("--raw-dir", default="raw/", help="where the raw files go (default raw/); their sha256 and origin "
                                                      "are recorded in <raw-dir>/download_manifest.json")
-    d.add_argument("--source", action="append", help="psydt, cpsycoun, psyqa, emotion, longemotion, sos1k (default all)")
-    d.add_argument("--task", action="append", help="the sources these tasks need (their psy.data.download)")
+    d.add_argument("--source", action="append", help="psydt, cpsycoun, psyqa, emotion, longemotion, sos1k, psychcounsel_bench (default all)")
+    d.add_argument("--task", action="append", help="the sources these tasks need (their psy.data.download and psy.download)")
     d.add_argument("--base-url", default=None,
                    help="a mirror laid out like the raw dir (<base>/<folder>/<file>); default: the hub (HF_ENDPOINT "
                         "or ModelScope) and GitHub at pinned revisions")

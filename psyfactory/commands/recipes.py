@@ -90,12 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     from psyfactory.commands.common import add_run_args
     from psyfactory.reproduce import STEPS
 
-    p = sub.add_parser("reproduce", help="a recipe's chain: train -> merge -> eval tuned+base -> compare [-> gguf]")
+    p = sub.add_parser("reproduce", help="a recipe's chain: download -> prep -> train -> merge -> eval tuned+base -> compare [-> gguf]")
     add_run_args(p)
     p.add_argument("--steps", default=None, help=f"comma list of {', '.join(STEPS)} (default: all)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples/items only")
     p.add_argument("--batch-size", type=int, default=8, help="eval batch size")
     p.add_argument("--backend", default="auto", choices=["hf", "vllm", "auto"], help="eval backend")
+    p.add_argument("--raw-dir", default=None, help="raw data folder (download, prep, benchmark files; default: "
+                                                   "$PSY_RAW_DIR or ./raw)")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("recipes", help="list the recipes; --markdown: docs/recipes.md (seed vs recipe tables)")

@@ -107,6 +107,9 @@ def export_for_run(run: Any, *, quant: str = DEFAULT_QUANT, lora: bool = False, 
     """`make gguf` for a resolved run (psyfactory.runspec.Run): its chat-template switch, label kind and,
     for the tiny model, its local tokenizer (the only one allowed an unknown llama.cpp pre-tokenizer)."""
     c = run.config
+    if c.psy.trainer == "seqcls":
+        raise GGUFError(f"run {run.name} is a classifier (METHOD={run.method}): llama.cpp runs causal language "
+                        "models; use its adapter (inference_example.py) or the merged classifier (make merge)")
     local = None
     if c.model_ref.startswith("builtin:tiny"):
         from psyfactory.tiny import ensure_tiny

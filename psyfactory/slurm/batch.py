@@ -189,12 +189,17 @@ def run_args(req: Request) -> list[str]:
 
 def cli(command: str, req: Request, hw: str, overrides: list[str], profile: dict[str, Any] | None = None) -> list[str]:
     """`psyfactory <stage> [stage args from the profile] --run … --model … --task … --method … --hw … overrides`.
-    The teacher stage: `psyfactory prep --task student --teacher gguf [args]` (the node serves and labels).
+    The teacher stage: `psyfactory prep --task student --teacher gguf [args]` (the node serves and labels; a
+    recipe with its own data: `--recipe <name>`).
     A recipe's eval job runs the eval part of its chain (`psyfactory reproduce --steps eval,compare,report`),
     its gguf job exports the recipe's quantization."""
     extra = shlex.split(str((((profile or {}).get("stages") or {}).get(command, {}) or {}).get("args") or ""))
     if command == "teacher":
-        return ["psyfactory", "prep", "--task", req.task, "--teacher", "gguf", *extra]
+        from psyfactory.recipes import load_recipe
+
+        own = req.recipe is not None and load_recipe(req.recipe).spec.data is not None  # the recipe's own data
+        return ["psyfactory", "prep", *(["--recipe", req.recipe] if own else ["--task", req.task]), "--teacher", "gguf",
+                *extra]
     if req.recipe and command == "eval":
         return ["psyfactory", "reproduce", "--steps", "eval,compare,report", *extra, "--run", req.run,
                 "--recipe", req.recipe, "--hw", hw, *overrides]

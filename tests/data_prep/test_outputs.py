@@ -79,6 +79,8 @@ def test_sharegpt_and_alpaca_shapes(sample_prep):
             if entry.get("formatting") == "sharegpt":
                 body = [m for m in r["messages"] if m["role"] != "system"]
                 assert [m["role"] for m in body] == ["user", "assistant"] * (len(body) // 2), name
+            elif entry["columns"].get("prompt") == "text":  # pre-rendered text (psydt_*_text): the text is all
+                assert r["text"].startswith("<|im_start|>") and r["text"].endswith("<|im_end|>\n") and r["output"] == ""
             else:
                 assert all(isinstance(r[k], str) for k in ("instruction", "input", "output", "system")), name
                 assert r["output"].strip(), name

@@ -120,3 +120,45 @@ def test_download_from_loopback_mirror(server, tmp_path, capsys):
     res = prepare(["emotion", "cpsycoun"], raw, tmp_path / "out", quiet=True)
     assert res["emotion"][0].samples["train"] == 15939
     assert json.loads((tmp_path / "out" / "dataset_info.json").read_text())["emotion_train"]
+
+
+def test_bench_download_upstream_and_mirror(server, tmp_path, monkeypatch):
+    """PsychCounsel-Bench: upstream, the official PsychoBench.json at its pinned commit is kept as it is and its
+    first 500 items written as the seed author's file (SHA-256 of his copy checked); a mirror serves both files,
+    and a changed copy is refused. The loopback server stands in for GitHub: it serves the shared 500-item
+    file as the upstream array (its first 500 items are itself)."""
+    from data_prep import download as dl
+
+    server, requests = server
+    bench = SHARED / "PsychCounsel-Bench" / "PsychCounsel-Bench.json"
+    upstream = f"{server}/PsychCounsel-Bench/PsychCounsel-Bench.json"
+    monkeypatch.setattr(dl, "PSYCHOBENCH", upstream)
+    monkeypatch.setitem(dl.SHA256, "PsychCounsel-Bench/PsychoBench.json", hashlib.sha256(bench.read_bytes()).hexdigest())
+    raw = tmp_path / "raw"
+    res = cli("download", "--raw-dir", str(raw), "--task", "seed004-exact")
+    written = raw / "PsychCounsel-Bench" / "PsychCounsel-Bench.json"
+    assert hashlib.sha256(written.read_bytes()).hexdigest() == dl.SHA256["PsychCounsel-Bench/PsychCounsel-Bench.json"]
+    assert written.read_bytes() == bench.read_bytes()  # rewritten from the parsed array, byte for byte his file
+    assert (raw / "PsychCounsel-Bench" / "PsychoBench.json").read_bytes() == bench.read_bytes()
+    assert "CC BY-NC-ND 4.0" in res.stdout and requests.count("/PsychCounsel-Bench/PsychCounsel-Bench.json") == 2
+    # a mirror with a changed copy: refused, nothing written
+    mirror = tmp_path / "mirror" / "PsychCounsel-Bench"
+    mirror.mkdir(parents=True)
+    (mirror / "PsychCounsel-Bench.json").write_bytes(bench.read_bytes().replace(b'"answer": "a"', b'"answer": "b"', 1))
+    (mirror / "PsychoBench.json").write_bytes(bench.read_bytes())
+    other = tmp_path / "raw2"
+    failures = download(other, sources=["psychcounsel_bench"], base_url=(tmp_path / "mirror").as_uri())
+    assert any("PsychCounsel-Bench.json: sha256 mismatch" in f for f in failures)
+    assert not (other / "PsychCounsel-Bench" / "PsychCounsel-Bench.json").exists()
+
+
+def test_first_items_serializes_like_the_authors_copy():
+    from data_prep.download import first_items
+    from psyfactory.core.errors import DataError
+
+    items = [{"id": i, "question": f"q{i} – “x”", "options": {"a": "是", "b": "否"}, "answer": "a"} for i in range(1, 8)]
+    out = first_items(json.dumps(items).encode(), 5)
+    assert out == (json.dumps(items[:5], ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    assert out.startswith(b'[\n  {\n    "id": 1,') and "“x”".encode() in out  # UTF-8 text, not \u escapes
+    with pytest.raises(DataError, match="at least 500 items"):
+        first_items(json.dumps(items).encode())

@@ -153,3 +153,22 @@ def test_sample_student_sources(sample_prep):
                              "teacher: student_related", "written"]
     assert list(d.steps.values()) == [6, 6, 3, 3, 3, 3, 3]
     assert list(q.steps.values()) == [6, 6, 4, 4, 4, 4]  # no counselor text in a PsyQA item: no reply rule
+
+
+def test_seed002_recipe_prepares_its_own_95_5_unscrubbed_copy(tmp_path):
+    """`make prep RECIPE=seed002-student`: the student parser with the recipe's options, into data/seed002-student/
+    (registered seed002-student_train / _eval): 5 % held out (the seed's val_size share) instead of 10 %, and the
+    texts as the sources have them; the task's own data are untouched."""
+    from dp_helpers import SHARED, need_shared
+
+    from psyfactory.prep import prepare_recipe
+
+    need_shared()
+    res = prepare_recipe("seed002-student", SHARED, tmp_path, teacher="lexicon", quiet=True)
+    mine = {s: rows(tmp_path, "seed002-student", s) for s in ("train", "eval")}
+    n = len(mine["train"]) + len(mine["eval"])
+    assert n > 50 and 0.03 <= len(mine["eval"]) / n <= 0.08  # stratified on risk_flag: ~5 % (10 % by default)
+    assert all(a.pii_scrub is False and a.options["eval_fraction"] == 0.05 for a in res["seed002-student"])
+    info = json.loads((tmp_path / "dataset_info.json").read_text(encoding="utf-8"))
+    assert info["seed002-student_train"]["file_name"] == "data/seed002-student/train.jsonl"
+    assert not (tmp_path / "data" / "student").exists()

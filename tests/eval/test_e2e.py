@@ -58,7 +58,7 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
     cli("eval", "--model", "tiny", "--task", "emotion", "--hw", "cpu", "--base")
     for task in ("psydt", "cpsycoun", "psyqa", "es", "es_summary"):
         cli("eval", "--model", "tiny", "--task", task, "--hw", "cpu", "--base", "psy.generation.max_new_tokens=16")
-    cli("eval", "--run", run, "--task", "psychcounsel_seed004", "--hw", "cpu", "--limit", "10")
+    cli("eval", "--run", run, "--task", "seed004-exact", "--hw", "cpu", "--limit", "10")
     # the eval-only benchmark on the student run: base and tuned, the task's file and a second one
     for extra in ([], ["--base"]):
         cli("eval", "--run", run, "--task", "psychcounsel", "--hw", "cpu", "--limit", "30", *extra)
@@ -116,11 +116,17 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
     jf = summ["plugins"]["json_fields"]
     assert jf["n"] == 3 and set(jf["fields"]) == {"causes", "symptoms", "treatment_process",
                                                   "characteristics_of_illness", "treatment_effect"}
-    seed = json.loads((variant_dir(env, run, "psychcounsel_seed004-tuned") / "metrics.json").read_text())
+    seed = json.loads((variant_dir(env, run, "seed004-exact-tuned") / "metrics.json").read_text())
     sb = seed["plugins"]["psychcounsel_bench"]
-    assert (sb["scoring"], sb["decoding"]) == ("generate", "sample")
-    assert set(sb["formats"]) == {"seed004-professional", "seed004-simple", "seed004-chat"}
-    assert all("lenient" in f and f["bias"]["predicted"]["unparsed"] <= f["n"] for f in sb["formats"].values())
+    assert (sb["scoring"], sb["decoding"], sb["extractor"], sb["denominator"]) == ("generate", "greedy", "seed004", "all")
+    assert set(sb["formats"]) == {"seed004-exact-professional", "seed004-exact-simple", "seed004-exact-chat"}
+    n_asked = len(json.loads(Path(sb["bench_file"]).read_text())[:10])
+    assert sb["n_items"] == n_asked and all(f["n"] == n_asked for f in sb["formats"].values())  # every item counts
+    assert all(set(f["extractors"]) == {"strict", "lenient", "seed004"} for f in sb["formats"].values())
+    assert seed["dtype_requested"] == "float16" and seed["dtype"] == "float32"  # a CPU runs float32
+    records = [json.loads(x) for x in (variant_dir(env, run, "seed004-exact-tuned") / "psychcounsel_bench_items.jsonl"
+                                       ).read_text().splitlines()]
+    assert len(records) == 3 * n_asked and all({"prompt", "generation", "chosen_seed004", "answer"} <= set(r) for r in records)
 
     pc = json.loads((variant_dir(env, run, "psychcounsel-tuned") / "metrics.json").read_text())
     bench = pc["plugins"]["psychcounsel_bench"]
@@ -148,7 +154,7 @@ def test_make_eval_and_compare_all_tasks(env) -> None:
     assert "json_labels.safety_net.raised" in md and "json_labels.safety_net.recall.suicidal" in md
     rows = list(csv.DictReader((runs / "compare.csv").open()))
     assert {r["task"] for r in rows} == {"student", "emotion", "psydt", "cpsycoun", "psyqa", "es", "es_summary",
-                                         "psychcounsel", "psychcounsel_seed004"}
+                                         "psychcounsel", "seed004-exact"}
     acc = next(r for r in rows if r["variant"] == "tuned" and r["metric"] == "json_labels.validity_rate")
     assert acc["base_variant"] == "base" and float(acc["delta"]) == pytest.approx(
         float(acc["value"]) - float(acc["base_value"]))
