@@ -274,8 +274,8 @@ def parse_letter_lenient(text: str, keys: Sequence[str]) -> str | None:
     return None
 
 
-# Seed 004's author's rule (../shared/reference/seed-protocols.md, "Seed 004 as its author's public scripts run
-# it"): answer prefixes removed in this order (each at most once), then the first pattern that matches.
+# Seed 004's author's rule (their public lora/benchmark/model_original.py; docs/evaluation.md, seed004-exact):
+# answer prefixes removed in this order (each at most once), then the first pattern that matches.
 SEED004_PREFIXES = ("回答：", "答案是", "选择", "我认为是", "选项", "答：", "answer:", "answer is")
 SEED004_PATTERNS = (
     re.compile(r"^([a-e])", re.IGNORECASE),  # a letter at the very start ("B. 因为…", and the B of "Based on")

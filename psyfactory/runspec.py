@@ -107,10 +107,12 @@ class Run:
 
     def lock(self) -> Any:
         """Context manager: this process alone writes the run (train, merge, eval, gguf); a second command
-        on the same run is refused with one line naming the first (psyfactory.core.files.exclusive)."""
+        on the same run is refused with one line naming the first (psyfactory.core.files.exclusive), or, with
+        PSY_WAIT_FOR_RUN=1 (Slurm jobs), waits for it."""
+        from psyfactory.core import settings
         from psyfactory.core.files import exclusive
 
-        return exclusive(self.dir / ".lock", f"run {self.name}")
+        return exclusive(self.dir / ".lock", f"run {self.name}", wait=settings.flag("PSY_WAIT_FOR_RUN"))
 
     # the task
     @cached_property

@@ -289,6 +289,28 @@ def test_a_second_command_on_a_run_is_refused_naming_the_first(workspace):
     cli("train", *TRAIN, "--dry-run")
 
 
+def test_a_slurm_job_waits_for_the_run_instead(workspace, monkeypatch):
+    """PSY_WAIT_FOR_RUN=1 (set in the Slurm job scripts: merge and eval both follow train and may start
+    together): the second command waits for the lock, says for whom, and then runs."""
+    import threading
+
+    from psyfactory.core.files import exclusive
+    from psyfactory.runspec import resolve
+
+    monkeypatch.setenv("PSY_WAIT_FOR_RUN", "1")
+    run = resolve(model="tiny", task="psydt", method="lora", hw="cpu")
+    done: dict = {}
+    second = threading.Thread(target=lambda: done.update(res=cli("train", *TRAIN, "--dry-run", check=False)))
+    with exclusive(run.dir / ".lock", f"run {run.name}"):
+        second.start()
+        second.join(timeout=10)
+        assert second.is_alive() and not (run.dir / "train.yaml").exists()  # waiting, nothing written
+    second.join(timeout=120)
+    assert not second.is_alive() and done["res"].returncode == 0, done
+    assert f"run tiny/psydt/lora is in use by pid {os.getpid()}" in done["res"].stderr
+    assert "waiting for it" in done["res"].stderr and (run.dir / "train.yaml").is_file()
+
+
 def test_an_interrupted_evaluation_leaves_the_previous_variant_whole(workspace, monkeypatch):
     """A variant is written aside and renamed into place whole (issue 22, item 5)."""
     from psyfactory import evaluate

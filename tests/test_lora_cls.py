@@ -23,7 +23,7 @@ from psyutil import cli
 
 from psyfactory.core.paths import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real]  # it learns on real weights: `make test-real`
 SHARED = REPO_ROOT.parent / "shared" / "datasets"
 RUN = "smollm2/emotion-cls"
 TRAIN = ["max_steps=60", "per_device_train_batch_size=8", "learning_rate=3e-3", "max_samples=2000", "save_steps=60",

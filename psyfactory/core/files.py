@@ -103,11 +103,15 @@ def exclusive(lock: str | Path, what: str, *, wait: bool = False) -> Iterator[No
     fh = open(lock, "a+")  # noqa: SIM115 (held for the whole block)
     try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
-            raise BusyError(f"{what} is in use by {holder} (lock {lock}); wait for it to finish, or stop it") from None
+            if not wait:
+                raise BusyError(f"{what} is in use by {holder} (lock {lock}); wait for it to finish, or stop "
+                                "it") from None
+            print(f"[psyfactory] {what} is in use by {holder}; waiting for it", file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})\n")

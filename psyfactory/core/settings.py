@@ -89,6 +89,8 @@ _ALL = [
     Setting("RANK", "a training process's global rank (set by torchrun); rank 0 writes the stop marker", "0",
             "run"),
     Setting("WORLD_SIZE", "training processes in all (set by torchrun)", "1", "run"),
+    Setting("PSY_WAIT_FOR_RUN", "1: a command on a run another process holds waits for it instead of stopping "
+            "(the Slurm jobs set it: merge and eval both follow train and may start together)", "0", "run"),
     Setting("SLURM_ARRAY_TASK_ID", "the sweep point an array task runs (set by Slurm)", "", "run"),
 ]
 SETTINGS: dict[str, Setting] = {s.name: s for s in _ALL}

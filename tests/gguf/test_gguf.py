@@ -230,19 +230,20 @@ def test_chat_gguf_answers(exported: dict, runs_root: Path, cli, make, student_s
 @pytest.mark.slow
 @pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_constrained_decoding_always_schema_valid(exported: dict, student_schema: dict) -> None:
-    from data_prep.teacher import student_schema
+    from data_prep.teacher import student_schema as label_schema
 
+    labels = label_schema()
     convs = student_conversations(16)
     path = exported["run"] / "gguf" / "model-Q4_K_M.gguf"
     constrained = generate(path, convs, max_new_tokens=96, json_schema=student_schema)
     assert len(constrained) == len(convs)
     for text in constrained:  # 100%: every output is plain JSON (no extraction needed) and valid
         value = json.loads(text)
-        assert student_schema().reasons(value) == [], text
+        assert labels.reasons(value) == [], text
         jsonschema.validate(value, student_schema)
     free = generate(path, convs, max_new_tokens=32)
     assert len(free) == len(convs)
-    valid = sum(student_schema().parse(text).labels is not None for text in free)
+    valid = sum(labels.parse(text).labels is not None for text in free)
     assert valid < len(convs)  # the random-weight model cannot produce the labels unconstrained
 
 

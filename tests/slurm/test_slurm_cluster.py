@@ -78,11 +78,21 @@ def test_training_failure_cancels_dependents(slurm_cluster, slurm_ws):
     bad = psy(slurm_ws, "sbatch", *RUN, *FAST, "max_steps=2", "learning_rate=fast", check=False)
     assert bad.returncode == 2 and "learning_rate='fast' is not a valid value" in bad.stderr
     assert not (run_dir(slurm_ws) / "slurm" / "pipelines.jsonl").exists()
-    # ... so the job fails on what only the job sees: training data that went bad after `make prep`.
-    (Path(slurm_ws["PSY_DATASET_DIR"]) / "data" / "psydt" / "train.jsonl").write_text('{"messages": [\n')
-    psy(slurm_ws, "sbatch", *RUN, *FAST, "max_steps=2")
+    # ... and so is training data that is not JSON ...
+    train = Path(slurm_ws["PSY_DATASET_DIR"]) / "data" / "psydt" / "train.jsonl"
+    good = train.read_bytes()
+    train.write_text('{"messages": [\n')
+    refused = psy(slurm_ws, "sbatch", *RUN, *FAST, "max_steps=2", check=False)
+    assert refused.returncode == 2 and "train.jsonl: line 1: invalid JSON" in refused.stderr, refused.stderr
+    assert not (run_dir(slurm_ws) / "slurm" / "pipelines.jsonl").exists()
+    # ... so the job fails on what only the job sees: data that went bad after submission (the jobs
+    # are held while it breaks; SBATCH_HOLD is sbatch's own --hold).
+    train.write_bytes(good)
+    psy({**slurm_ws, "SBATCH_HOLD": "1"}, "sbatch", *RUN, *FAST, "max_steps=2")
     rec = pipeline(run_dir(slurm_ws))
     ids = [j["job_id"] for j in rec["jobs"]]
+    train.write_text('{"messages": [\n')
+    slurm_cluster.run(["scontrol", "release", ",".join(ids)])
     assert [j["stage"] for j in rec["jobs"]] == ["train", "merge", "gguf", "eval", "eval-gguf"]
     info = wait_final(slurm_cluster, ids, timeout=180)
     assert info[ids[0]]["JobState"] == "FAILED"
