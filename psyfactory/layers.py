@@ -77,6 +77,16 @@ def read_text(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
 
 
+def _contains_itself(value: Any, inside: tuple[int, ...] = ()) -> bool:
+    """Whether a loaded YAML value holds itself (a recursive alias); shared, non-recursive aliases are fine."""
+    if not isinstance(value, (dict, list)):
+        return False
+    if id(value) in inside:
+        return True
+    children = value.values() if isinstance(value, dict) else value
+    return any(_contains_itself(v, (*inside, id(value))) for v in children)
+
+
 def load_layer(path: Path) -> dict[str, Any]:
     try:
         data = yaml.load(read_text(path), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
@@ -88,6 +98,8 @@ def load_layer(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
+    if _contains_itself(data):  # `a: &x [*x]` loads as a list inside itself
+        raise ConfigError(f"{path}: a YAML alias refers to itself (recursive anchor)")
     return data
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from psyfactory.core.errors import SlurmError
+from psyfactory.core.errors import SlurmError, UserError
 from psyfactory.slurm.batch import (
     Request,
     compose_request,
@@ -57,14 +57,21 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
         print(f"warning: a real submission would be refused: {line}", file=out)
     overrides = train_overrides(req, profile) if "train" in req.stages else list(req.overrides)
     c = compose_request(req, overrides)
-    if "train" in req.stages:  # config mistakes fail now, not after hours in the queue
-        # the teacher job writes the student set first: its files cannot exist yet
-        preflight.check_run(c, req.resolved.task, need_files=not dry_run and "teacher" not in req.stages)
+    # the teacher job writes the student set first: its files cannot exist yet
+    need_files = "teacher" not in req.stages
+    if "train" in req.stages:  # config mistakes fail now, not after hours in the queue (a dry run too)
+        preflight.check_run(c, req.resolved.task, need_files=need_files and not dry_run)
+    if "train" in req.stages and dry_run:  # what only a real submission refuses, said as a warning
+        for check in ((lambda: preflight.check_run(c, req.resolved.task, need_files=True)) if need_files else None,
+                      lambda: refuse_active(c.run_dir),
+                      None if restart else lambda: check_resumable(c, accept_data_change=req.accept_data_change)):
+            try:
+                if check is not None:
+                    check()
+            except UserError as e:
+                print(f"warning: a real submission would be refused: {str(e).splitlines()[0]}", file=out)
     if "train" in req.stages and not dry_run:
-        active = active_jobs(c.run_dir)
-        if active:
-            raise SlurmError(f"{c.run_dir} has an active pipeline (jobs {', '.join(active)}): two trainers would "
-                             f"share one output_dir. Wait for it or `scancel {' '.join(active)}` first.")
+        refuse_active(c.run_dir)
         if restart:
             moved = set_aside(Path(c.lf["output_dir"]))
             if moved:
@@ -156,6 +163,14 @@ def active_jobs(run_dir: Path) -> list[str]:
     except SlurmError:
         return []
     return [j["job_id"] for j in rec["jobs"] if job_info(j["job_id"]).get("JobState") in ACTIVE_STATES]
+
+
+def refuse_active(run_dir: Path) -> None:
+    """A second pipeline into a run dir whose jobs are queued or running: two trainers, one output_dir."""
+    active = active_jobs(run_dir)
+    if active:
+        raise SlurmError(f"{run_dir} has an active pipeline (jobs {', '.join(active)}): two trainers would "
+                         f"share one output_dir. Wait for it or `scancel {' '.join(active)}` first.")
 
 
 def tail(path: Path, n: int = 25) -> list[str]:

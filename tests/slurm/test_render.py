@@ -11,6 +11,7 @@ import pytest
 
 from psyfactory import slurm
 from psyfactory.core import paths
+from psyfactory.core.errors import UserError
 
 REPO = paths.REPO_ROOT
 
@@ -219,6 +220,31 @@ def test_what_would_fail_after_queueing_is_refused_before(clean_env, monkeypatch
     assert "warning: a real submission would be refused: model Qwen/Qwen3-4B" in out
     assert "the eval job of task psydt would fail: " in out and "dataset_info.json: missing" in out  # its data
     assert "# ===== merge:" in out
+
+
+def test_a_dry_run_checks_the_training_data_a_real_submission_checks(clean_env, monkeypatch):
+    """Issue 22: the dry run skipped the data and resume checks of a real submission; it now reports them as
+    warnings above the scripts it renders, while a config mistake still stops it."""
+    import io
+
+    from psyutil import write_psydt_like
+
+    monkeypatch.setenv("PSY_DATASET_DIR", str(clean_env))
+    write_psydt_like(clean_env)
+    (clean_env / "data" / "psydt" / "train.jsonl").write_text('{"messages": [\n')  # broken after `make prep`
+    profile = slurm.load_profile()
+    req = slurm.request(profile, model="tiny", task="psydt", stages=("train",))
+    with pytest.raises(UserError, match="train.jsonl: line 1: invalid JSON"):
+        slurm.submit(req, profile)
+    buf = io.StringIO()
+    slurm.submit(req, profile, dry_run=True, out=buf)
+    out = buf.getvalue()
+    refused = [line for line in out.splitlines() if line.startswith("warning: a real submission would be refused:")]
+    assert any("train.jsonl: line 1: invalid JSON" in line for line in refused), out
+    assert "# ===== train:" in out
+    bad = slurm.request(profile, model="tiny", task="psydt", stages=("train",), overrides=["learning_rate=fast"])
+    with pytest.raises(UserError, match="learning_rate='fast' is not a valid value"):
+        slurm.submit(bad, profile, dry_run=True, out=io.StringIO())
 
 
 def test_a_sweep_renders_two_job_arrays_point_by_point(clean_env, monkeypatch, capsys):
