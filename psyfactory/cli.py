@@ -9,11 +9,10 @@ commands, so `psyfactory list` and `--help` start in a fraction of a second.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import sys
 
-from psyfactory.core.errors import PREEMPTED, Preempted, UserError
+from psyfactory.core.errors import PREEMPTED, STORAGE_ERRORS, Preempted, UserError
 
 COMMAND_MODULES = [
     "psyfactory.commands.run",
@@ -78,11 +77,6 @@ def main(argv: list[str] | None = None) -> int:
               "before it are kept, nothing was left half-written (atomic writes)", file=sys.stderr)
         return 2
 
-
-# What the machine, not PsyFactory, refused: one line naming the path (disk full, read-only, permissions).
-STORAGE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
-                  errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded",
-                  errno.EPERM: "operation not permitted"}
 
 
 def _more(e: UserError) -> str:

@@ -23,7 +23,7 @@ import yaml
 from transformers import TrainerCallback
 
 from psyfactory.core import settings
-from psyfactory.core.errors import PREEMPTED
+from psyfactory.core.errors import PREEMPTED, STORAGE_ERRORS
 
 STOP_FILE, STOPPED_FILE = ".stop-requested", ".stopped.json"  # psyfactory.runner's names
 
@@ -93,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     if settings.number("WORLD_SIZE", 1, int) > 1 and not torch.cuda.is_available():
         cpu_ranks_resume_fix()
     signal.signal(signal.SIGUSR1, cb.request)
-    run_exp(cfg, callbacks=[cb])
+    try:
+        run_exp(cfg, callbacks=[cb])
+    except OSError as e:  # disk full or read-only while saving: one line, not the trainer's traceback
+        if e.errno not in STORAGE_ERRORS:
+            raise
+        print(f"error: {e.filename or out}: {e.strerror or STORAGE_ERRORS[e.errno]} ({STORAGE_ERRORS[e.errno]}) "
+              f"while training; the checkpoints saved before it are kept in {out}", file=sys.stderr, flush=True)
+        return 1
     if cb.saved_step is not None:
         if settings.number("RANK", 0, int) == 0:
             (out / STOPPED_FILE).write_text(json.dumps({"step": cb.saved_step}) + "\n", encoding="utf-8")

@@ -147,3 +147,30 @@ def test_make_passes_names_and_args_without_a_shell(tmp_path: Path, variables: l
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert res.returncode != 0 and len(errors) == 1 and expected in errors[0], res.stderr
     assert "Traceback" not in res.stderr and not marker.exists()
+
+
+def test_disk_full_inside_the_trainer_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The trainer process (`python -m psyfactory.lf_train`) saving a checkpoint onto a full disk: one line
+    naming the file and what is kept, exit 1 (the parent then records the run as failed)."""
+    import signal
+
+    import llamafactory.train.tuner as tuner
+
+    from psyfactory import lf_train
+
+    out = tmp_path / "adapter"
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(f"output_dir: {out}\n")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "checkpoint-20" / "adapter_model.safetensors"))
+
+    monkeypatch.setattr(tuner, "run_exp", full)
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        assert lf_train.main([str(cfg)]) == 1
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out / 'checkpoint-20' / 'adapter_model.safetensors'}: ")
+    assert "(no space left on the device) while training; the checkpoints saved before it are kept in" in err[0]

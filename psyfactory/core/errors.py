@@ -3,6 +3,7 @@ and exits 2. Any other exception is a bug in PsyFactory and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -49,6 +50,11 @@ class Preempted(Exception):
 
 
 PREEMPTED = 75  # exit code after a checkpoint-on-SIGUSR1 stop (EX_TEMPFAIL)
+
+# What the machine, not PsyFactory, refused: one line naming the path (disk full, read-only, permissions).
+STORAGE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+                  errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded",
+                  errno.EPERM: "operation not permitted"}
 
 
 def format_validation_error(e: Any, prefix: str, valid: list[str] | None = None) -> str:
