@@ -258,6 +258,38 @@ def check_model(cfg: dict[str, Any]) -> None:
         raise PreflightError(f"model_name_or_path: {ref} has no config.json (not a model directory)")
 
 
+def check_lora_target(cfg: dict[str, Any], source: str) -> None:
+    """Every `lora_target` name must be a module of the model (peft's rule: the module's name, or its last
+    dotted parts), checked on the model built on the meta device from its config.json: no weights are
+    read. A model whose config is not on this machine yet is checked when it loads."""
+    target = cfg.get("lora_target")
+    names = [t.strip() for t in str(target or "").split(",") if t.strip()]
+    if cfg.get("finetuning_type", "lora") != "lora" or not names or "all" in names:
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # no config dump for a check
+    try:
+        config = AutoConfig.from_pretrained(str(cfg["model_name_or_path"]), local_files_only=True,
+                                            trust_remote_code=bool(cfg.get("trust_remote_code")))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=bool(cfg.get("trust_remote_code")))
+    except Exception:  # noqa: BLE001 (not downloaded yet, or an architecture transformers builds otherwise)
+        return
+    finally:
+        hf_logging.set_verbosity(level)
+    modules = [n for n, _ in model.named_modules() if n]
+    missing = [t for t in names if not any(n == t or n.endswith("." + t) for n in modules)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")})
+        raise PreflightError(f"{source}: lora_target={target}: the model has no module named {', '.join(missing)}; "
+                             f"its linear layers are {', '.join(linear)} (or lora_target=all)")
+
+
 def check_memory(c: Composed) -> None:
     """The base weights alone must fit one GPU of the hardware profile (psy.params_b, psy.gpu_memory_gb);
     sharding with DeepSpeed ZeRO-3 lifts the limit."""
@@ -284,6 +316,8 @@ def check_run(c: Composed, task: TaskView, *, need_files: bool = True, source: s
         lf_parse(c.lf, source)
     if not c.model_ref.startswith("builtin:"):
         check_model(c.lf)
+    if with_lf:
+        check_lora_target(c.lf, source)
     check_memory(c)
     task.check()
     notice = precision_notice(c)

@@ -174,3 +174,12 @@ def test_disk_full_inside_the_trainer_is_one_line(tmp_path: Path, monkeypatch: p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {out / 'checkpoint-20' / 'adapter_model.safetensors'}: ")
     assert "(no space left on the device) while training; the checkpoints saved before it are kept in" in err[0]
+
+
+def test_an_unknown_lora_target_is_refused_before_training(workspace: Path) -> None:
+    """Checked on the model built on the meta device (no weights read), before any data is tokenized."""
+    args = ["train", "--model", "tiny", "--task", "psydt", *CPU, "--dry-run"]
+    err = one_error_line(cli(*args, "lora_target=q_proj,no_such_proj", check=False))
+    assert "lora_target=q_proj,no_such_proj: the model has no module named no_such_proj" in err
+    assert "its linear layers are " in err and "q_proj" in err.split("its linear layers are ")[1]
+    cli(*args, "lora_target=q_proj,v_proj")  # real names pass
