@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from data_prep.common import (
+from psyfactory.data_prep.common import (
     Accounting,
     BuildContext,
     DataError,
@@ -31,14 +31,14 @@ __all__ = ["PARSERS", "Accounting", "DataError", "FileSpec", "PrepOptions", "Tas
 DEFAULT_SEED = 20240601
 # Built-in parsers of the public datasets, by name (a task YAML names one in psy.data.parser).
 PARSERS: dict[str, str] = {
-    "cpsycoun": "data_prep.cpsycoun",
-    "emotion": "data_prep.emotion",
-    "es": "data_prep.es",
-    "es_summary": "data_prep.es_summary",
-    "psydt": "data_prep.psydt",
-    "psyqa": "data_prep.psyqa",
-    "sos1k": "data_prep.sos1k",
-    "student": "data_prep.student",
+    "cpsycoun": "psyfactory.data_prep.cpsycoun",
+    "emotion": "psyfactory.data_prep.emotion",
+    "es": "psyfactory.data_prep.es",
+    "es_summary": "psyfactory.data_prep.es_summary",
+    "psydt": "psyfactory.data_prep.psydt",
+    "psyqa": "psyfactory.data_prep.psyqa",
+    "sos1k": "psyfactory.data_prep.sos1k",
+    "student": "psyfactory.data_prep.student",
 }
 
 
@@ -86,7 +86,7 @@ def tasks() -> tuple[str, ...]:
 
 def _build(spec: TaskSpec, ctx: BuildContext) -> TaskOutput:
     if spec.file is not None:
-        from data_prep.userfile import build as build_file
+        from psyfactory.data_prep.userfile import build as build_file
 
         return build_file(ctx, spec.file)
     return _module(spec.parser or spec.name).build(ctx)
@@ -144,8 +144,8 @@ def prepare(
 
 def _prepare(specs: list[TaskSpec], named: bool, raw_dir: Path, dataset_dir: Path, *, teacher: Any, seed: int,
              quiet: bool, options: PrepOptions) -> dict[str, list[Accounting]]:
-    from data_prep.commit import Commit, clean_orphans
-    from data_prep.teacher import NO_TEACHER, resolve_teacher
+    from psyfactory.data_prep.commit import Commit, clean_orphans
+    from psyfactory.data_prep.teacher import NO_TEACHER, resolve_teacher
 
     clean_orphans(dataset_dir)  # under the lock: no other prep is staging files here
     teachers = {s.name: resolve_teacher(teacher) for s in specs if s.needs_teacher}

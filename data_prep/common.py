@@ -140,7 +140,7 @@ class Ledger:
     """Accounting plus the quarantine list for one source."""
 
     def __init__(self, task: str, source: str, root: Path | None = None, *, scrub: bool = True) -> None:
-        from data_prep.pii import Scrubber
+        from psyfactory.data_prep.pii import Scrubber
 
         self.acc = Accounting(task, source)
         self.items: list[Quarantined] = []

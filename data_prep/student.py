@@ -22,10 +22,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from data_prep import cpsycoun, lexicon, psyqa
-from data_prep.common import BuildContext, DataError, Ledger, TaskOutput, stratified_split
-from data_prep.lexicon import STUDENT_KEYWORDS, is_student  # noqa: F401 (the student filter)
-from data_prep.teacher import RELEVANCE_KEY, LabelCache, TeacherError, split_reply, student_schema
+from psyfactory.data_prep import cpsycoun, lexicon, psyqa
+from psyfactory.data_prep.common import BuildContext, DataError, Ledger, TaskOutput, stratified_split
+from psyfactory.data_prep.lexicon import STUDENT_KEYWORDS, is_student  # noqa: F401 (the student filter)
+from psyfactory.data_prep.teacher import RELEVANCE_KEY, LabelCache, TeacherError, split_reply, student_schema
 
 NEEDS_TEACHER = True  # data_prep.prepare passes teacher= and dataset_dir= to build()
 SOURCES = "CPsyCounD+PsyQA"

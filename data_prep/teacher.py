@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from data_prep import lexicon
 from psyfactory.core import settings
 from psyfactory.core.errors import DataError
 from psyfactory.core.labels import LabelSchema, load_schema
 from psyfactory.core.llm_client import redact
+from psyfactory.data_prep import lexicon
 
 PROMPT_FILE = Path(__file__).parent / "prompts" / "student_teacher.md"
 TEACHERS = ("lexicon", "local (the server of `make teacher`)", "gguf (served for this prep: --teacher-gguf)",

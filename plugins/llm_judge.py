@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import yaml
 
-from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, TaskInfo, md_table
 from psyfactory.core import settings
 from psyfactory.core.errors import EvalError
+from psyfactory.plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, TaskInfo, md_table
 
 RUBRICS_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "rubrics"
 

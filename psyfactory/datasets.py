@@ -21,7 +21,7 @@ TAGS = {"role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag
 
 
 def read_info(dataset_dir: Path) -> dict[str, Any]:
-    from data_prep.commit import check_not_mid_commit
+    from psyfactory.data_prep.commit import check_not_mid_commit
 
     check_not_mid_commit(dataset_dir)
     path = dataset_dir / "dataset_info.json"

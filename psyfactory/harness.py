@@ -37,12 +37,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from plugins import plugin_class
-from plugins.base import fmt, lookup, md_table
 from psyfactory.core import files, paths
 from psyfactory.core.errors import EvalError
 from psyfactory.evaluate import guard_variant, put_in_place
 from psyfactory.manifest import adapter_sha256, merged_from, record_external, record_stage
+from psyfactory.plugins import plugin_class
+from psyfactory.plugins.base import fmt, lookup, md_table
 from psyfactory.resume import finished_training
 from psyfactory.runs import check_name
 from psyfactory.runspec import Run

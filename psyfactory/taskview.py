@@ -13,10 +13,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plugins import EvalPlugin, TaskInfo, plugin_class
 from psyfactory.core import paths
 from psyfactory.core.errors import ConfigError, EvalError
 from psyfactory.core.generation import GenerationSpec
+from psyfactory.plugins import EvalPlugin, TaskInfo, plugin_class
 from psyfactory.psyconfig import DataSource, PsyConfig
 
 if TYPE_CHECKING:

@@ -37,7 +37,7 @@ def _teacher(args: argparse.Namespace) -> Any:
     if args.teacher == "local" or args.teacher.startswith(("http://", "https://")):
         from dataclasses import replace
 
-        from data_prep.teacher import resolve_endpoint
+        from psyfactory.data_prep.teacher import resolve_endpoint
 
         te = resolve_endpoint(args.teacher)
         if args.teacher_model:
@@ -83,7 +83,7 @@ def cmd_prep(args: argparse.Namespace) -> int:
     import hashlib
     from dataclasses import replace
 
-    from data_prep.teacher import served_endpoint
+    from psyfactory.data_prep.teacher import served_endpoint
     from psyfactory.serve import serve_gguf
 
     gguf = _gguf_path(args.teacher_gguf)
@@ -113,7 +113,7 @@ def task_info(model: str, tokenizer: str | None) -> Any:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from data_prep.report import data_report
+    from psyfactory.data_prep.report import data_report
 
     data_report(_tasks(args.task), Path(args.dataset_dir or _dataset_dir_default()), task_info(args.model, args.tokenizer),
                 label=args.model if not args.tokenizer else "custom", cutoff_len=args.cutoff_len)
@@ -121,7 +121,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from data_prep.download import download
+    from psyfactory.data_prep.download import download
 
     sources = list(args.source or [])
     if args.task:  # the sources the tasks' YAMLs name (psy.data.download, psy.download)
