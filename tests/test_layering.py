@@ -1,7 +1,8 @@
 """The structure (docs/architecture.md): psyfactory.core imports nothing of ours above it; plugins/ and
 data_prep/ import only psyfactory.core from the orchestration package; no import circle anywhere in our
 packages, imports inside functions included; nothing but the CLI imports psyfactory.commands;
-`psyfactory list` starts without torch or transformers."""
+`psyfactory list` starts without torch or transformers; nothing imports `data_prep` or `plugins` as top-level
+names (they are psyfactory.data_prep and psyfactory.plugins)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from psyfactory.core.paths import REPO_ROOT
 
 # folder of the checkout -> its import name (psyfactory/__init__.py: one package, the top-level folders mapped in)
 PACKAGES = {"psyfactory": "psyfactory", "data_prep": "psyfactory.data_prep", "plugins": "psyfactory.plugins"}
-OLD_NAMES = ("data_prep", "plugins")  # the top-level names these subpackages had before
 
 
 def modules() -> dict[str, Path]:
@@ -30,11 +30,6 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def _new_name(name: str) -> str:
-    """Until the import rename lands, `data_prep.x` is `psyfactory.data_prep.x`."""
-    return f"psyfactory.{name}" if name.split(".")[0] in OLD_NAMES else name
-
-
 def imports(path: Path) -> list[str]:
     """Every module a file imports (top level or inside functions); `from pkg import sub` names the
     submodule `pkg.sub` when there is one (importing it does not depend on the rest of `pkg`)."""
@@ -44,13 +39,13 @@ def imports(path: Path) -> list[str]:
         if isinstance(node, ast.Import):
             found += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            subs = [f"{node.module}.{a.name}" for a in node.names if _new_name(f"{node.module}.{a.name}") in known]
+            subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known]
             found += subs if len(subs) == len(node.names) else [node.module, *subs]
     return found
 
 
 def ours(names: list[str]) -> list[str]:
-    return [_new_name(n) for n in names if n.split(".")[0] in ("psyfactory", *OLD_NAMES)]
+    return [n for n in names if n.split(".")[0] == "psyfactory"]
 
 
 def graph() -> dict[str, set[str]]:
@@ -139,6 +134,27 @@ def test_the_rule_is_not_vacuous():
     assert "psyfactory.core.errors" in imports(REPO_ROOT / "plugins" / "base.py")
     assert "psyfactory.runspec" in imports(REPO_ROOT / "psyfactory" / "evaluate.py")
     assert "psyfactory.plugins" in ours(imports(REPO_ROOT / "psyfactory" / "evaluate.py"))
+
+
+def python_files() -> list[Path]:
+    """Every Python file of the checkout that is ours (packages, tests, benchmarks, scripts)."""
+    skip = {".venv", ".git", "runs", "data", "raw", "build", ".cache"}
+    return sorted(p for p in REPO_ROOT.rglob("*.py") if not skip & set(p.relative_to(REPO_ROOT).parts))
+
+
+def test_one_top_level_name():
+    """data_prep/ and plugins/ are psyfactory.data_prep and psyfactory.plugins: an import of the old top-level
+    names would load a second copy of the files in a checkout and fail in an installed wheel. Re-apply the
+    rename command of commit 'Rename imports: data_prep -> psyfactory.data_prep ...' to files that have them."""
+    bad = []
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            bad += [f"{path.relative_to(REPO_ROOT)}:{node.lineno} {n}" for n in names
+                    if n.split(".")[0] in ("data_prep", "plugins")]
+    assert not bad, "old top-level imports: " + ", ".join(bad)
+    assert len(python_files()) > len(modules())  # tests and benchmarks are read too
 
 
 def test_no_module_shadows_the_standard_library():
