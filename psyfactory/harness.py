@@ -60,7 +60,7 @@ DEFAULT_TASKS = (
     "ceval-valid_physician",
     "cmmlu_elementary_commonsense",
 )
-TASKS_DIR = paths.REPO_ROOT / "evaluation" / "lm_eval_tasks"  # PsychCounsel-Bench as lm-eval tasks
+TASKS_DIR = paths.EVALUATION_DIR / "lm_eval_tasks"  # PsychCounsel-Bench as lm-eval tasks
 TASK = "harness"  # the eval task a harness variant files under: compare gives it a table per model
 PLUGIN = "lm_eval"  # plugins/lm_eval.py: headline and paired records for compare and the model card
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # datasets loaders

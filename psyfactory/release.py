@@ -492,7 +492,8 @@ def card(run: Any, *, weights: str | None, gguf: Path | None, name: str, ours: l
             f"{HOTLINES_EN} (check the local numbers before release).", ""]
     if net is not None:
         lexicon = net.lexicon.path
-        shown = lexicon.relative_to(paths.REPO_ROOT) if lexicon.is_relative_to(paths.REPO_ROOT) else lexicon.name
+        shown = paths.shown(lexicon)
+        shown = Path(shown).name if Path(shown).is_absolute() else shown
         out += [f"安全网：PsyFactory 的 `make eval`、`make chat` 和 `make chat-gguf` 对这个任务使用危机词表安全网"
                 f"（`{shown}`，sha256 {net.lexicon.sha256[:12]}）："
                 f"输入中明确的危机表达会把 `{net.field}` 从无风险上调，但绝不下调。**导出的权重、GGUF 和 Modelfile 都不包含这个安全网**："

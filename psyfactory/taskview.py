@@ -67,7 +67,7 @@ class TaskView:
 
     @cached_property
     def label_schema(self) -> LabelSchema | None:
-        """psy.label_schema, loaded: a path relative to the repo, or else to the task file's folder (a task of
+        """psy.label_schema, loaded: a path relative to the checkout (paths.repo_path), or else to the task file's folder (a task of
         your own in $PSY_CONFIG_DIRS keeps its schema beside it)."""
         if not self.psy.label_schema:
             return None

@@ -180,7 +180,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a recipe's own data (its `data:` block: data/<recipe>/, `<recipe>_<split>`, e.g. unscrubbed "
                         "as the seed), from its training task's parser")
     p.add_argument("--raw-dir", default="raw/", help="raw data folder laid out as in docs/data.md, e.g. what `make download` fetched (default raw/)")
-    p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR or the repo)")
+    p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR, else the checkout or, installed, the current directory)")
     p.add_argument("--teacher", default=None,
                    help="student labeller: an OpenAI-compatible base URL, 'local' (the server `make teacher` runs, "
                         "schema-constrained), 'gguf' (serve --teacher-gguf with llama.cpp for this prep) or 'lexicon' "
