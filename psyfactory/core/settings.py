@@ -58,6 +58,10 @@ _ALL = [
     Setting("PSY_JUDGE_TIMEOUT", "seconds per judge HTTP request", "60", "judge"),
     Setting("PSY_JUDGE_HTTP_RETRIES", "HTTP-level retries of a failed judge request", "2", "judge"),
     Setting("OPENAI_API_KEY", "API key for teacher and judge when their own is unset", "", "judge"),
+    # -- installing (scripts/setup_env.sh, `make setup`)
+    Setting("PSY_TORCH_SPEC", "the torch `make setup` installs instead of the locked one, as pip arguments (e.g. "
+            "`torch==2.6.0 --index-url https://download.pytorch.org/whl/cu124`), or `keep`: the torch already in the "
+            "venv; every other package stays pinned by requirements/constraints.txt", "", "setup"),
     # -- GGUF / llama.cpp
     Setting("PSY_GGUF_QUANT", "GGUF file `make eval --backend gguf` evaluates: Q4_K_M, Q8_0, Q5_K_M, Q6_K or F16",
             "Q4_K_M", "gguf"),
