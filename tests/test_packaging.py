@@ -21,7 +21,7 @@ import pytest
 
 from psyfactory.core.paths import REPO_ROOT
 
-MAPPED = {"data_prep": "psyfactory/data_prep", "plugins": "psyfactory/plugins", "configs": "psyfactory/share/configs",
+MAPPED = {"psyfactory": "psyfactory", "data_prep": "psyfactory/data_prep", "plugins": "psyfactory/plugins", "configs": "psyfactory/share/configs",
           "evaluation": "psyfactory/share/evaluation", "slurm": "psyfactory/share/slurm",
           "dataset_info.json": "psyfactory/share/dataset_info.json"}
 
@@ -63,6 +63,8 @@ def test_one_top_level_name(wheel):
 
 
 def test_the_wheel_holds_the_folders_the_cli_reads(wheel):
+    """Every file of psyfactory/ and of the mapped folders, at its place (a new subpackage or data folder that
+    pyproject.toml's `packages` / `package-data` do not name fails here)."""
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = []
     for f in checkout_files():
