@@ -4,7 +4,7 @@ dataset_info.json.
 A task's YAML says where its data come from (`psy.data`, read by psyfactory.prep): a built-in parser
 of a public dataset (:data:`PARSERS`: `data_prep/<parser>.py` with `build(ctx) -> TaskOutput`; a module
 that sets `NEEDS_TEACHER = True` gets a teacher in `ctx`), or a user's own file in alpaca, sharegpt or
-OpenAI-messages shape (data_prep.userfile). Public API: `tasks()`, `prepare(specs, raw_dir, dataset_dir, ...)`.
+OpenAI-messages shape (psyfactory.data_prep.userfile). Public API: `tasks()`, `prepare(specs, raw_dir, dataset_dir, ...)`.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def prepare(
     """Build the given tasks (a name = the built-in parser of that name; None = every built-in parser);
     returns task -> per-source accounting.
 
-    `teacher` only matters for tasks that need one (`student`): a `data_prep.teacher.Teacher`, the
+    `teacher` only matters for tasks that need one (`student`): a `psyfactory.data_prep.teacher.Teacher`, the
     string "lexicon" (offline heuristic, NOT a real labeller), a `TeacherEndpoint`, or None = endpoint
     from the environment (`PSY_TEACHER_BASE_URL`...). With None and no endpoint configured, such a task
     raises DataError when named explicitly and is skipped (with a reason in the accounting) when
@@ -123,7 +123,7 @@ def prepare(
 
     The dataset folder is locked for the whole prep (a second prep of the same folder is refused, naming
     the first). Every task is built before anything is written (a missing or broken source fails first);
-    the outputs are then committed together (data_prep.commit), so a reader sees the old set or the new
+    the outputs are then committed together (psyfactory.data_prep.commit), so a reader sees the old set or the new
     one. Leftovers of an interrupted prep are cleaned (or its commit finished) first.
     """
     from psyfactory.core.files import exclusive

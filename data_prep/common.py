@@ -418,7 +418,7 @@ class TaskOutput:
 
 
 def write_task(out: TaskOutput, dataset_dir: Path, commit: Any) -> None:
-    """Stage splits, quarantine, extra files and accounting of one task (data_prep.commit.Commit)."""
+    """Stage splits, quarantine, extra files and accounting of one task (psyfactory.data_prep.commit.Commit)."""
     for lg in out.ledgers:
         lg.acc.check()
     task_dir = dataset_dir / "data" / out.task

@@ -93,7 +93,7 @@ def recipe_spec(recipe: str, raw_dir: Path | None = None) -> tuple[TaskSpec, dic
 
 
 def prepare_recipe(recipe: str, raw_dir: Path, dataset_dir: Path, **kwargs: Any) -> Any:
-    """data_prep.prepare on a recipe's own data (data/<recipe>/, `<recipe>_<split>`), with its options."""
+    """psyfactory.data_prep.prepare on a recipe's own data (data/<recipe>/, `<recipe>_<split>`), with its options."""
     from psyfactory.data_prep import prepare as run_prep
 
     spec, options = recipe_spec(recipe, Path(raw_dir).resolve())
@@ -101,7 +101,7 @@ def prepare_recipe(recipe: str, raw_dir: Path, dataset_dir: Path, **kwargs: Any)
 
 
 def prepare(names: list[str] | None, raw_dir: Path, dataset_dir: Path, **kwargs: Any) -> Any:
-    """data_prep.prepare on the tasks' own declarations (none named: every task with data; a teacher
+    """psyfactory.data_prep.prepare on the tasks' own declarations (none named: every task with data; a teacher
     task without a teacher is then skipped, not an error)."""
     from psyfactory.data_prep import prepare as run_prep
 

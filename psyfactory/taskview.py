@@ -2,7 +2,7 @@
 spec, crisis safety net and eval data. Built from a composed config (psyfactory.config.Composed);
 preflight, `make eval`, `make chat` and `make chat-gguf` all ask it, so they agree.
 
-Plugins are found by declaration (plugins.BUILTIN) and checked with the task
+Plugins are found by declaration (psyfactory.plugins.BUILTIN) and checked with the task
 (`EvalPlugin.check(options, task)`) before any model loads.
 """
 
