@@ -134,6 +134,7 @@ def test_installed_cli_lists_and_composes_from_an_empty_folder(installed, tmp_pa
     r = run_in(work, str(installed / "psyfactory"), "config", "--model", "tiny", "--task", "psydt")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("# Composed by psyfactory: configs/base.yaml <"), r.stdout[:300]
+    assert "# Recreate: psyfactory config --model tiny --task psydt --method lora --hw cpu\n" in r.stdout
     assert "stage: sft" in r.stdout and f"dataset_dir: {work}" in r.stdout
     assert f"output_dir: {work}/runs/tiny/psydt/lora/adapter" in r.stdout
 
