@@ -59,7 +59,7 @@ test-fast: $(STAMP) ## unit and in-process tests, no training (a few minutes)
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check .
 
-list: $(STAMP) ## list models, tasks, methods, hardware profiles, recipes (ARGS=--psy: the psy keys, --runs: the runs)
+list: $(STAMP) ## list models, tasks, methods, hardware profiles, recipes (ARGS=--psy: the psy keys, --runs: the runs, --paths: where files are)
 	@$(PSY) list --args "$$ARGS"
 
 config: $(STAMP) ## print the composed flat LLaMA-Factory config

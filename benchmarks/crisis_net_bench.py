@@ -43,7 +43,7 @@ PARTS = ("lexicon", "detector", "both")
 
 
 def wilson(k: int, n: int) -> list[float]:
-    from plugins.base import wilson_ci
+    from psyfactory.plugins.base import wilson_ci
 
     return [round(x, 4) for x in wilson_ci(k, n)]
 

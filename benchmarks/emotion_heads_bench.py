@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from sklearn.metrics import f1_score
 
-    from plugins.base import mcnemar_exact, wilson_ci
+    from psyfactory.plugins.base import mcnemar_exact, wilson_ci
 
     with contextlib.ExitStack() as stack:
         work = Path(args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="emotion-heads-")))

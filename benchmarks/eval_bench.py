@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugins.psychcounsel_bench import (  # noqa: E402
+from psyfactory.plugins.psychcounsel_bench import (  # noqa: E402
     bias,
     choose_by_generation,
     choose_by_loglik,

@@ -117,7 +117,7 @@ def synth(root: Path, seed: int = 0) -> None:
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from data_prep import prepare
+from psyfactory.data_prep import prepare
 t0 = time.perf_counter()
 res = prepare([sys.argv[1]], Path(sys.argv[2]), Path(sys.argv[3]), teacher="lexicon", quiet=True,
               scrub=sys.argv[4] == "on")
@@ -143,7 +143,7 @@ def real_throughput(shared: Path) -> str:
     """The scrubber over the real raw samples: characters per second and replacements per type."""
     from collections import Counter
 
-    from data_prep.pii import Scrubber
+    from psyfactory.data_prep.pii import Scrubber
 
     texts = [p.read_text(encoding="utf-8") for p in sorted((shared / "CPsyCoun" / "CPsyCounD" / "Data").glob("*.txt"))]
     texts += [json.dumps(q, ensure_ascii=False) for q in

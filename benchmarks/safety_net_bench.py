@@ -33,7 +33,7 @@ def write_dataset(root: Path, task: str) -> int:
     """dataset_info.json + data/<task>/eval.jsonl with one alpaca item per sentence."""
     import yaml
 
-    from data_prep.student import SPEAKER, STUDENT_INSTRUCTION
+    from psyfactory.data_prep.student import SPEAKER, STUDENT_INSTRUCTION
 
     sentences = yaml.safe_load(SENTENCES.read_text(encoding="utf-8"))["sentences"]
     rows = [{"id": f"s{i:03d}", "instruction": STUDENT_INSTRUCTION, "input": f"{SPEAKER['user']}：{s['text']}",

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def student_texts(raw_dir: Path) -> list[str]:
     """The teacher inputs prep would send, via a lexicon-labelled prep into a scratch folder."""
-    from data_prep import prepare
+    from psyfactory.data_prep import prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         prepare(["student"], raw_dir, Path(tmp), teacher="lexicon", quiet=True)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
-    from data_prep.teacher import EndpointTeacher, TeacherEndpoint, TeacherError, reply_reasons
+    from psyfactory.data_prep.teacher import EndpointTeacher, TeacherEndpoint, TeacherError, reply_reasons
     from psyfactory.serve import serve_gguf
     from psyfactory.smollm2 import gguf_file
 

@@ -4,7 +4,7 @@ dataset_info.json.
 A task's YAML says where its data come from (`psy.data`, read by psyfactory.prep): a built-in parser
 of a public dataset (:data:`PARSERS`: `data_prep/<parser>.py` with `build(ctx) -> TaskOutput`; a module
 that sets `NEEDS_TEACHER = True` gets a teacher in `ctx`), or a user's own file in alpaca, sharegpt or
-OpenAI-messages shape (data_prep.userfile). Public API: `tasks()`, `prepare(specs, raw_dir, dataset_dir, ...)`.
+OpenAI-messages shape (psyfactory.data_prep.userfile). Public API: `tasks()`, `prepare(specs, raw_dir, dataset_dir, ...)`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from data_prep.common import (
+from psyfactory.data_prep.common import (
     Accounting,
     BuildContext,
     DataError,
@@ -31,14 +31,14 @@ __all__ = ["PARSERS", "Accounting", "DataError", "FileSpec", "PrepOptions", "Tas
 DEFAULT_SEED = 20240601
 # Built-in parsers of the public datasets, by name (a task YAML names one in psy.data.parser).
 PARSERS: dict[str, str] = {
-    "cpsycoun": "data_prep.cpsycoun",
-    "emotion": "data_prep.emotion",
-    "es": "data_prep.es",
-    "es_summary": "data_prep.es_summary",
-    "psydt": "data_prep.psydt",
-    "psyqa": "data_prep.psyqa",
-    "sos1k": "data_prep.sos1k",
-    "student": "data_prep.student",
+    "cpsycoun": "psyfactory.data_prep.cpsycoun",
+    "emotion": "psyfactory.data_prep.emotion",
+    "es": "psyfactory.data_prep.es",
+    "es_summary": "psyfactory.data_prep.es_summary",
+    "psydt": "psyfactory.data_prep.psydt",
+    "psyqa": "psyfactory.data_prep.psyqa",
+    "sos1k": "psyfactory.data_prep.sos1k",
+    "student": "psyfactory.data_prep.student",
 }
 
 
@@ -86,7 +86,7 @@ def tasks() -> tuple[str, ...]:
 
 def _build(spec: TaskSpec, ctx: BuildContext) -> TaskOutput:
     if spec.file is not None:
-        from data_prep.userfile import build as build_file
+        from psyfactory.data_prep.userfile import build as build_file
 
         return build_file(ctx, spec.file)
     return _module(spec.parser or spec.name).build(ctx)
@@ -109,7 +109,7 @@ def prepare(
     """Build the given tasks (a name = the built-in parser of that name; None = every built-in parser);
     returns task -> per-source accounting.
 
-    `teacher` only matters for tasks that need one (`student`): a `data_prep.teacher.Teacher`, the
+    `teacher` only matters for tasks that need one (`student`): a `psyfactory.data_prep.teacher.Teacher`, the
     string "lexicon" (offline heuristic, NOT a real labeller), a `TeacherEndpoint`, or None = endpoint
     from the environment (`PSY_TEACHER_BASE_URL`...). With None and no endpoint configured, such a task
     raises DataError when named explicitly and is skipped (with a reason in the accounting) when
@@ -123,7 +123,7 @@ def prepare(
 
     The dataset folder is locked for the whole prep (a second prep of the same folder is refused, naming
     the first). Every task is built before anything is written (a missing or broken source fails first);
-    the outputs are then committed together (data_prep.commit), so a reader sees the old set or the new
+    the outputs are then committed together (psyfactory.data_prep.commit), so a reader sees the old set or the new
     one. Leftovers of an interrupted prep are cleaned (or its commit finished) first.
     """
     from psyfactory.core.files import exclusive
@@ -144,8 +144,8 @@ def prepare(
 
 def _prepare(specs: list[TaskSpec], named: bool, raw_dir: Path, dataset_dir: Path, *, teacher: Any, seed: int,
              quiet: bool, options: PrepOptions) -> dict[str, list[Accounting]]:
-    from data_prep.commit import Commit, clean_orphans
-    from data_prep.teacher import NO_TEACHER, resolve_teacher
+    from psyfactory.data_prep.commit import Commit, clean_orphans
+    from psyfactory.data_prep.teacher import NO_TEACHER, resolve_teacher
 
     clean_orphans(dataset_dir)  # under the lock: no other prep is staging files here
     teachers = {s.name: resolve_teacher(teacher) for s in specs if s.needs_teacher}

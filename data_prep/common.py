@@ -140,7 +140,7 @@ class Ledger:
     """Accounting plus the quarantine list for one source."""
 
     def __init__(self, task: str, source: str, root: Path | None = None, *, scrub: bool = True) -> None:
-        from data_prep.pii import Scrubber
+        from psyfactory.data_prep.pii import Scrubber
 
         self.acc = Accounting(task, source)
         self.items: list[Quarantined] = []
@@ -418,7 +418,7 @@ class TaskOutput:
 
 
 def write_task(out: TaskOutput, dataset_dir: Path, commit: Any) -> None:
-    """Stage splits, quarantine, extra files and accounting of one task (data_prep.commit.Commit)."""
+    """Stage splits, quarantine, extra files and accounting of one task (psyfactory.data_prep.commit.Commit)."""
     for lg in out.ledgers:
         lg.acc.check()
     task_dir = dataset_dir / "data" / out.task

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import (
+from psyfactory.data_prep.common import (
     BuildContext,
     DataError,
     Dedup,

@@ -43,10 +43,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from data_prep import fetch
 from psyfactory.core import settings
 from psyfactory.core.errors import DataError
 from psyfactory.core.files import atomic_write_json, atomic_write_text, exclusive
+from psyfactory.data_prep import fetch
 
 CPSYCOUN_COMMIT = "1954f2e2d01d3b0f568e1673a525a6d3d9a34c03"
 CPSYCOUN_ARCHIVE = f"https://codeload.github.com/CAS-SIAT-XinHai/CPsyCoun/tar.gz/{CPSYCOUN_COMMIT}"

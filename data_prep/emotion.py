@@ -12,7 +12,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import MAX_RECORD_BYTES, BuildContext, DataError, Ledger, TaskOutput, decode, read_bytes
+from psyfactory.data_prep.common import (
+    MAX_RECORD_BYTES,
+    BuildContext,
+    DataError,
+    Ledger,
+    TaskOutput,
+    decode,
+    read_bytes,
+)
 
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")  # HF class ids 0..5
 FILES = {"train": "train.txt", "eval": "test.txt", "val": "val.txt"}

@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data_prep import psyqa
-from data_prep.common import (
+from psyfactory.data_prep import psyqa
+from psyfactory.data_prep.common import (
     MAX_RECORD_BYTES,
     BuildContext,
     DataError,

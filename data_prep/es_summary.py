@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from data_prep.common import BuildContext, TaskOutput
-from data_prep.es import parse_longemotion
+from psyfactory.data_prep.common import BuildContext, TaskOutput
+from psyfactory.data_prep.es import parse_longemotion
 
 FIELDS = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
 INSTRUCTION = ("Summarize this psychological counseling case as ONE JSON object with exactly these string fields: "

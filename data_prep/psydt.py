@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import (
+from psyfactory.data_prep.common import (
     BuildContext,
     DataError,
     Dedup,

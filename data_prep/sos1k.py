@@ -25,8 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import MAX_RECORD_BYTES, BuildContext, DataError, Ledger, TaskOutput, decode, read_bytes
-from data_prep.student import STUDENT_INSTRUCTION
+from psyfactory.data_prep.common import (
+    MAX_RECORD_BYTES,
+    BuildContext,
+    DataError,
+    Ledger,
+    TaskOutput,
+    decode,
+    read_bytes,
+)
+from psyfactory.data_prep.student import STUDENT_INSTRUCTION
 
 SOURCES = "SOS-1K"
 FOLDER = "SOS-1K"

@@ -22,12 +22,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from data_prep import cpsycoun, lexicon, psyqa
-from data_prep.common import BuildContext, DataError, Ledger, TaskOutput, stratified_split
-from data_prep.lexicon import STUDENT_KEYWORDS, is_student  # noqa: F401 (the student filter)
-from data_prep.teacher import RELEVANCE_KEY, LabelCache, TeacherError, split_reply, student_schema
+from psyfactory.data_prep import cpsycoun, lexicon, psyqa
+from psyfactory.data_prep.common import BuildContext, DataError, Ledger, TaskOutput, stratified_split
+from psyfactory.data_prep.lexicon import STUDENT_KEYWORDS, is_student  # noqa: F401 (the student filter)
+from psyfactory.data_prep.teacher import RELEVANCE_KEY, LabelCache, TeacherError, split_reply, student_schema
 
-NEEDS_TEACHER = True  # data_prep.prepare passes teacher= and dataset_dir= to build()
+NEEDS_TEACHER = True  # psyfactory.data_prep.prepare passes teacher= and dataset_dir= to build()
 SOURCES = "CPsyCounD+PsyQA"
 EVAL_FRACTION = 0.1
 MIN_COUNSELOR_CHARS = 80  # seed 002: counselor (assistant) replies >= 80 characters
@@ -92,7 +92,7 @@ def reply_rule_ok(turns: list[tuple[str, str]], rule: str) -> tuple[bool, str]:
 def build(ctx: BuildContext, eval_fraction: float | None = None) -> TaskOutput:
     raw_dir, seed, teacher, opts = ctx.raw_dir, ctx.seed, ctx.teacher, ctx.options
     eval_fraction = eval_fraction or opts.eval_share or EVAL_FRACTION
-    assert ctx.dataset_dir is not None  # data_prep.prepare passes it to teacher tasks
+    assert ctx.dataset_dir is not None  # psyfactory.data_prep.prepare passes it to teacher tasks
     task_dir = ctx.dataset_dir / "data" / ctx.task
     dl = ctx.ledger("CPsyCounD")
     ql = ctx.ledger("PsyQA")

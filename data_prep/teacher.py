@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from data_prep import lexicon
 from psyfactory.core import settings
 from psyfactory.core.errors import DataError
 from psyfactory.core.labels import LabelSchema, load_schema
 from psyfactory.core.llm_client import redact
+from psyfactory.data_prep import lexicon
 
 PROMPT_FILE = Path(__file__).parent / "prompts" / "student_teacher.md"
 TEACHERS = ("lexicon", "local (the server of `make teacher`)", "gguf (served for this prep: --teacher-gguf)",
@@ -163,13 +163,10 @@ class EndpointTeacher:
 
     def describe(self) -> dict[str, Any]:
         """Who labelled the set (written to the student accounting; never the API key)."""
-        from psyfactory.core.paths import REPO_ROOT
+        from psyfactory.core.paths import shown
 
         ep = self.te.endpoint
-        try:
-            prompt = str(self.prompt_file.resolve().relative_to(REPO_ROOT))
-        except ValueError:
-            prompt = str(self.prompt_file)
+        prompt = shown(self.prompt_file.resolve())
         return {"kind": "endpoint", "id": self.cache_id, "base_url": redact(ep.base_url), "model": ep.model,
                 "prompt_file": prompt, "prompt_sha256": hashlib.sha256(self.prompt_file.read_bytes()).hexdigest(),
                 "decoding": {"temperature": 0.0, "max_tokens": self.te.max_tokens,

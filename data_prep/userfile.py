@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import (
+from psyfactory.data_prep.common import (
     MAX_RECORD_BYTES,
     BuildContext,
     Dedup,
@@ -220,7 +220,7 @@ def _read(path: Path, spec: Any, ledger: Ledger, dedup: Dedup) -> list[tuple[str
             out.append((key, layout, norm))
             ledger.ok()
     except Bad as e:  # a whole file that cannot be read (not parquet...)
-        from data_prep.common import DataError
+        from psyfactory.data_prep.common import DataError
 
         raise DataError(f"{path}: {e.detail}") from None
     return out
@@ -228,7 +228,7 @@ def _read(path: Path, spec: Any, ledger: Ledger, dedup: Dedup) -> list[tuple[str
 
 def build(ctx: BuildContext, spec: Any) -> TaskOutput:
     """data/<task>/{train,eval}.jsonl from the task's own file(s) (data_prep.FileSpec)."""
-    from data_prep.common import DataError
+    from psyfactory.data_prep.common import DataError
 
     for f in (spec.file, spec.eval_file):
         if f is not None and not Path(f).is_file():

@@ -12,18 +12,18 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, Sample, TaskInfo
 from psyfactory.core.errors import EvalError
+from psyfactory.plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, Sample, TaskInfo
 
 BUILTIN: dict[str, str] = {
-    "classification": "plugins.classification:ClassificationPlugin",
-    "generation": "plugins.generation:GenerationPlugin",
-    "json_fields": "plugins.json_fields:JsonFieldsPlugin",
-    "json_labels": "plugins.json_labels:JsonLabelsPlugin",
-    "llm_judge": "plugins.llm_judge:LLMJudgePlugin",
-    "lm_eval": "plugins.lm_eval:LmEvalPlugin",  # results of `make harness`, read back by compare
-    "psychcounsel_bench": "plugins.psychcounsel_bench:PsychCounselBenchPlugin",
-    "submission": "plugins.submission:SubmissionPlugin",
+    "classification": "psyfactory.plugins.classification:ClassificationPlugin",
+    "generation": "psyfactory.plugins.generation:GenerationPlugin",
+    "json_fields": "psyfactory.plugins.json_fields:JsonFieldsPlugin",
+    "json_labels": "psyfactory.plugins.json_labels:JsonLabelsPlugin",
+    "llm_judge": "psyfactory.plugins.llm_judge:LLMJudgePlugin",
+    "lm_eval": "psyfactory.plugins.lm_eval:LmEvalPlugin",  # results of `make harness`, read back by compare
+    "psychcounsel_bench": "psyfactory.plugins.psychcounsel_bench:PsychCounselBenchPlugin",
+    "submission": "psyfactory.plugins.submission:SubmissionPlugin",
 }
 _EXTRA: dict[str, str] = {}  # registered from outside plugins/
 

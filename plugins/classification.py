@@ -15,8 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, md_table, save_confusion_png
 from psyfactory.core.errors import EvalError
+from psyfactory.plugins.base import (
+    EvalContext,
+    EvalPlugin,
+    PluginOptions,
+    PluginResult,
+    md_table,
+    save_confusion_png,
+)
 
 EMOTION_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 INVALID = "(invalid)"

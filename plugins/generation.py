@@ -12,7 +12,15 @@ import statistics
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, md_table, pyplot, save_fig
+from psyfactory.plugins.base import (
+    EvalContext,
+    EvalPlugin,
+    PluginOptions,
+    PluginResult,
+    md_table,
+    pyplot,
+    save_fig,
+)
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 

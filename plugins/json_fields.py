@@ -13,9 +13,9 @@ import statistics
 from collections import Counter
 from typing import Any, Literal
 
-from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, TaskInfo, md_table
-from plugins.generation import score as text_score
 from psyfactory.core.errors import EvalError
+from psyfactory.plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, TaskInfo, md_table
+from psyfactory.plugins.generation import score as text_score
 
 METRICS = ("rouge-1", "rouge-2", "rouge-l", "bleu-4")
 

@@ -37,7 +37,12 @@ from typing import Any
 
 from pydantic import Field
 
-from plugins.base import (
+from psyfactory.core import detector as detmod
+from psyfactory.core.errors import EvalError, UserError
+from psyfactory.core.labels import LabelSchema
+from psyfactory.core.paths import repo_path
+from psyfactory.core.safety import NetDecision, SafetyNet, load_lexicon
+from psyfactory.plugins.base import (
     EvalContext,
     EvalPlugin,
     PluginOptions,
@@ -49,11 +54,6 @@ from plugins.base import (
     save_confusion_png,
     wilson_ci,
 )
-from psyfactory.core import detector as detmod
-from psyfactory.core.errors import EvalError, UserError
-from psyfactory.core.labels import LabelSchema
-from psyfactory.core.paths import repo_path
-from psyfactory.core.safety import NetDecision, SafetyNet, load_lexicon
 
 INVALID = "(invalid)"
 DEFAULT_MIN_SUPPORT = 10

@@ -17,11 +17,12 @@ from typing import Any, Protocol
 
 import yaml
 
-from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, TaskInfo, md_table
 from psyfactory.core import settings
 from psyfactory.core.errors import EvalError
+from psyfactory.core.paths import EVALUATION_DIR
+from psyfactory.plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult, TaskInfo, md_table
 
-RUBRICS_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "rubrics"
+RUBRICS_DIR = EVALUATION_DIR / "rubrics"
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.base import EvalContext, EvalPlugin, PluginResult, TaskInfo
 from psyfactory.core.errors import EvalError
+from psyfactory.plugins.base import EvalContext, EvalPlugin, PluginResult, TaskInfo
 
 NOT_HERE = ("eval plugin lm_eval holds lm-evaluation-harness results written by `make harness RUN=...`; it is not "
             "listed in a task's psy.eval_plugins")

@@ -45,7 +45,12 @@ from typing import Any, Literal
 
 import yaml
 
-from plugins.base import (
+from psyfactory.core.backend import plain
+from psyfactory.core.errors import EvalError
+from psyfactory.core.generation import GenerationSpec
+from psyfactory.core.labels import strip_think_trimmed
+from psyfactory.core.paths import EVALUATION_DIR
+from psyfactory.plugins.base import (
     EvalContext,
     EvalPlugin,
     PluginOptions,
@@ -56,12 +61,8 @@ from plugins.base import (
     save_fig,
     wilson_ci,
 )
-from psyfactory.core.backend import plain
-from psyfactory.core.errors import EvalError
-from psyfactory.core.generation import GenerationSpec
-from psyfactory.core.labels import strip_think_trimmed
 
-PROMPTS_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "psychcounsel" / "prompts"
+PROMPTS_DIR = EVALUATION_DIR / "psychcounsel" / "prompts"
 DEFAULT_FORMATS = ("seed004-professional", "seed004-simple", "seed004-chat")
 LETTERS = "abcde"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult
 from psyfactory.core.files import atomic_write_jsonl
+from psyfactory.plugins.base import EvalContext, EvalPlugin, PluginOptions, PluginResult
 
 
 class Options(PluginOptions):

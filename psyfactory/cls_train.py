@@ -138,7 +138,7 @@ def metrics(gold: list[str], pred: list[str], labels: list[str], resamples: int 
     import numpy as np
     from sklearn.metrics import f1_score
 
-    from plugins.base import wilson_ci
+    from psyfactory.plugins.base import wilson_ci
 
     n, k = len(gold), sum(g == p for g, p in zip(gold, pred, strict=True))
     f1 = float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0))

@@ -22,10 +22,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from plugins import plugin_class
-from plugins.base import fmt, lookup, mcnemar_exact, md_table, paired_difference
 from psyfactory.core import files, paths
 from psyfactory.core.errors import EvalError, UserError
+from psyfactory.plugins import plugin_class
+from psyfactory.plugins.base import fmt, lookup, mcnemar_exact, md_table, paired_difference
 from psyfactory.review import REVIEW_KIND, read_review, win_cell
 from psyfactory.runs import check_name
 

@@ -135,9 +135,14 @@ class Composed:
         else:
             run = "" if self.run == runs.default_name(self.model, self.task, self.method) else f" RUN={self.run}"
             what = f"MODEL={self.model} TASK={self.task} METHOD={self.method} HW={self.hw}{run}"
+        if paths.INSTALLED:  # no Makefile beside an installed package: the same as CLI options
+            what = " ".join(f"--{k.lower()} {v}" for k, v in re.findall(r"(\w+)=(\S+)", what))
+            recreate = f"psyfactory config {what}" + "".join(f" {o}" for o in over)
+        else:
+            recreate = f"make config {what}" + (f' ARGS="{" ".join(over)}"' if over else "")
         lines = [
             "# Composed by psyfactory: " + " < ".join(rel) + (f" < {' '.join(over)}" if over else ""),
-            f"# Recreate: make config {what}" + (f' ARGS="{" ".join(over)}"' if over else ""),
+            f"# Recreate: {recreate}",
         ]
         return "\n".join(lines) + "\n"
 

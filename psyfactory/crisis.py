@@ -84,8 +84,8 @@ def sos1k_comments(raw_dir: Path) -> tuple[list[Any], dict[str, Any]]:
     writes it."""
     from dataclasses import replace
 
-    from data_prep.common import Ledger
-    from data_prep.sos1k import read_folds
+    from psyfactory.data_prep.common import Ledger
+    from psyfactory.data_prep.sos1k import read_folds
 
     ledger = Ledger("crisis-detector", "SOS-1K", raw_dir)
     comments = [replace(c, text=ledger.scrub(c.text)) for c in read_folds(raw_dir, ledger)]
@@ -107,8 +107,8 @@ def sos1k_units(raw_dir: Path, lex: Lexicon) -> tuple[list[Unit], dict[str, Any]
 
 def client_turns(raw_dir: Path) -> list[tuple[int, list[str]]]:
     """(case number, client turns) of every CPsyCounD dialogue (data_prep.cpsycoun; PII scrubbed)."""
-    from data_prep.common import Ledger
-    from data_prep.cpsycoun import case_number, parse_d
+    from psyfactory.data_prep.common import Ledger
+    from psyfactory.data_prep.cpsycoun import case_number, parse_d
 
     ledger = Ledger("crisis-detector", "CPsyCounD", raw_dir)
     return [(case_number(d.file), [t for r, t in d.turns if r == "user"]) for d in parse_d(raw_dir, ledger)]

@@ -20,13 +20,19 @@ COLUMNS = {"prompt", "query", "response", "history", "messages", "system", "tool
 TAGS = {"role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag"}
 
 
-def read_info(dataset_dir: Path) -> dict[str, Any]:
-    from data_prep.commit import check_not_mid_commit
+def read_info(dataset_dir: Path, *, builtin: bool = False) -> dict[str, Any]:
+    """The folder's registry. With `builtin`, a folder where nothing was prepared yet (no dataset_info.json)
+    is read as the built-in registry, the entries `make prep` writes there for the built-in tasks: a check of
+    names before the data exist (`psyfactory config` in an empty working folder of an installed package)."""
+    from psyfactory.core import paths
+    from psyfactory.data_prep.commit import check_not_mid_commit
 
     check_not_mid_commit(dataset_dir)
     path = dataset_dir / "dataset_info.json"
     if not path.is_file():
-        raise PreflightError(f"{path}: missing (run `make prep` first, or set PSY_DATASET_DIR)")
+        if not (builtin and paths.BUILTIN_DATASET_INFO.is_file()):
+            raise PreflightError(f"{path}: missing (run `make prep` first, or set PSY_DATASET_DIR)")
+        path = paths.BUILTIN_DATASET_INFO
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -40,8 +46,9 @@ def read_info(dataset_dir: Path) -> dict[str, Any]:
 
 def entry(name: str, dataset_dir: Path, *, need_file: bool = True) -> tuple[dict[str, Any], Path]:
     """(the checked entry, its data file) of dataset `name`; every problem is one PreflightError naming
-    dataset_info.json and the entry."""
-    info = read_info(dataset_dir)
+    dataset_info.json and the entry. Without need_file, a folder with no dataset_info.json yet is checked
+    against the built-in registry (read_info)."""
+    info = read_info(dataset_dir, builtin=not need_file)
     where = f"{dataset_dir / 'dataset_info.json'}: dataset '{name}'"
     if name not in info:
         raise PreflightError(f"{dataset_dir / 'dataset_info.json'}: dataset '{name}' is not registered "

@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plugins import EvalContext, PluginResult, Sample
-from plugins.base import fmt, lookup, md_table
 from psyfactory.core import files, paths
 from psyfactory.core.errors import EvalError
 from psyfactory.core.llm_client import redact_all
 from psyfactory.manifest import adapter_sha256, record_external, record_stage, sha256_file
 from psyfactory.models import materialize
+from psyfactory.plugins import EvalContext, PluginResult, Sample
+from psyfactory.plugins.base import fmt, lookup, md_table
 from psyfactory.resume import finished_training
 from psyfactory.runs import check_name
 from psyfactory.runspec import Run

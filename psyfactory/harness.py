@@ -37,12 +37,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from plugins import plugin_class
-from plugins.base import fmt, lookup, md_table
 from psyfactory.core import files, paths
 from psyfactory.core.errors import EvalError
 from psyfactory.evaluate import guard_variant, put_in_place
 from psyfactory.manifest import adapter_sha256, merged_from, record_external, record_stage
+from psyfactory.plugins import plugin_class
+from psyfactory.plugins.base import fmt, lookup, md_table
 from psyfactory.resume import finished_training
 from psyfactory.runs import check_name
 from psyfactory.runspec import Run
@@ -60,7 +60,7 @@ DEFAULT_TASKS = (
     "ceval-valid_physician",
     "cmmlu_elementary_commonsense",
 )
-TASKS_DIR = paths.REPO_ROOT / "evaluation" / "lm_eval_tasks"  # PsychCounsel-Bench as lm-eval tasks
+TASKS_DIR = paths.EVALUATION_DIR / "lm_eval_tasks"  # PsychCounsel-Bench as lm-eval tasks
 TASK = "harness"  # the eval task a harness variant files under: compare gives it a table per model
 PLUGIN = "lm_eval"  # plugins/lm_eval.py: headline and paired records for compare and the model card
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # datasets loaders

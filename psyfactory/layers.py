@@ -104,5 +104,5 @@ def load_layer(path: Path) -> dict[str, Any]:
 
 
 def shown(path: Path) -> str:
-    """A layer path as docs and headers show it: relative to the repo when inside it."""
-    return str(path.relative_to(paths.REPO_ROOT)) if path.is_relative_to(paths.REPO_ROOT) else str(path)
+    """A layer path as docs and headers show it: `configs/...` for the package's own, else the full path."""
+    return paths.shown(path)

@@ -33,6 +33,10 @@ def package_versions() -> dict[str, str]:
 
 
 def git_state() -> dict[str, Any]:
+    """The checkout's commit; an installed wheel has none (its version is in `versions`)."""
+    if paths.REPO_ROOT is None:
+        return {"commit": None, "dirty": False}
+
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=paths.REPO_ROOT, capture_output=True, text=True, check=False

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from data_prep import FileSpec, TaskSpec
 from psyfactory import layers
 from psyfactory.core import paths
 from psyfactory.core.errors import ConfigError, format_validation_error
+from psyfactory.data_prep import FileSpec, TaskSpec
 from psyfactory.psyconfig import DataSource
 from psyfactory.taskview import expand
 
@@ -93,16 +93,16 @@ def recipe_spec(recipe: str, raw_dir: Path | None = None) -> tuple[TaskSpec, dic
 
 
 def prepare_recipe(recipe: str, raw_dir: Path, dataset_dir: Path, **kwargs: Any) -> Any:
-    """data_prep.prepare on a recipe's own data (data/<recipe>/, `<recipe>_<split>`), with its options."""
-    from data_prep import prepare as run_prep
+    """psyfactory.data_prep.prepare on a recipe's own data (data/<recipe>/, `<recipe>_<split>`), with its options."""
+    from psyfactory.data_prep import prepare as run_prep
 
     spec, options = recipe_spec(recipe, Path(raw_dir).resolve())
     return run_prep([spec], raw_dir, dataset_dir, named=True, **{**kwargs, **options})
 
 
 def prepare(names: list[str] | None, raw_dir: Path, dataset_dir: Path, **kwargs: Any) -> Any:
-    """data_prep.prepare on the tasks' own declarations (none named: every task with data; a teacher
+    """psyfactory.data_prep.prepare on the tasks' own declarations (none named: every task with data; a teacher
     task without a teacher is then skipped, not an error)."""
-    from data_prep import prepare as run_prep
+    from psyfactory.data_prep import prepare as run_prep
 
     return run_prep(specs(names, Path(raw_dir).resolve()), raw_dir, dataset_dir, named=bool(names), **kwargs)

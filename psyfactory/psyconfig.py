@@ -126,7 +126,7 @@ class PsyConfig(BaseModel):
                     "(checked in preflight).")
     label_schema: str | None = Field(
         None, json_schema_extra=_layer("task"),
-        description="JSON Schema of a label task's answer (path relative to the repo): validated by "
+        description="JSON Schema of a label task's answer (path relative to the checkout, or to the task file): validated by "
                     "`json_labels`, used for constrained decoding by the GGUF backend and `chat-gguf`.")
     download: list[str] = Field(
         default_factory=list, json_schema_extra=_layer("task"),

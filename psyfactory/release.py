@@ -197,10 +197,10 @@ def mean_ci(xs: list[float]) -> tuple[float, float, float]:
 def item_rows(entry: dict[str, Any]) -> list[list[Any]]:
     """Per plugin and group of one evaluation: n, the value and its 95% interval, from the per-item records
     (right/wrong: accuracy with a Wilson interval; scores: mean with a bootstrap interval)."""
-    from plugins import plugin_class
-    from plugins.base import wilson_ci
     from psyfactory.core.errors import UserError
     from psyfactory.core.files import read_jsonl
+    from psyfactory.plugins import plugin_class
+    from psyfactory.plugins.base import wilson_ci
 
     rows = []
     for name in sorted(entry.get("plugins") or {}):
@@ -227,7 +227,7 @@ def item_rows(entry: dict[str, Any]) -> list[list[Any]]:
 def headline_cell(metrics: dict[str, Any], plugin: str, key: str) -> str:
     """A headline value, with its interval when the plugin stored one beside it (`<key>_ci95`, or `ci95`
     next to an `accuracy`)."""
-    from plugins.base import fmt, lookup
+    from psyfactory.plugins.base import fmt, lookup
 
     value = lookup(metrics.get(plugin) or {}, key)
     head, _, leaf = key.rpartition(".")
@@ -265,8 +265,8 @@ def _recall(t: dict[str, Any] | None, min_support: Any) -> str:
 
 def eval_section(ours: list[dict[str, Any]], bases: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """The card's evaluation section (markdown lines) and its crisis rows."""
-    from plugins.base import md_table
     from psyfactory.compare import paired_tests, reference_for
+    from psyfactory.plugins.base import md_table
 
     if not ours:
         return (["未评测：这次运行还没有任何评测结果（`make eval RUN=…`，基座 `BASE=1`）。发布前请先评测。", "",
@@ -335,13 +335,13 @@ def _data_sources(task: str) -> tuple[list[str], str | None]:
 
 
 def _sources_for_files(files: list[str]) -> list[str]:
-    from data_prep.download import SOURCES
+    from psyfactory.data_prep.download import SOURCES
 
     return sorted({name for name, s in SOURCES.items() for f in files if f"/{s.folder}/" in f.replace(os.sep, "/")})
 
 
 def _licence_rows(names: list[str], role: str) -> list[list[str]]:
-    from data_prep.download import SOURCES
+    from psyfactory.data_prep.download import SOURCES
 
     rows = []
     for n in names:
@@ -377,8 +377,8 @@ def _yaml_list(values: list[str]) -> str:
 
 def card(run: Any, *, weights: str | None, gguf: Path | None, name: str, ours: list[dict[str, Any]],
          bases: list[dict[str, Any]]) -> str:
-    from plugins.base import md_table
     from psyfactory.manifest import read_manifest
+    from psyfactory.plugins.base import md_table
 
     c = run.config
     manifest = read_manifest(run.dir)
@@ -492,7 +492,8 @@ def card(run: Any, *, weights: str | None, gguf: Path | None, name: str, ours: l
             f"{HOTLINES_EN} (check the local numbers before release).", ""]
     if net is not None:
         lexicon = net.lexicon.path
-        shown = lexicon.relative_to(paths.REPO_ROOT) if lexicon.is_relative_to(paths.REPO_ROOT) else lexicon.name
+        shown = paths.shown(lexicon)
+        shown = Path(shown).name if Path(shown).is_absolute() else shown
         out += [f"安全网：PsyFactory 的 `make eval`、`make chat` 和 `make chat-gguf` 对这个任务使用危机词表安全网"
                 f"（`{shown}`，sha256 {net.lexicon.sha256[:12]}）："
                 f"输入中明确的危机表达会把 `{net.field}` 从无风险上调，但绝不下调。**导出的权重、GGUF 和 Modelfile 都不包含这个安全网**："
@@ -608,7 +609,7 @@ def push(rel: Release, repo_id: str, *, dry_run: bool, private: bool = True, out
         raise ConfigError(f"HUB_REPO={repo_id!r}: a hub repository id, <user or organisation>/<name>")
     from huggingface_hub import constants
 
-    from data_prep.download import SOURCES
+    from psyfactory.data_prep.download import SOURCES
 
     endpoint = (settings.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
     token = settings.get("HF_TOKEN")

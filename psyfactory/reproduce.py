@@ -116,8 +116,8 @@ def fetch_sources(run: Run, train_task: str | None, eval_tasks: list[str]) -> li
     """`make download` of what the chain reads from the raw folder, missing files only: the training task's
     sources when the recipe prepares its own data (`train_task`), and the benchmark files of the eval tasks
     (psy.download); a recipe on its task's prepared data needs no raw source for training."""
-    from data_prep.download import download
     from psyfactory.core import paths
+    from psyfactory.data_prep.download import download
     from psyfactory.prep import download_sources
 
     wanted = ([*download_sources(train_task)] if train_task else []) + [

@@ -352,7 +352,7 @@ def summarize(judgements: list[dict[str, Any]], current: dict[str, str] | None =
     other answers are stale and not counted)."""
     from scipy.stats import binomtest
 
-    from plugins.base import wilson_ci
+    from psyfactory.plugins.base import wilson_ci
 
     valid = [j for j in judgements if current is None or current.get(j.get("id")) == j.get("answers_sha256")]
 

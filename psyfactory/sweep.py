@@ -168,7 +168,7 @@ def submit(base: Run, plan_path: Path, profile: dict[str, Any], *, dry_run: bool
         opts = [f"--job-name={name}", f"--array=0-{n - 1}", f"--output={logs}/%x-%A_%a.out", *opts]
         task = ["psyfactory", "sweep-task", "--plan", str(plan_path)]
         values = {"sbatch": opts, "stage": stage, "name": spec["name"], "points": n,
-                  "repo": quote([str(paths.REPO_ROOT)]),
+                  "repo": quote([str(paths.work_dir())]),
                   "env_setup": expand(str(profile.get("env_setup") or "")).rstrip(),
                   "hf_home": expand(str(profile.get("hf_home") or "$HOME/.cache/huggingface")),
                   "omp_threads": str(profile.get("omp_threads") or 1),

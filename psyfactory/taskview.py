@@ -2,7 +2,7 @@
 spec, crisis safety net and eval data. Built from a composed config (psyfactory.config.Composed);
 preflight, `make eval`, `make chat` and `make chat-gguf` all ask it, so they agree.
 
-Plugins are found by declaration (plugins.BUILTIN) and checked with the task
+Plugins are found by declaration (psyfactory.plugins.BUILTIN) and checked with the task
 (`EvalPlugin.check(options, task)`) before any model loads.
 """
 
@@ -13,10 +13,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plugins import EvalPlugin, TaskInfo, plugin_class
 from psyfactory.core import paths
 from psyfactory.core.errors import ConfigError, EvalError
 from psyfactory.core.generation import GenerationSpec
+from psyfactory.plugins import EvalPlugin, TaskInfo, plugin_class
 from psyfactory.psyconfig import DataSource, PsyConfig
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class TaskView:
 
     @cached_property
     def label_schema(self) -> LabelSchema | None:
-        """psy.label_schema, loaded: a path relative to the repo, or else to the task file's folder (a task of
+        """psy.label_schema, loaded: a path relative to the checkout (paths.repo_path), or else to the task file's folder (a task of
         your own in $PSY_CONFIG_DIRS keeps its schema beside it)."""
         if not self.psy.label_schema:
             return None

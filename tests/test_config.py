@@ -142,7 +142,7 @@ def test_lf_key_sets_are_real():
 
 
 def test_every_task_lists_registered_eval_plugins():
-    import plugins
+    from psyfactory import plugins
 
     for task in list_names("task"):
         names = compose("tiny", task, "lora", "cpu").psy.eval_plugins

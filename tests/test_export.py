@@ -16,9 +16,9 @@ import pytest
 from fakehub import FakeHub, serve
 from psyutil import cli, one_error_line
 
-from data_prep.teacher import student_schema
-from plugins.base import wilson_ci
-from plugins.json_labels import Parsed, class_table, score
+from psyfactory.data_prep.teacher import student_schema
+from psyfactory.plugins.base import wilson_ci
+from psyfactory.plugins.json_labels import Parsed, class_table, score
 
 RUN = "qwen3-0.6b/student/lora"
 FIELDS = ("depression_level", "anxiety_level", "risk_flag", "student_distress_score")

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from psyutil import cli, one_error_line
 
-from data_prep import prepare
 from psyfactory.core.paths import REPO_ROOT
+from psyfactory.data_prep import prepare
 
 SAMPLES = REPO_ROOT / "data_prep" / "samples"
 TRAIN = ["--model", "tiny", "--task", "psydt", "--hw", "cpu", "max_steps=4", "save_steps=2", "logging_steps=1",
@@ -158,7 +158,7 @@ def test_a_missing_source_fails_before_anything_is_written(tmp_path):
     prepare(["psydt"], raw, ds, quiet=True)
     before = _digest(ds)
     shutil.rmtree(raw / "PsyQA")
-    from data_prep import DataError
+    from psyfactory.data_prep import DataError
 
     with pytest.raises(DataError, match="PsyQA"):
         prepare(None, raw, ds, teacher="lexicon", quiet=True)  # psydt and cpsycoun come before psyqa
@@ -166,7 +166,7 @@ def test_a_missing_source_fails_before_anything_is_written(tmp_path):
 
 
 def test_a_prep_killed_while_committing_is_finished_by_the_next_one(tmp_path, monkeypatch):
-    from data_prep import DataError, commit
+    from psyfactory.data_prep import DataError, commit
     from psyfactory.preflight import check_datasets
 
     ds = tmp_path / "ds"

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from data_prep.teacher import student_schema
 from psyfactory.core.errors import ConfigError
 from psyfactory.core.labels import load_schema
+from psyfactory.data_prep.teacher import student_schema
 
 GOOD = {"depression_level": 1, "anxiety_level": 2, "risk_flag": "none", "student_distress_score": 4}
 
@@ -131,7 +131,7 @@ def test_client_retries_then_gives_up_against_real_lf_api(lf_api):
 
 def test_a_teacher_url_sends_the_key_from_the_environment(monkeypatch):
     """`--teacher http://…` with only PSY_TEACHER_API_KEY set sends that key (it used to send `Bearer EMPTY`)."""
-    from data_prep.teacher import resolve_teacher
+    from psyfactory.data_prep.teacher import resolve_teacher
 
     monkeypatch.delenv("PSY_TEACHER_BASE_URL", raising=False)
     monkeypatch.setenv("PSY_TEACHER_API_KEY", "sk-test-42")

@@ -1,7 +1,8 @@
 """The structure (docs/architecture.md): psyfactory.core imports nothing of ours above it; plugins/ and
 data_prep/ import only psyfactory.core from the orchestration package; no import circle anywhere in our
 packages, imports inside functions included; nothing but the CLI imports psyfactory.commands;
-`psyfactory list` starts without torch or transformers."""
+`psyfactory list` starts without torch or transformers; nothing imports `data_prep` or `plugins` as top-level
+names (they are psyfactory.data_prep and psyfactory.plugins)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ import pytest
 
 from psyfactory.core.paths import REPO_ROOT
 
-OURS = ("psyfactory", "plugins", "data_prep")
+# folder of the checkout -> its import name (psyfactory/__init__.py: one package, the top-level folders mapped in)
+PACKAGES = {"psyfactory": "psyfactory", "data_prep": "psyfactory.data_prep", "plugins": "psyfactory.plugins"}
 
 
 def modules() -> dict[str, Path]:
+    """Import name -> file of every module of ours."""
     out = {}
-    for top in OURS:
-        for path in sorted((REPO_ROOT / top).rglob("*.py")):
-            parts = path.relative_to(REPO_ROOT).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    for folder, package in PACKAGES.items():
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(REPO_ROOT / folder).with_suffix("").parts
+            name = ".".join([package, *(parts[:-1] if parts[-1] == "__init__" else parts)])
             out[name] = path
     return out
 
@@ -42,7 +45,7 @@ def imports(path: Path) -> list[str]:
 
 
 def ours(names: list[str]) -> list[str]:
-    return [n for n in names if n.split(".")[0] in OURS]
+    return [n for n in names if n.split(".")[0] == "psyfactory"]
 
 
 def graph() -> dict[str, set[str]]:
@@ -113,7 +116,7 @@ def test_the_circle_check_is_not_vacuous():
 
 @pytest.mark.parametrize("folder", ["psyfactory/core", "plugins", "data_prep"])
 def test_lower_layers_import_only_the_core(folder):
-    allowed = ("psyfactory.core",) + (() if folder == "psyfactory/core" else (folder.replace("/", "."),))
+    allowed = ("psyfactory.core",) + (() if folder == "psyfactory/core" else (PACKAGES[folder],))
     for path in sorted((REPO_ROOT / folder).rglob("*.py")):
         bad = [n for n in ours(imports(path)) if not any(n == a or n.startswith(a + ".") for a in allowed)]
         assert not bad, f"{path.relative_to(REPO_ROOT)} imports {bad} (allowed: {', '.join(allowed)})"
@@ -130,7 +133,28 @@ def test_only_the_cli_imports_commands():
 def test_the_rule_is_not_vacuous():
     assert "psyfactory.core.errors" in imports(REPO_ROOT / "plugins" / "base.py")
     assert "psyfactory.runspec" in imports(REPO_ROOT / "psyfactory" / "evaluate.py")
-    assert "plugins" in imports(REPO_ROOT / "psyfactory" / "evaluate.py")
+    assert "psyfactory.plugins" in ours(imports(REPO_ROOT / "psyfactory" / "evaluate.py"))
+
+
+def python_files() -> list[Path]:
+    """Every Python file of the checkout that is ours (packages, tests, benchmarks, scripts)."""
+    skip = {".venv", ".git", "runs", "data", "raw", "build", ".cache"}
+    return sorted(p for p in REPO_ROOT.rglob("*.py") if not skip & set(p.relative_to(REPO_ROOT).parts))
+
+
+def test_one_top_level_name():
+    """data_prep/ and plugins/ are psyfactory.data_prep and psyfactory.plugins: an import of the old top-level
+    names would load a second copy of the files in a checkout and fail in an installed wheel. Re-apply the
+    rename command of commit 'Rename imports: data_prep -> psyfactory.data_prep ...' to files that have them."""
+    bad = []
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            bad += [f"{path.relative_to(REPO_ROOT)}:{node.lineno} {n}" for n in names
+                    if n.split(".")[0] in ("data_prep", "plugins")]
+    assert not bad, "old top-level imports: " + ", ".join(bad)
+    assert len(python_files()) > len(modules())  # tests and benchmarks are read too
 
 
 def test_no_module_shadows_the_standard_library():

@@ -68,7 +68,7 @@ def test_the_classifier_beats_its_base_on_macro_f1_by_a_paired_test(trained: Pat
     import numpy as np
     from sklearn.metrics import f1_score
 
-    from plugins.base import mcnemar_exact
+    from psyfactory.plugins.base import mcnemar_exact
 
     manifest = json.loads((trained / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["run"]["method"] == "lora-cls" and manifest["stages"]["train"]["status"] == "done"

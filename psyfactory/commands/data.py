@@ -37,7 +37,7 @@ def _teacher(args: argparse.Namespace) -> Any:
     if args.teacher == "local" or args.teacher.startswith(("http://", "https://")):
         from dataclasses import replace
 
-        from data_prep.teacher import resolve_endpoint
+        from psyfactory.data_prep.teacher import resolve_endpoint
 
         te = resolve_endpoint(args.teacher)
         if args.teacher_model:
@@ -83,7 +83,7 @@ def cmd_prep(args: argparse.Namespace) -> int:
     import hashlib
     from dataclasses import replace
 
-    from data_prep.teacher import served_endpoint
+    from psyfactory.data_prep.teacher import served_endpoint
     from psyfactory.serve import serve_gguf
 
     gguf = _gguf_path(args.teacher_gguf)
@@ -113,7 +113,7 @@ def task_info(model: str, tokenizer: str | None) -> Any:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from data_prep.report import data_report
+    from psyfactory.data_prep.report import data_report
 
     data_report(_tasks(args.task), Path(args.dataset_dir or _dataset_dir_default()), task_info(args.model, args.tokenizer),
                 label=args.model if not args.tokenizer else "custom", cutoff_len=args.cutoff_len)
@@ -121,7 +121,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from data_prep.download import download
+    from psyfactory.data_prep.download import download
 
     sources = list(args.source or [])
     if args.task:  # the sources the tasks' YAMLs name (psy.data.download, psy.download)
@@ -180,7 +180,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a recipe's own data (its `data:` block: data/<recipe>/, `<recipe>_<split>`, e.g. unscrubbed "
                         "as the seed), from its training task's parser")
     p.add_argument("--raw-dir", default="raw/", help="raw data folder laid out as in docs/data.md, e.g. what `make download` fetched (default raw/)")
-    p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR or the repo)")
+    p.add_argument("--dataset-dir", default=None, help="where dataset_info.json and data/ live (default: $PSY_DATASET_DIR, else the checkout or, installed, the current directory)")
     p.add_argument("--teacher", default=None,
                    help="student labeller: an OpenAI-compatible base URL, 'local' (the server `make teacher` runs, "
                         "schema-constrained), 'gguf' (serve --teacher-gguf with llama.cpp for this prep) or 'lexicon' "

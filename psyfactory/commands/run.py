@@ -21,6 +21,13 @@ def cmd_list(args: argparse.Namespace) -> None:
         print("\npsy keys (docs/configs.md):")
         for key, layer, typ, default, _ in describe():
             print(f"  psy.{key:26} {layer:9} {typ:40} default {default}")
+    if args.paths:
+        print(f"\npaths ({'installed package' if paths.INSTALLED else 'checkout'}; PSY_* variables move the user's):")
+        for label, where in [("configs", os.pathsep.join(map(str, paths.config_dirs()))),
+                             ("evaluation", paths.EVALUATION_DIR), ("slurm", paths.SLURM_DIR),
+                             ("samples", paths.SAMPLES_DIR), ("work", paths.work_dir()), ("dataset", paths.dataset_dir()),
+                             ("runs", paths.runs_root()), ("raw", paths.raw_dir()), ("cache", paths.cache_dir())]:
+            print(f"  {label:10} {where}")
     if args.runs:
         from psyfactory.runs import all_runs
 
@@ -63,7 +70,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
     runner.chat(run_from_args(args), base=args.base)
 
 
-DEMO_SAMPLES = paths.REPO_ROOT / "data_prep" / "samples"
+DEMO_SAMPLES = paths.SAMPLES_DIR
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -94,6 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list models, tasks, methods, hardware profiles")
     p.add_argument("--psy", action="store_true", help="also the psy: keys with their layer, type and default")
     p.add_argument("--runs", action="store_true", help="also the runs under the runs root")
+    p.add_argument("--paths", action="store_true",
+                   help="also where the package's own files (configs, schemas, templates, samples) and yours are")
     p.set_defaults(func=cmd_list)
     for name, func, help_ in [
         ("config", cmd_config, "print the composed flat LLaMA-Factory config"),

@@ -54,7 +54,7 @@ class DetectorSpec:
 
     name: str
     description: str
-    sources: tuple[str, ...]  # raw sources (data_prep.download names) its training data come from
+    sources: tuple[str, ...]  # raw sources (psyfactory.data_prep.download names) its training data come from
     cls: str = "suicidal"  # the class it raises
     ngram: tuple[int, int] = (1, 3)  # character n-gram lengths
     min_df: int = 2  # an n-gram in fewer training texts is dropped

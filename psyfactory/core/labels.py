@@ -152,7 +152,7 @@ class LabelSchema:
 
 @cache
 def load_schema(path: str | Path) -> LabelSchema:
-    """A label schema file (absolute or relative to the repo); errors name the file and the problem."""
+    """A label schema file (absolute or relative to the checkout, paths.repo_path); errors name the file and the problem."""
     full = repo_path(path)
     try:
         schema = json.loads(full.read_text(encoding="utf-8"))

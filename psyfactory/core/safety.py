@@ -272,7 +272,7 @@ class Lexicon:
 
 @cache
 def load_lexicon(path: str | Path = DEFAULT_LEXICON) -> Lexicon:
-    """Load and compile a crisis lexicon file (absolute or relative to the repo); errors name the
+    """Load and compile a crisis lexicon file (absolute or relative to the checkout, paths.repo_path); errors name the
     file, line and field."""
     full = repo_path(path)
     try:

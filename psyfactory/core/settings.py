@@ -23,18 +23,18 @@ class Setting:
 
 
 _ALL = [
-    # -- where things live
-    Setting("PSY_RUNS_DIR", "runs root: every run is `<runs root>/<run name>`", "<repo>/runs"),
+    # -- where things live (<work>: the checkout; installed with pip, the current directory)
+    Setting("PSY_RUNS_DIR", "runs root: every run is `<runs root>/<run name>`", "<work>/runs"),
     Setting("PSY_DATASET_DIR", "folder of `dataset_info.json`; data files are `data/<task>/<split>.jsonl` below it",
-            "<repo>"),
-    Setting("PSY_RAW_DIR", "original dataset files (`{raw_dir}` in task and benchmark paths)", "<repo>/raw"),
+            "<work>"),
+    Setting("PSY_RAW_DIR", "original dataset files (`{raw_dir}` in task and benchmark paths)", "<work>/raw"),
     Setting("PSY_CACHE_DIR", "built models (tiny, smollm2-135m), compiled wheels, the local teacher's state, trained "
             "crisis detectors",
             "~/.cache/psyfactory"),
     Setting("PSY_DETECTOR_DIR", "trained crisis detectors (`make crisis-detector`; the crisis net's learned part), "
             "e.g. one folder a lab shares", "<cache>/crisis_detectors"),
-    Setting("PSY_CONFIG_DIRS", "extra config folders (`:`-separated), searched before the repo's `configs/`: "
-            "your own `models/`, `tasks/`, `recipes/` without editing the checkout", ""),
+    Setting("PSY_CONFIG_DIRS", "extra config folders (`:`-separated), searched before the package's `configs/`: "
+            "your own `models/`, `tasks/`, `recipes/` without editing the checkout or the installed package", ""),
     Setting("PSY_MODEL_DIR", "shared model store: `<dir>/<model name>` or `<dir>/<hub id>` is used when it holds "
             "a config.json (offline compute nodes)", ""),
     Setting("PSY_MODEL_PATHS", "YAML map `model name: /path/to/weights`", "~/.config/psyfactory/models.yaml"),
@@ -58,6 +58,10 @@ _ALL = [
     Setting("PSY_JUDGE_TIMEOUT", "seconds per judge HTTP request", "60", "judge"),
     Setting("PSY_JUDGE_HTTP_RETRIES", "HTTP-level retries of a failed judge request", "2", "judge"),
     Setting("OPENAI_API_KEY", "API key for teacher and judge when their own is unset", "", "judge"),
+    # -- installing (scripts/setup_env.sh, `make setup`)
+    Setting("PSY_TORCH_SPEC", "the torch `make setup` installs instead of the locked one, as pip arguments (e.g. "
+            "`torch==2.6.0 --index-url https://download.pytorch.org/whl/cu124`), or `keep`: the torch already in the "
+            "venv; every other package stays pinned by requirements/constraints.txt", "", "setup"),
     # -- GGUF / llama.cpp
     Setting("PSY_GGUF_QUANT", "GGUF file `make eval --backend gguf` evaluates: Q4_K_M, Q8_0, Q5_K_M, Q6_K or F16",
             "Q4_K_M", "gguf"),

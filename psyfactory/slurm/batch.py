@@ -158,7 +158,7 @@ def stage_resources(stage: str, req: Request, profile: dict[str, Any]) -> dict[s
 
 def log_dir(profile: dict[str, Any]) -> Path:
     d = Path(expand(str(profile.get("log_dir") or "logs")))
-    return d if d.is_absolute() else paths.REPO_ROOT / d
+    return d if d.is_absolute() else paths.work_dir() / d
 
 
 def sbatch_options(stage: str, req: Request, profile: dict[str, Any]) -> list[str]:
@@ -168,7 +168,7 @@ def sbatch_options(stage: str, req: Request, profile: dict[str, Any]) -> list[st
     opts += [f"--nodes={r['nodes']}", "--ntasks-per-node=1", f"--cpus-per-task={r['cpus']}", f"--mem={r['mem_mb']}M"]
     if r["gpus"] > 0:
         opts.append("--gres=" + str(profile.get("gres") or "gpu:{gpus}").replace("{gpus}", str(r["gpus"])))
-    opts += [f"--time={r['time']}", f"--chdir={paths.REPO_ROOT}", f"--output={log_dir(profile)}/%x-%j.out",
+    opts += [f"--time={r['time']}", f"--chdir={paths.work_dir()}", f"--output={log_dir(profile)}/%x-%j.out",
              "--open-mode=append"]
     if stage == "train":
         if profile.get("requeue", True):
@@ -247,7 +247,7 @@ def render(stage: str, req: Request, profile: dict[str, Any], overrides: list[st
     values: dict[str, Any] = {
         "sbatch": sbatch_options(stage, req, profile), "stage": stage, "run": req.run, "recipe": req.recipe,
         "model": req.model,
-        "task": req.task, "method": req.method, "repo": shlex.quote(str(paths.REPO_ROOT)),
+        "task": req.task, "method": req.method, "repo": shlex.quote(str(paths.work_dir())),
         "env_setup": expand(str(profile.get("env_setup") or "")).rstrip(),
         "hf_home": expand(str(profile.get("hf_home") or "$HOME/.cache/huggingface")),
         "omp_threads": str(omp), "exports": exports,

@@ -28,7 +28,7 @@ def parent_stage(stage: str, chain: tuple[str, ...]) -> str | None:
     while up is not None and up not in chain:
         up = DEPENDS[up]
     return up
-SLURM_DIR = paths.REPO_ROOT / "slurm"
+SLURM_DIR = paths.SLURM_DIR  # the job templates and the default profile (the package's own)
 PROFILE_ENV = "PSY_SLURM_PROFILE"
 PROFILE_KEYS = {
     "partition", "account", "qos", "gres", "cpus_per_gpu", "mem_per_gpu", "time", "hw", "env_setup",
@@ -43,7 +43,7 @@ def profile_files() -> list[Path]:
     files = [
         SLURM_DIR / "profile.yaml",
         Path.home() / ".config" / "psyfactory" / "slurm.yaml",
-        SLURM_DIR / "profile.local.yaml",
+        paths.work_dir() / "slurm" / "profile.local.yaml",  # in a checkout: slurm/profile.local.yaml (gitignored)
     ]
     env_file = settings.path(PROFILE_ENV)
     if env_file is not None:
@@ -102,5 +102,5 @@ def parse_mem_mb(value: Any, source: str) -> int:
 
 
 def expand(value: str) -> str:
-    """{repo} and {user} placeholders of profile values."""
-    return str(value).replace("{repo}", str(paths.REPO_ROOT)).replace("{user}", getpass.getuser())
+    """{repo} (the checkout; installed: the working folder) and {user} placeholders of profile values."""
+    return str(value).replace("{repo}", str(paths.work_dir())).replace("{user}", getpass.getuser())

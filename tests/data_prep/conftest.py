@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make 
 
 from dp_helpers import BAD, SAMPLES, SHARED, need_shared  # noqa: E402
 
-from data_prep import prepare  # noqa: E402
+from psyfactory.data_prep import prepare  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

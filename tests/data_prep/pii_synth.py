@@ -199,7 +199,7 @@ def lookalikes(n: int = 400, seed: int = 41) -> list[Case]:
 def measure(n: int = 600, seed: int = 14) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
     """Recall and false positives of `data_prep.pii.Scrubber`: (identifier type -> (removed, total),
     look-alike category -> (changed, total)) on `n` cases each."""
-    from data_prep.pii import Scrubber
+    from psyfactory.data_prep.pii import Scrubber
 
     s = Scrubber()
     found: dict[str, list[int]] = {}

@@ -17,9 +17,9 @@ from dp_helpers import SAMPLES
 from fakehub import FakeHub, serve
 from psyutil import cli
 
-from data_prep import download as dl
-from data_prep import fetch
-from data_prep.download import EMOTION_LABELS, EMOTION_REPO, EMOTION_REVISION, PSYDT_REPO, download
+from psyfactory.data_prep import download as dl
+from psyfactory.data_prep import fetch
+from psyfactory.data_prep.download import EMOTION_LABELS, EMOTION_REPO, EMOTION_REVISION, PSYDT_REPO, download
 
 
 @pytest.fixture

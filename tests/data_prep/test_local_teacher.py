@@ -17,9 +17,9 @@ import pytest
 from dp_helpers import SAMPLES, SHARED, need_shared, quarantine
 from psyutil import cli, one_error_line
 
-from data_prep.teacher import student_schema
 from psyfactory import gguf
 from psyfactory.core.paths import REPO_ROOT
+from psyfactory.data_prep.teacher import student_schema
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not gguf.available(), reason="GGUF stack not installed: run "
                                                                                   "`make setup-gguf`")]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from psyutil import cli
 
-from data_prep import tasks
 from psyfactory.core.paths import REPO_ROOT
+from psyfactory.data_prep import tasks
 from psyfactory.layers import layer_path, load_layer
 
 

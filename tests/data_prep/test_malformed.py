@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from dp_helpers import SAMPLES, acc, quarantine
 
-from data_prep import DataError, prepare
+from psyfactory.data_prep import DataError, prepare
 
 
 def _where(dataset_dir: Path, task: str) -> dict[tuple[str, str], str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dp_helpers import SAMPLES, rows
 
-from data_prep import prepare, tasks
+from psyfactory.data_prep import prepare, tasks
 
 
 def _digest(root: Path) -> dict[str, str]:

@@ -15,8 +15,8 @@ from dp_helpers import SAMPLES, SHARED, need_shared
 from pii_synth import measure
 from psyutil import cli
 
-from data_prep import prepare, tasks
-from data_prep.pii import TITLES, Scrubber
+from psyfactory.data_prep import prepare, tasks
+from psyfactory.data_prep.pii import TITLES, Scrubber
 
 
 def test_recall_and_false_positives_meet_the_targets():
@@ -161,7 +161,7 @@ def test_no_scrub_on_the_command_line(tmp_path):
 
 def test_an_id_shaped_string_after_the_word_is_scrubbed_whatever_its_date():
     """Structure-valid IDs were scrubbed, but one with an impossible birth date after 身份证号 was kept (issue 22)."""
-    from data_prep.pii import Scrubber
+    from psyfactory.data_prep.pii import Scrubber
 
     s = Scrubber()
     assert s.scrub("我的身份证号是110101199913451234，别告诉别人") == "我的身份证号是[ID]，别告诉别人"

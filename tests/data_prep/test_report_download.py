@@ -14,10 +14,10 @@ import pytest
 from dp_helpers import SHARED, need_shared, rows
 from psyutil import cli
 
-from data_prep import prepare
-from data_prep.download import CPSYCOUN_COMMIT, download
-from data_prep.report import data_report
 from psyfactory.commands.data import task_info
+from psyfactory.data_prep import prepare
+from psyfactory.data_prep.download import CPSYCOUN_COMMIT, download
+from psyfactory.data_prep.report import data_report
 
 INFO = task_info("tiny", None)
 
@@ -127,7 +127,7 @@ def test_bench_download_upstream_and_mirror(server, tmp_path, monkeypatch):
     first 500 items written as the seed author's file (SHA-256 of his copy checked); a mirror serves both files,
     and a changed copy is refused. The loopback server stands in for GitHub: it serves the shared 500-item
     file as the upstream array (its first 500 items are itself)."""
-    from data_prep import download as dl
+    from psyfactory.data_prep import download as dl
 
     server, requests = server
     bench = SHARED / "PsychCounsel-Bench" / "PsychCounsel-Bench.json"
@@ -153,8 +153,8 @@ def test_bench_download_upstream_and_mirror(server, tmp_path, monkeypatch):
 
 
 def test_first_items_serializes_like_the_authors_copy():
-    from data_prep.download import first_items
     from psyfactory.core.errors import DataError
+    from psyfactory.data_prep.download import first_items
 
     items = [{"id": i, "question": f"q{i} – “x”", "options": {"a": "是", "b": "否"}, "answer": "a"} for i in range(1, 8)]
     out = first_items(json.dumps(items).encode(), 5)

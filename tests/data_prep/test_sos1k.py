@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from dp_helpers import SHARED, quarantine, rows
 
-from data_prep import DataError, prepare
-from data_prep.download import MD5, SOS1K_COMMIT, manifest
+from psyfactory.data_prep import DataError, prepare
+from psyfactory.data_prep.download import MD5, SOS1K_COMMIT, manifest
 
 GOOD = [("今天终于把药都攒够了", 9, 1), ("考试没考好，好难过", 1, 0), ("每天都很累，但还是得撑下去", 2, 0)]
 

@@ -8,9 +8,9 @@ import json
 import pytest
 from dp_helpers import SAMPLES, acc, quarantine, rows
 
-from data_prep import DataError, prepare
-from data_prep.lexicon import detect_risk, heuristic_labels
-from data_prep.student import MAX_CHARS, MAX_TURNS, is_student, render, reply_rule_ok, window
+from psyfactory.data_prep import DataError, prepare
+from psyfactory.data_prep.lexicon import detect_risk, heuristic_labels
+from psyfactory.data_prep.student import MAX_CHARS, MAX_TURNS, is_student, render, reply_rule_ok, window
 
 
 class RecordingTeacher:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from dp_helpers import SAMPLES, SHARED, acc, need_shared, quarantine, rows
 
-from data_prep import format_steps, prepare
-from data_prep.common import stratified_split
-from data_prep.lexicon import heuristic_labels
+from psyfactory.data_prep import format_steps, prepare
+from psyfactory.data_prep.common import stratified_split
+from psyfactory.data_prep.lexicon import heuristic_labels
 
 RISKS = ("none", "suicidal", "self_harm", "violence")
 TURN = re.compile(r"^(来访者|咨询师)：")

@@ -9,8 +9,8 @@ import json
 import pytest
 from dp_helpers import SAMPLES, quarantine
 
-from data_prep import DataError, prepare
-from data_prep.teacher import TeacherEndpoint
+from psyfactory.data_prep import DataError, prepare
+from psyfactory.data_prep.teacher import TeacherEndpoint
 
 
 @pytest.mark.slow

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from dp_helpers import SAMPLES, quarantine
 
-from data_prep import DataError, prepare
-from data_prep.teacher import TeacherEndpoint
 from psyfactory.core.llm_client import ChatClient, Endpoint
+from psyfactory.data_prep import DataError, prepare
+from psyfactory.data_prep.teacher import TeacherEndpoint
 
 GOOD = {"depression_level": 1, "anxiety_level": 2, "risk_flag": "none", "student_distress_score": 4,
         "student_related": True}
@@ -122,7 +122,7 @@ def test_malformed_bodies_are_invalid_answers_not_tracebacks() -> None:
 
 
 def test_a_silent_server_times_out_within_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from data_prep.teacher import endpoint_from_env
+    from psyfactory.data_prep.teacher import endpoint_from_env
 
     with FaultServer(lambda n: "hang") as url:
         monkeypatch.setenv("PSY_TEACHER_BASE_URL", url)

@@ -10,9 +10,9 @@ import sys
 import pytest
 from psyutil import cli
 
-import plugins
-from plugins import EvalContext, Sample, get_plugin
+from psyfactory import plugins
 from psyfactory.core import paths
+from psyfactory.plugins import EvalContext, Sample, get_plugin
 
 DOC = (paths.REPO_ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from plugins import EvalContext, Sample, get_plugin
-from plugins.classification import INVALID, normalize_label
-from plugins.classification import Options as ClsOptions
-from plugins.classification import score as cls_score
-from plugins.generation import distinct_n, tokenize
-from plugins.generation import score as gen_score
 from psyfactory.core.errors import EvalError
+from psyfactory.plugins import EvalContext, Sample, get_plugin
+from psyfactory.plugins.classification import INVALID, normalize_label
+from psyfactory.plugins.classification import Options as ClsOptions
+from psyfactory.plugins.classification import score as cls_score
+from psyfactory.plugins.generation import distinct_n, tokenize
+from psyfactory.plugins.generation import score as gen_score
 
 REFS = ["sadness", "joy", "joy", "anger", "fear", "surprise"]
 PREDS = ["Sadness.", "joy", "I feel joy", "", "fear", "love"]

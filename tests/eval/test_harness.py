@@ -174,8 +174,8 @@ def test_variant_names() -> None:
 
 
 def test_lm_eval_is_not_a_plugin_a_task_lists() -> None:
-    from plugins import TaskInfo, get_plugin
     from psyfactory.core.errors import EvalError
+    from psyfactory.plugins import TaskInfo, get_plugin
 
     with pytest.raises(EvalError, match="written by `make harness"):
         get_plugin("lm_eval").check(None, TaskInfo("psydt"))

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from plugins import EvalContext, Sample, TaskInfo, get_plugin
-from plugins.base import paired_difference
-from plugins.submission import Options as SubmissionOptions
 from psyfactory.core.labels import load_schema
+from psyfactory.plugins import EvalContext, Sample, TaskInfo, get_plugin
+from psyfactory.plugins.base import paired_difference
+from psyfactory.plugins.submission import Options as SubmissionOptions
 
 FIELDS = ("causes", "symptoms", "treatment_process", "characteristics_of_illness", "treatment_effect")
 

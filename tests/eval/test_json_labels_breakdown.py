@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from plugins import EvalContext, Sample, TaskInfo, get_plugin
-from plugins.json_labels import Options
 from psyfactory.core.errors import EvalError
 from psyfactory.core.labels import load_schema
 from psyfactory.core.paths import REPO_ROOT
+from psyfactory.plugins import EvalContext, Sample, TaskInfo, get_plugin
+from psyfactory.plugins.json_labels import Options
 
 SCHEMA = load_schema("evaluation/schemas/risk_flag.json")
 TASK = TaskInfo("risk", "label", SCHEMA)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from data_prep.teacher import student_schema
-from plugins.json_labels import Parsed
-from plugins.json_labels import score as _score
+from psyfactory.data_prep.teacher import student_schema
+from psyfactory.plugins.json_labels import Parsed
+from psyfactory.plugins.json_labels import score as _score
 
 
 def score(parsed, refs):

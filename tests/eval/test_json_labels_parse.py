@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from data_prep.teacher import student_schema
-from plugins import EvalContext, Sample, TaskInfo, get_plugin
-from plugins.json_labels import Options
 from psyfactory.core.errors import EvalError
+from psyfactory.data_prep.teacher import student_schema
+from psyfactory.plugins import EvalContext, Sample, TaskInfo, get_plugin
+from psyfactory.plugins.json_labels import Options
 
 SAFETY = Options(safety_field="risk_flag", safety_classes=["suicidal", "self_harm"], min_support=1)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from plugins.llm_judge import JudgeReply, aggregate, available_rubrics, judge_messages, load_rubric
 from psyfactory.core.errors import EvalError
+from psyfactory.plugins.llm_judge import JudgeReply, aggregate, available_rubrics, judge_messages, load_rubric
 
 
 def valid(schema, obj) -> bool:

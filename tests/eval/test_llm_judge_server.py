@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from plugins import EvalContext, Sample, get_plugin
-from plugins.llm_judge import LLMJudgePlugin, OpenAIJudge, Options, load_rubric
 from psyfactory.core.errors import EvalError
 from psyfactory.core.llm_client import free_port
+from psyfactory.plugins import EvalContext, Sample, get_plugin
+from psyfactory.plugins.llm_judge import LLMJudgePlugin, OpenAIJudge, Options, load_rubric
 
 SAMPLES = [
     Sample("t1", [{"role": "user", "content": "我最近总是失眠。"}], "失眠让你很困扰吧。", ),

@@ -9,9 +9,13 @@ import re
 
 import pytest
 
-from plugins import EvalContext, TaskInfo, get_plugin
-from plugins.base import mcnemar_exact, wilson_ci
-from plugins.psychcounsel_bench import (
+from psyfactory.core.backend import is_plain
+from psyfactory.core.errors import EvalError
+from psyfactory.core.generation import GenerationSpec
+from psyfactory.core.paths import REPO_ROOT
+from psyfactory.plugins import EvalContext, TaskInfo, get_plugin
+from psyfactory.plugins.base import mcnemar_exact, wilson_ci
+from psyfactory.plugins.psychcounsel_bench import (
     BenchItem,
     Options,
     available_formats,
@@ -23,10 +27,6 @@ from plugins.psychcounsel_bench import (
     parse_letter_lenient,
     score,
 )
-from psyfactory.core.backend import is_plain
-from psyfactory.core.errors import EvalError
-from psyfactory.core.generation import GenerationSpec
-from psyfactory.core.paths import REPO_ROOT
 
 ITEMS = [
     {"id": 1, "question": "Which one?", "options": {"b": "second", "a": "first", "d": "fourth", "c": "third"},
@@ -279,7 +279,7 @@ def test_a_prompt_format_given_by_path_can_come_first(tmp_path, bench_file) -> N
 
 
 def test_options_are_typed() -> None:
-    from plugins.psychcounsel_bench import PsychCounselBenchPlugin
+    from psyfactory.plugins.psychcounsel_bench import PsychCounselBenchPlugin
 
     with pytest.raises(EvalError, match=r"psy.eval_options.psychcounsel_bench.scoring: Input should be 'loglik' or "):
         PsychCounselBenchPlugin.parse_options({"scoring": "logprob"})

@@ -271,7 +271,7 @@ def test_the_page_in_headless_chromium(reviewed: Path, tmp_path: Path) -> None:
         wait.until(lambda d: "已保存" in d.find_element(By.ID, "status").text)
         driver.find_element(By.ID, "pref-right").click()  # tuned better
         judgements = paths.runs_root() / RUN / "eval" / "human-review" / "judgements.jsonl"
-        wait.until(lambda d: judgements.is_file() and '"tuned"' in judgements.read_text())
+        wait.until(lambda d: judgements.is_file() and '"preference": "tuned"' in judgements.read_text())
         rec = json.loads(judgements.read_text())
         assert (rec["id"], rec["reviewer"], rec["preference"]) == ("2", "李医生", "tuned")
         assert rec["safety"] == {"base": True, "tuned": False} and rec["note"] == "基座未识别自杀风险"

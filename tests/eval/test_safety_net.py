@@ -10,12 +10,12 @@ from collections import Counter
 import pytest
 import yaml
 
-from data_prep.teacher import student_schema
-from plugins import EvalContext, Sample, TaskInfo, get_plugin
-from plugins.json_labels import Options
 from psyfactory.core.errors import ConfigError, EvalError
 from psyfactory.core.paths import EVALUATION_DIR
 from psyfactory.core.safety import SafetyNet, load_lexicon
+from psyfactory.data_prep.teacher import student_schema
+from psyfactory.plugins import EvalContext, Sample, TaskInfo, get_plugin
+from psyfactory.plugins.json_labels import Options
 
 CLASSES = ("suicidal", "self_harm", "violence")
 SENTENCES = yaml.safe_load((EVALUATION_DIR / "safety" / "crisis_sentences.yaml").read_text(encoding="utf-8"))[

@@ -11,12 +11,12 @@ import json
 
 import pytest
 
-from plugins import EvalContext, TaskInfo, get_plugin
-from plugins.psychcounsel_bench import BenchItem, Options, extract_seed004, load_bench, load_format
 from psyfactory.config import compose
 from psyfactory.core.backend import is_plain
 from psyfactory.core.generation import GenerationSpec
 from psyfactory.inference import resolve_dtype
+from psyfactory.plugins import EvalContext, TaskInfo, get_plugin
+from psyfactory.plugins.psychcounsel_bench import BenchItem, Options, extract_seed004, load_bench, load_format
 
 # The seed's worked example item (id 3 of the file), options as the file keys them.
 ITEM = BenchItem("3", "An individual's self-esteem is most likely to improve when they credit their success to "

@@ -68,6 +68,6 @@ def exported(runs_root: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def student_schema() -> dict:
-    from data_prep.teacher import student_schema
+    from psyfactory.data_prep.teacher import student_schema
 
     return student_schema().schema

@@ -230,7 +230,7 @@ def test_chat_gguf_answers(exported: dict, runs_root: Path, cli, make, student_s
 @pytest.mark.slow
 @pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_constrained_decoding_always_schema_valid(exported: dict, student_schema: dict) -> None:
-    from data_prep.teacher import student_schema as label_schema
+    from psyfactory.data_prep.teacher import student_schema as label_schema
 
     labels = label_schema()
     convs = student_conversations(16)
@@ -400,7 +400,7 @@ def test_make_eval_with_gguf_backend(exported: dict, runs_root: Path, make, tmp_
 @pytest.mark.slow
 @pytest.mark.skipif(not gguf.available(), reason=GGUF_SKIP)
 def test_make_predict_gguf_writes_llamafactory_format(exported: dict, runs_root: Path, make, tmp_path: Path) -> None:
-    from data_prep.teacher import student_schema
+    from psyfactory.data_prep.teacher import student_schema
 
     env = {"PSY_RUNS_DIR": str(runs_root), "PSY_DATASET_DIR": str(write_student_eval(tmp_path / "ds"))}
     make("predict-gguf", "RUN=tiny/student/lora", "HW=cpu", env=env)
