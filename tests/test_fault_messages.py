@@ -113,15 +113,22 @@ def test_disk_full_during_prep_keeps_the_previous_data(workspace: Path, monkeypa
     assert not [p for p in ds.rglob("*.tmp")]  # nothing half-written left behind
 
 
-def test_a_read_only_runs_folder_is_one_line(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("folder", ["runs", "dataset"])
+def test_a_read_only_folder_is_one_line(workspace: Path, monkeypatch: pytest.MonkeyPatch, folder: str) -> None:
     import tempfile
 
     def read_only(*args, dir=None, **kwargs):  # noqa: A002 (tempfile's own keyword)
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    err = one_error_line(cli("train", "--model", "tiny", "--task", "psydt", *CPU, "--dry-run", check=False))
-    assert str(workspace / "runs" / "tiny" / "psydt" / "lora") in err and "(read-only file system)" in err
+    if folder == "runs":
+        err = one_error_line(cli("train", "--model", "tiny", "--task", "psydt", *CPU, "--dry-run", check=False))
+        where = workspace / "runs" / "tiny" / "psydt" / "lora"
+    else:
+        where = workspace / "ds"
+        err = one_error_line(cli("prep", "--task", "emotion", "--raw-dir", str(SAMPLES), "--dataset-dir", str(where),
+                                 check=False))
+    assert f"error: {where}" in err and "(read-only file system)" in err
 
 
 def test_credentials_in_an_endpoint_url_are_never_written() -> None:
