@@ -45,10 +45,10 @@ lock: $(STAMP) ## rewrite requirements/constraints.txt from the current .venv
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' | sed 's/+cpu//' > requirements/constraints.txt.new
 	mv requirements/constraints.txt.new requirements/constraints.txt
 
-test: $(STAMP) ## the test suite (all but the real-weights learning checks; ~25 min on 2 cores)
+test: $(STAMP) ## the test suite (all but the real-weights learning checks; 21-28 min on 2 cores)
 	$(PYTEST) -m "not real" tests
 
-test-real: $(STAMP) ## the learning checks on real weights (SmolLM2-135M: label word and classification head; ~12 min)
+test-real: $(STAMP) ## the learning checks on real weights (SmolLM2-135M: label word and classification head; ~9 min)
 	$(PYTEST) -m real tests
 
 test-all: test test-real ## what CI runs (bash .ci/run): make test, then make test-real
