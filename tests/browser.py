@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
+
+from psyutil import apt_install
 
 PACKAGES = ["chromium", "chromium-driver", "fonts-wqy-microhei"]  # a CJK font: screenshots show the Chinese
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -25,13 +26,9 @@ def ensure_chromium() -> str | None:
         return f"{CHROMIUM} / {CHROMEDRIVER} are not installed and there is no apt-get to install {PACKAGES}"
     if os.geteuid() != 0:
         return f"{CHROMIUM} / {CHROMEDRIVER} are not installed and apt-get needs root"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]
-    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise RuntimeError(f"apt-get install {' '.join(PACKAGES)} failed: {res.stderr[-800:]}")
+    failed = apt_install(PACKAGES)
+    if failed is not None:
+        raise RuntimeError(f"apt-get install {' '.join(PACKAGES)} failed: {failed}")
     return None
 
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,40 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+
+
+@contextlib.contextmanager
+def real_model_workspace(root: Path, threads: int) -> Iterator[None]:
+    """For the real-model tests: runs and prepared data under `root` (PSY_RUNS_DIR=root/runs,
+    PSY_DATASET_DIR=root/ds, created), and `threads` CPU threads both in this process (in-process eval)
+    and in a training child (OMP_NUM_THREADS); everything restored on exit."""
+    import pytest
+    import torch
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PSY_DATASET_DIR", str(root / "ds"))
+    mp.setenv("PSY_RUNS_DIR", str(root / "runs"))
+    mp.setenv("OMP_NUM_THREADS", str(threads))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    (root / "ds").mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        mp.undo()
+
+
+def apt_install(packages: tuple[str, ...] | list[str]) -> str | None:
+    """`apt-get install` Debian packages (an `apt-get update` and one retry when the first try fails);
+    None on success, else the tail of apt-get's stderr. The caller checks root and apt-get first."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
+    if subprocess.run(cmd, env=env, capture_output=True).returncode == 0:
+        return None
+    subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    return None if res.returncode == 0 else res.stderr[-800:]
 
 
 def cli(*args: str, check: bool = True) -> Result:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from psyutil import cli
+from psyutil import cli, real_model_workspace
 
 from psyfactory.core.paths import REPO_ROOT
 
@@ -36,17 +36,8 @@ SEED_ORDER = ["anger", "fear", "joy", "love", "sadness", "surprise"]  # seed 003
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (SHARED / "emotion" / "train.txt").is_file():
         pytest.skip(f"the dair-ai Emotion sample is not at {SHARED / 'emotion'}")
-    import torch
-
     root = tmp_path_factory.mktemp("lora_cls")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PSY_DATASET_DIR", str(root / "ds"))
-    mp.setenv("PSY_RUNS_DIR", str(root / "runs"))
-    mp.setenv("OMP_NUM_THREADS", "1")  # the training child: one thread (the machine is shared)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    (root / "ds").mkdir()
-    try:
+    with real_model_workspace(root, threads=1):  # one thread: the machine is shared
         cli("prep", "--task", "emotion", "--raw-dir", str(SHARED))
         cli("train", "--model", "smollm2-135m", "--task", "emotion", "--method", "lora-cls", "--hw", "cpu", "--run", RUN,
             *TRAIN)
@@ -54,9 +45,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cli("eval", "--run", RUN, "--limit", N_EVAL, "--hw", "cpu")
         cli("compare", "--run", RUN)
         yield root / "runs" / RUN
-    finally:
-        torch.set_num_threads(threads)
-        mp.undo()
 
 
 def _items(run: Path, variant: str) -> dict[str, dict]:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import pytest
-from psyutil import cli
+from psyutil import cli, real_model_workspace
 
 from psyfactory import gguf
 from psyfactory.core.paths import REPO_ROOT
@@ -33,17 +33,8 @@ N_EVAL = "100"
 def learned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (SHARED / "emotion" / "train.txt").is_file():
         pytest.skip(f"the dair-ai Emotion sample is not at {SHARED / 'emotion'}")
-    import torch
-
     root = tmp_path_factory.mktemp("learning")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PSY_DATASET_DIR", str(root / "ds"))
-    mp.setenv("PSY_RUNS_DIR", str(root / "runs"))
-    mp.setenv("OMP_NUM_THREADS", "2")  # the training child: a 135M model uses both CI cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # in-process eval
-    (root / "ds").mkdir()
-    try:
+    with real_model_workspace(root, threads=2):  # training and eval of a 135M model use both CI cores
         cli("prep", "--task", "emotion", "--raw-dir", str(SHARED))
         cli("train", "--model", "smollm2-135m", "--task", "emotion", "--hw", "cpu", "--run", RUN, *TRAIN)
         cli("eval", "--run", RUN, "--base", "--limit", N_EVAL, "--hw", "cpu")
@@ -51,9 +42,6 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cli("compare", "--run", RUN)
         cli("merge", "--run", RUN, "--hw", "cpu")
         yield root / "runs"
-    finally:
-        torch.set_num_threads(threads)
-        mp.undo()
 
 
 def metrics(runs: Path, variant: str) -> dict:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from psyutil import cli
+from psyutil import cli, real_model_workspace
 
 from psyfactory.core.paths import REPO_ROOT
 
@@ -35,22 +35,13 @@ def _authors_texts(item: dict) -> tuple[str, str, list[dict[str, str]]]:
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     if not BENCH.is_file():
         pytest.skip(f"the PsychCounsel-Bench sample is not at {BENCH}")
-    import torch
-
     items = [it for it in json.loads(BENCH.read_text(encoding="utf-8")) if it["id"] in IDS]
     root = tmp_path_factory.mktemp("seed004_exact")
     bench = root / "bench.json"
     bench.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PSY_RUNS_DIR", str(root / "runs"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with real_model_workspace(root, threads=2):
         cli("eval", "--model", "smollm2-135m", "--task", "seed004-exact", "--base", "--hw", "cpu",
             f"psy.eval_options.psychcounsel_bench.bench_file={bench}")
-    finally:
-        torch.set_num_threads(threads)
-        mp.undo()
     variant = next((root / "runs" / "smollm2-135m" / "seed004-exact" / "lora" / "eval").glob("base*"))
     return variant, items
 

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from psyutil import apt_install
+
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 BINARIES = ["slurmctld", "slurmd", "sbatch", "scontrol", "munged"]
 
@@ -35,13 +37,9 @@ def ensure_installed() -> str | None:
         return "Slurm is not installed and installing it needs root"
     if not shutil.which("apt-get"):
         return "Slurm is not installed and there is no apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]
-    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if res.returncode != 0:
-            return f"apt-get install {' '.join(PACKAGES)} failed: {res.stderr[-500:]}"
+    failed = apt_install(PACKAGES)
+    if failed is not None:
+        return f"apt-get install {' '.join(PACKAGES)} failed: {failed[-500:]}"
     return None
 
 
