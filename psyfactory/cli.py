@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from psyfactory.core.errors import PREEMPTED, STORAGE_ERRORS, Preempted, UserError
+from psyfactory.core.errors import PREEMPTED, Preempted, UserError, storage_problem
 
 COMMAND_MODULES = [
     "psyfactory.commands.run",
@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as e:
-        if e.errno not in STORAGE_ERRORS:
+        problem = storage_problem(e)
+        if problem is None:
             raise  # anything else is a bug and keeps its traceback
-        where = e.filename or "a file"
-        print(f"error: {where}: {e.strerror or STORAGE_ERRORS[e.errno]} ({STORAGE_ERRORS[e.errno]}); files written "
-              "before it are kept, nothing was left half-written (atomic writes)", file=sys.stderr)
+        print(f"error: {problem}; files written before it are kept, nothing was left half-written (atomic writes)",
+              file=sys.stderr)
         return 2
 
 

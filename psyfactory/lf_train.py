@@ -23,7 +23,7 @@ import yaml
 from transformers import TrainerCallback
 
 from psyfactory.core import settings
-from psyfactory.core.errors import PREEMPTED, STORAGE_ERRORS
+from psyfactory.core.errors import PREEMPTED, storage_problem
 
 STOP_FILE, STOPPED_FILE = ".stop-requested", ".stopped.json"  # psyfactory.runner's names
 
@@ -96,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_exp(cfg, callbacks=[cb])
     except OSError as e:  # disk full or read-only while saving: one line, not the trainer's traceback
-        if e.errno not in STORAGE_ERRORS:
+        problem = storage_problem(e, out)
+        if problem is None:
             raise
-        print(f"error: {e.filename or out}: {e.strerror or STORAGE_ERRORS[e.errno]} ({STORAGE_ERRORS[e.errno]}) "
-              f"while training; the checkpoints saved before it are kept in {out}", file=sys.stderr, flush=True)
+        print(f"error: {problem} while training; the checkpoints saved before it are kept in {out}",
+              file=sys.stderr, flush=True)
         return 1
     if cb.saved_step is not None:
         if settings.number("RANK", 0, int) == 0:

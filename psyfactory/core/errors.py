@@ -4,6 +4,7 @@ and exits 2. Any other exception is a bug in PsyFactory and keeps its traceback.
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 from typing import Any
 
 
@@ -55,6 +56,15 @@ PREEMPTED = 75  # exit code after a checkpoint-on-SIGUSR1 stop (EX_TEMPFAIL)
 STORAGE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
                   errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded",
                   errno.EPERM: "operation not permitted"}
+
+
+def storage_problem(e: OSError, where: str | Path = "a file") -> str | None:
+    """`<path>: <strerror> (<what it means>)` for an OSError the machine raised (STORAGE_ERRORS), naming
+    `where` when the error names no file; None for any other OSError (a bug: it keeps its traceback)."""
+    if e.errno not in STORAGE_ERRORS:
+        return None
+    meaning = STORAGE_ERRORS[e.errno]
+    return f"{e.filename or where}: {e.strerror or meaning} ({meaning})"
 
 
 def format_validation_error(e: Any, prefix: str, valid: list[str] | None = None) -> str:
