@@ -62,12 +62,14 @@ def submit(req: Request, profile: dict[str, Any], *, dry_run: bool = False, rest
     if "train" in req.stages:  # config mistakes fail now, not after hours in the queue (a dry run too)
         preflight.check_run(c, req.resolved.task, need_files=need_files and not dry_run)
     if "train" in req.stages and dry_run:  # what only a real submission refuses, said as a warning
-        for check in ((lambda: preflight.check_run(c, req.resolved.task, need_files=True)) if need_files else None,
-                      lambda: refuse_active(c.run_dir),
-                      None if restart else lambda: check_resumable(c, accept_data_change=req.accept_data_change)):
+        checks = [lambda: refuse_active(c.run_dir)]
+        if need_files:  # the data files, which the config check above left out
+            checks.insert(0, lambda: preflight.check_datasets(c.lf.get("dataset"), Path(c.lf["dataset_dir"])))
+        if not restart:
+            checks.append(lambda: check_resumable(c, accept_data_change=req.accept_data_change))
+        for check in checks:
             try:
-                if check is not None:
-                    check()
+                check()
             except UserError as e:
                 print(f"warning: a real submission would be refused: {str(e).splitlines()[0]}", file=out)
     if "train" in req.stages and not dry_run:
